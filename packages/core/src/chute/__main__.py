@@ -1,0 +1,5 @@
+import sys
+
+from chute.cli import main
+
+sys.exit(main())

@@ -1,0 +1,225 @@
+"""The two seams every backend implements: a :class:`Queue` of request ids and a :class:`Store`
+of request records, payloads and results.
+
+A backend is named by URL (``sqlite:///…``, ``redis://…``); a plugin registers factories for
+its schemes through the ``chute_register_backends`` hook (see ``chute.hookspecs``). Behaviour
+is pinned down by the contract suite in ``chute.testing``, which every backend's tests subclass.
+
+Queue objects serve every API: each method names the API, and the backend keeps one queue per
+API (its own keys, table rows or SQS queue). All methods may raise
+:class:`~chute.errors.BackendUnavailable`; none lets an SDK exception escape.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from chute.errors import NotFound, TransitionRejected
+from chute.lifecycle import apply_transition
+from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
+
+#: How long results are kept unless an API says otherwise (Cortex's 7 days).
+DEFAULT_RETENTION = 7 * 24 * 3600.0
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    """One received message: a request id leased to one consumer.
+
+    ``attempt`` counts deliveries of this message, from 1; it is the fencing token the store
+    checks. ``receipt`` is the backend's opaque handle for extend/ack/release.
+    """
+
+    api: str
+    request_id: str
+    attempt: int
+    receipt: str
+
+
+class QueueDepth(msgspec.Struct, frozen=True):
+    """Messages waiting (``queued``, including delayed ones), leased to a consumer
+    (``in_flight``) and parked in the dead letter (``dead``)."""
+
+    queued: int
+    in_flight: int
+    dead: int = 0
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A message that was given up on, with why and after how many attempts."""
+
+    api: str
+    request_id: str
+    reason: str
+    attempts: int
+    dead_at: float
+
+
+class _AsyncClosing:
+    async def aclose(self) -> None:
+        """Release connections; the object is unusable afterwards."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Queue(_AsyncClosing, abc.ABC):
+    """A reliable queue of request ids with leases (at-least-once delivery)."""
+
+    #: The shortest lease (seconds) the backend can honour; the contract suite uses it.
+    min_lease: float = 0.2
+
+    @abc.abstractmethod
+    async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
+        """Enqueue ``request_id`` for ``api``, visible after ``delay`` seconds."""
+
+    @abc.abstractmethod
+    async def receive(
+        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+    ) -> list[Delivery]:
+        """Take up to ``max_messages`` visible messages, each leased for ``lease`` seconds.
+
+        Blocks up to ``wait`` seconds on the backend's own wake-up when nothing is visible and
+        returns ``[]`` if nothing came. A message whose lease lapses becomes visible again and
+        its next delivery has ``attempt`` one higher.
+        """
+
+    @abc.abstractmethod
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        """Push the lease's end to ``lease`` seconds from now. Raises LeaseLost if the lease
+        lapsed and the message was delivered again, or was acked."""
+
+    @abc.abstractmethod
+    async def ack(self, delivery: Delivery) -> None:
+        """Remove the message for good. Raises LeaseLost if another consumer holds it now."""
+
+    @abc.abstractmethod
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        """Give the message back, visible again after ``delay`` seconds (retry, shutdown)."""
+
+    @abc.abstractmethod
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move the message to the API's dead letter, with the reason it was given up."""
+
+    @abc.abstractmethod
+    async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
+        """The oldest ``limit`` dead letters of ``api``."""
+
+    @abc.abstractmethod
+    async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
+        """Send dead letters back to the queue (all, or those named); return how many."""
+
+    @abc.abstractmethod
+    async def purge_dead(self, api: str) -> int:
+        """Delete every dead letter of ``api``; return how many."""
+
+    @abc.abstractmethod
+    async def depth(self, api: str) -> QueueDepth:
+        """How many messages wait, are leased and are dead, without scanning them all."""
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailable if the backend cannot be reached."""
+
+
+class Store(_AsyncClosing, abc.ABC):
+    """Request records, payloads and results, with conditional writes.
+
+    Backends implement the storage primitives (``create``, ``read``, ``write_if``, …); the
+    state machine (:meth:`transition`) and the expiry check (:meth:`get`) are shared here so
+    that every backend obeys the same rules.
+    """
+
+    #: The largest payload the backend accepts, in bytes; ``None`` means no limit of its own.
+    max_payload_size: int | None = None
+
+    # -- primitives ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        """Store a new record and stream its payload from ``body``.
+
+        Returns the record as stored (with ``payload_size`` filled in). Raises Conflict if the
+        id exists, PayloadTooLarge above ``max_payload_size``; on any error nothing is left
+        behind that a reader could see.
+        """
+
+    @abc.abstractmethod
+    async def read(self, api: str, request_id: str) -> tuple[RequestRecord, object] | None:
+        """The record and an opaque version for :meth:`write_if`, or None. No expiry check."""
+
+    @abc.abstractmethod
+    async def write_if(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> bool:
+        """Replace the record if its version is still ``version``; store ``result`` with it
+        atomically (results are written only with ``completed``). False if the record moved."""
+
+    @abc.abstractmethod
+    def payload(self, api: str, request_id: str) -> AsyncIterator[bytes]:
+        """Stream the payload back in chunks. Raises NotFound if there is none."""
+
+    @abc.abstractmethod
+    async def result(self, api: str, request_id: str) -> bytes | None:
+        """The stored result bytes (JSON), or None."""
+
+    @abc.abstractmethod
+    async def delete(self, api: str, request_id: str) -> bool:
+        """Remove the record, payload and result; False if there was nothing."""
+
+    async def purge_expired(self) -> int:
+        """Delete records past their ``expires_at``; return how many. Backends whose storage
+        expires by itself (Redis TTLs, bucket lifecycle rules) keep this default."""
+        return 0
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailable if the backend cannot be reached."""
+
+    # -- shared behaviour ------------------------------------------------------------------
+
+    async def get(self, api: str, request_id: str) -> RequestRecord | None:
+        """The live record, or None if unknown or past its retention."""
+        found = await self.read(api, validate_request_id(request_id))
+        if found is None or found[0].expires_at <= now():
+            return None
+        return found[0]
+
+    async def transition(
+        self,
+        api: str,
+        request_id: str,
+        to: Status,
+        *,
+        attempt: int | None = None,
+        error: ErrorInfo | None = None,
+        result: bytes | None = None,
+    ) -> RequestRecord:
+        """Move a request to ``to`` under the rules of ``chute.lifecycle``, atomically.
+
+        Raises NotFound for an unknown or expired id and TransitionRejected when the move is
+        not allowed from the state the store holds (for example a late duplicate delivery
+        trying to overwrite a terminal record).
+        """
+        if result is not None and to is not Status.COMPLETED:
+            raise ValueError("a result is stored only with the completed status")
+        validate_request_id(request_id)
+        for _ in range(16):
+            found = await self.read(api, request_id)
+            if found is None or found[0].expires_at <= now():
+                raise NotFound(f"request {request_id} of API {api} not found")
+            record, version = found
+            updated = apply_transition(record, to, attempt=attempt, at=now(), error=error)
+            if await self.write_if(updated, version, result=result):
+                return updated
+        raise TransitionRejected(f"request {request_id}: too much contention, gave up")

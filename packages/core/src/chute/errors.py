@@ -1,0 +1,80 @@
+"""chute's exceptions: one root, four families.
+
+Callers catch these and nothing else: backends translate their SDK's exceptions at the
+boundary (``raise BackendUnavailable(...) from exc``), so no caller ever needs to know about
+``redis.ConnectionError`` or ``botocore`` errors.
+"""
+
+from __future__ import annotations
+
+
+class ChuteError(Exception):
+    """The root of every error chute raises on purpose."""
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class ConfigError(ChuteError):
+    """A configuration file, URL or option is invalid."""
+
+
+# --- plugins -------------------------------------------------------------------------------
+
+
+class PluginError(ChuteError):
+    """A plugin could not be loaded, or plugins disagree."""
+
+
+class UnknownSchemeError(PluginError, ConfigError):
+    """No installed plugin handles a backend URL's scheme."""
+
+
+class DuplicateSchemeError(PluginError):
+    """Two plugins claim the same URL scheme."""
+
+
+# --- backends ------------------------------------------------------------------------------
+
+
+class BackendError(ChuteError):
+    """A queue or store operation failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend could not be reached (down, restarting, network). Retrying may succeed."""
+
+
+class NotFound(BackendError):
+    """The request id is unknown, or its record has expired."""
+
+
+class Conflict(BackendError):
+    """A conditional write lost: the record changed since it was read, or already exists."""
+
+
+class TransitionRejected(Conflict):
+    """A status change is not allowed from the record's current state or attempt."""
+
+
+class LeaseLost(BackendError):
+    """The delivery's lease lapsed or was taken over; the message belongs to someone else now."""
+
+
+class PayloadTooLarge(BackendError):
+    """A payload is larger than the gateway's or the backend's limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"payload exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+# --- protocol ------------------------------------------------------------------------------
+
+
+class ProtocolError(ChuteError):
+    """A message on the wire does not follow the protocol (bad id, bad header, bad body)."""
+
+
+class InvalidRequestId(ProtocolError):
+    """A request id is malformed; it never reaches a storage key."""

@@ -1,0 +1,78 @@
+"""The request state machine, enforced once here for every store.
+
+```
+in_queue ──► in_progress ──► completed
+   │  ▲            │ ├──────► failed
+   │  └── retry ───┘ └──────► cancelled
+   ├──────────────────────────► cancelled
+   └──────────────────────────► expired
+```
+
+Stores do not re-implement these rules: ``Store.transition`` reads the record, calls
+:func:`apply_transition`, and writes the new record back with the backend's own conditional
+write (a transaction, a Lua compare-and-set, an S3/GCS precondition). A status therefore never
+goes backwards, a terminal record is never overwritten, and a worker whose lease lapsed cannot
+overwrite the outcome of the attempt that took over (``attempt`` is a fencing token).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from chute.errors import TransitionRejected
+from chute.protocol import ErrorInfo, RequestRecord, Status
+
+#: Where each non-terminal status may go next.
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.IN_QUEUE: frozenset({Status.IN_PROGRESS, Status.CANCELLED, Status.EXPIRED}),
+    Status.IN_PROGRESS: frozenset(
+        {
+            Status.IN_PROGRESS,  # a new delivery takes over after the previous lease lapsed
+            Status.IN_QUEUE,  # released for a retry
+            Status.COMPLETED,
+            Status.FAILED,
+            Status.CANCELLED,
+        }
+    ),
+}
+
+#: Moves made by whoever holds the current delivery; they must name its attempt.
+_FENCED = frozenset({Status.IN_QUEUE, Status.COMPLETED, Status.FAILED})
+
+
+def apply_transition(
+    record: RequestRecord,
+    to: Status,
+    *,
+    attempt: int | None,
+    at: float,
+    error: ErrorInfo | None = None,
+) -> RequestRecord:
+    """Return ``record`` moved to ``to``, or raise TransitionRejected.
+
+    * ``to=in_progress`` needs a delivery ``attempt`` newer than the record's: it starts a new
+      attempt (from ``in_queue``, or taking over an ``in_progress`` whose lease lapsed).
+    * ``in_queue`` (retry), ``completed`` and ``failed`` need the record's current attempt.
+    * ``cancelled`` and ``expired`` are not fenced: anyone may cancel or expire a live request.
+    """
+    current = record.status
+    if to not in ALLOWED.get(current, frozenset()):
+        raise TransitionRejected(
+            f"request {record.id}: cannot go from {current.value} to {to.value}"
+        )
+    changes: dict[str, object] = {"status": to}
+    if to is Status.IN_PROGRESS:
+        if attempt is None or attempt <= record.attempt:
+            raise TransitionRejected(
+                f"request {record.id}: attempt {attempt} is not newer than {record.attempt}"
+            )
+        changes.update(attempt=attempt, started_at=at, error=None)
+    elif to in _FENCED and current is Status.IN_PROGRESS and attempt != record.attempt:
+        raise TransitionRejected(
+            f"request {record.id}: attempt {attempt} was superseded by {record.attempt}"
+        )
+    if to.terminal:
+        changes["finished_at"] = at
+    if error is not None:
+        changes["error"] = error
+    return msgspec.structs.replace(record, **changes)

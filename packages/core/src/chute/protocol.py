@@ -1,0 +1,184 @@
+"""The wire protocol: statuses, the request record, responses and header names.
+
+The submit and result responses are shaped exactly as Cortex's async gateway shapes them
+(``{"id"}`` and ``{"id", "status", "result", "timestamp"}``); chute's extensions add fields and
+never change these.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from chute.errors import InvalidRequestId
+
+#: Header carrying the request id to the user's container (Cortex's name, kept as is).
+REQUEST_ID_HEADER = "X-Cortex-Request-ID"
+
+#: Request headers that never reach the container: hop-by-hop headers and ones the HTTP
+#: client recomputes for the new connection.
+HOP_BY_HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "expect",
+    }
+)
+
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+MAX_ID_LENGTH = 128
+
+
+class Status(enum.StrEnum):
+    """A request's place in its life. See docs/statuses.md for the state machine."""
+
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
+
+
+def new_request_id() -> str:
+    """A fresh request id: a time-ordered prefix (for humans and sorted listings) and 96 random
+    bits, so ids cannot be guessed from one another."""
+    millis = time.time_ns() // 1_000_000
+    return f"{millis:012x}{secrets.token_hex(12)}"
+
+
+def validate_request_id(request_id: str) -> str:
+    """Return ``request_id`` if it is safe to put in a storage key, else raise InvalidRequestId.
+
+    Safe means: 1..128 characters of ``[A-Za-z0-9_-]``, not starting with ``-`` or ``_`` (so no
+    path separators, no dots, no traversal, nothing that needs quoting in a URL or a key).
+    """
+    if not isinstance(request_id, str) or not _ID_PATTERN.match(request_id):
+        raise InvalidRequestId(
+            f"invalid request id {request_id!r}: expected 1 to {MAX_ID_LENGTH} characters "
+            "of letters, digits, '-' and '_', starting with a letter or digit"
+        )
+    return request_id
+
+
+def now() -> float:
+    """Wall-clock seconds since the epoch; every timestamp in a record uses it."""
+    return time.time()
+
+
+def rfc3339(timestamp: float) -> str:
+    """Format epoch seconds the way Cortex did (``2021-07-19T10:48:33Z``), with milliseconds."""
+    dt = datetime.fromtimestamp(timestamp, tz=UTC)
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a request failed: a machine-readable ``type`` and a human ``message``, plus what the
+    container answered, when it answered."""
+
+    type: str
+    message: str
+    status_code: int | None = None
+    body: str | None = None
+
+
+class RequestRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Everything the store keeps about one request except its payload and result bytes.
+
+    ``attempt`` is the delivery attempt that last moved the record (the fencing token): a store
+    accepts a transition only for the current attempt or a newer one (see ``chute.lifecycle``).
+    """
+
+    id: str
+    api: str
+    status: Status
+    created_at: float
+    expires_at: float
+    content_type: str | None = None
+    headers: list[tuple[str, str]] = []
+    payload_size: int = 0
+    attempt: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: ErrorInfo | None = None
+    queue_deadline: float | None = None
+    timeout: float | None = None
+    cancel_requested: bool = False
+    extra: dict[str, Any] = {}
+
+
+class SubmitResponse(msgspec.Struct, frozen=True):
+    """``POST /<api>`` → ``{"id": "..."}``, as Cortex answers."""
+
+    id: str
+
+
+class ResultResponse(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``GET /<api>/<id>``: Cortex's ``id``, ``status``, ``result``, ``timestamp``, then chute's
+    extensions (timestamps of the request's life, attempts, a failure's reason)."""
+
+    id: str
+    status: str
+    result: Any = msgspec.UNSET
+    timestamp: str | msgspec.UnsetType = msgspec.UNSET
+    created_at: str | msgspec.UnsetType = msgspec.UNSET
+    started_at: str | msgspec.UnsetType = msgspec.UNSET
+    finished_at: str | msgspec.UnsetType = msgspec.UNSET
+    attempts: int | msgspec.UnsetType = msgspec.UNSET
+    error: ErrorInfo | msgspec.UnsetType = msgspec.UNSET
+
+
+def result_response(record: RequestRecord, result: Any = msgspec.UNSET) -> ResultResponse:
+    """Build the ``GET`` answer for a record (and its decoded result, once completed)."""
+
+    def ts(value: float | None) -> str | msgspec.UnsetType:
+        return msgspec.UNSET if value is None else rfc3339(value)
+
+    completed = record.status is Status.COMPLETED
+    return ResultResponse(
+        id=record.id,
+        status=record.status.value,
+        result=result if completed else msgspec.UNSET,
+        timestamp=ts(record.finished_at) if completed else msgspec.UNSET,
+        created_at=ts(record.created_at),
+        started_at=ts(record.started_at),
+        finished_at=ts(record.finished_at),
+        attempts=record.attempt,
+        error=record.error if record.error is not None else msgspec.UNSET,
+    )
+
+
+class ErrorBody(msgspec.Struct, frozen=True):
+    type: str
+    message: str
+
+
+class ErrorResponse(msgspec.Struct, frozen=True):
+    """Every HTTP error chute answers: ``{"error": {"type", "message"}}``."""
+
+    error: ErrorBody
+
+
+record_encoder = msgspec.json.Encoder()
+record_decoder = msgspec.json.Decoder(RequestRecord)

@@ -1,0 +1,136 @@
+"""Backends found by URL scheme, through pluggy plugins loaded lazily on first lookup."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+import pluggy
+
+from chute import hookspecs
+from chute.errors import ConfigError, DuplicateSchemeError, PluginError, UnknownSchemeError
+
+if TYPE_CHECKING:
+    from chute.backends.base import Queue, Store
+
+QueueFactory = Callable[[str], "Queue"]
+StoreFactory = Callable[[str], "Store"]
+_F = TypeVar("_F")
+
+#: Schemes served by first-party distributions, and the extra that installs each.
+KNOWN_EXTRAS = {
+    "redis": "chute[redis]",
+    "rediss": "chute[redis]",
+    "sqs": "chute[sqs]",
+    "s3": "chute[sqs]",
+    "gs": "chute[gcs]",
+}
+
+#: Used wherever no URL is given: the embedded backend, under ./.chute/.
+DEFAULT_URL = "sqlite:///.chute/chute.db"
+
+
+class _Claims(dict[str, tuple[_F, str]]):
+    def claim(self, role: str, scheme: str, factory: _F, plugin: str) -> None:
+        scheme = scheme.lower()
+        if scheme in self and self[scheme][1] != plugin:
+            raise DuplicateSchemeError(
+                f"{role} scheme {scheme!r} is claimed by two plugins: "
+                f"{self[scheme][1]!r} and {plugin!r}; uninstall one of them"
+            )
+        self[scheme] = (factory, plugin)
+
+
+class BackendRegistry:
+    """What plugins register into: URL scheme → factory, for each role."""
+
+    def __init__(self) -> None:
+        self.queues: _Claims[QueueFactory] = _Claims()
+        self.stores: _Claims[StoreFactory] = _Claims()
+        self._plugin = "<unknown>"
+
+    def add_queue(self, scheme: str, factory: QueueFactory) -> None:
+        self.queues.claim("queue", scheme, factory, self._plugin)
+
+    def add_store(self, scheme: str, factory: StoreFactory) -> None:
+        self.stores.claim("store", scheme, factory, self._plugin)
+
+
+class PluginManager:
+    """chute's pluggy manager. Entry points load on the first lookup, not at import."""
+
+    def __init__(self, *, load_entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self._load_entry_points = load_entry_points
+        self._registry: BackendRegistry | None = None
+        self._lock = threading.Lock()
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object or module directly (tests, embedding applications)."""
+        self.pm.register(plugin, name)
+        self._registry = None
+
+    @property
+    def backends(self) -> BackendRegistry:
+        with self._lock:
+            if self._registry is None:
+                self._registry = self._collect()
+            return self._registry
+
+    def _collect(self) -> BackendRegistry:
+        if self._load_entry_points:
+            try:
+                self.pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+            except Exception as exc:  # a broken third-party plugin must name itself
+                raise PluginError(f"loading a chute plugin failed: {exc!r}") from exc
+            self._load_entry_points = False
+        registry = BackendRegistry()
+        for impl in self.pm.hook.chute_register_backends.get_hookimpls():
+            registry._plugin = self.pm.get_name(impl.plugin) or repr(impl.plugin)
+            impl.function(registry=registry)
+        return registry
+
+    def open_queue(self, url: str) -> Queue:
+        return _factory(self.backends.queues, "queue", url)(url)
+
+    def open_store(self, url: str) -> Store:
+        return _factory(self.backends.stores, "store", url)(url)
+
+
+def _factory(claims: _Claims[_F], role: str, url: str) -> _F:
+    scheme = urlsplit(url).scheme.lower()
+    if not scheme:
+        raise ConfigError(f"{role} URL {url!r} has no scheme (expected e.g. {DEFAULT_URL})")
+    if scheme in claims:
+        return claims[scheme][0]
+    known = ", ".join(f"{s}://" for s in sorted(claims)) or "none"
+    hint = KNOWN_EXTRAS.get(scheme)
+    install = f'; install it with: pip install "{hint}"' if hint else ""
+    raise UnknownSchemeError(
+        f"no {role} backend handles {scheme}:// (in {url!r}); known {role} schemes: {known}"
+        f"{install}"
+    )
+
+
+_default: PluginManager | None = None
+
+
+def plugin_manager() -> PluginManager:
+    """The process-wide plugin manager."""
+    global _default
+    if _default is None:
+        _default = PluginManager()
+    return _default
+
+
+def open_queue(url: str) -> Queue:
+    """Open the queue backend a URL names (``sqlite:///…``, ``redis://…``, …)."""
+    return plugin_manager().open_queue(url)
+
+
+def open_store(url: str) -> Store:
+    """Open the store backend a URL names."""
+    return plugin_manager().open_store(url)
