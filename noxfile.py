@@ -16,6 +16,9 @@ PYTHON = "3.11"
 PACKAGES = ["chute", "chute_dequeuer", "chute_redis", "chute_sqs", "chute_gcs", "chute_k8s"]
 SUITES = {
     "core": "packages/core/tests",
+    "dequeuer": "packages/dequeuer/tests",
+    "redis": "packages/backends-redis/tests",
+    "e2e": "tests",
 }
 
 

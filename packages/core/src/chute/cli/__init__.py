@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from chute._version import __version__
 from chute.errors import ChuteError
 
-#: Subcommand name → module under chute.cli, in the order ``--help`` lists them.
-SUBCOMMANDS = ["validate"]
+
+def _subcommand_modules() -> list[ModuleType]:
+    """Every module in this package defines one subcommand (``register`` and ``ORDER``)."""
+    modules = [
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in pkgutil.iter_modules(__path__)
+        if not info.name.startswith("_")
+    ]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"chute {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(f"chute.cli.{name.replace('-', '_')}")
+    for module in _subcommand_modules():
         module.register(sub)
     return parser
 
