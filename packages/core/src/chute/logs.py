@@ -1,0 +1,49 @@
+"""JSON-lines logging for chute's long-running processes (gateway, dequeuer, ``chute dev``).
+
+Each record is one JSON object per line with ``ts``, ``level``, ``logger``, ``message`` and any
+``extra={...}`` fields (``request_id``, ``api``, …), so log shippers can index them as Cortex's
+Fluent Bit setup did. ``CHUTE_LOG_FORMAT=text`` switches to plain lines for humans.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import msgspec
+
+# Attributes every LogRecord has; anything else came from ``extra=`` and is logged as a field.
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Values msgspec cannot encode (exceptions, paths) are logged by their repr.
+_encoder = msgspec.json.Encoder(enc_hook=repr)
+
+
+class JSONFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return _encoder.encode(entry).decode()
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send every logger's records to stderr, as JSON lines unless CHUTE_LOG_FORMAT=text."""
+    level = (level or os.environ.get("CHUTE_LOG_LEVEL") or "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("CHUTE_LOG_FORMAT", "json").lower() == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
