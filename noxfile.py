@@ -53,3 +53,11 @@ def types(session: nox.Session) -> None:
     """mypy --strict over every package's sources."""
     sync(session, "types", "test")
     session.run("mypy", *(f"--package={p}" for p in PACKAGES))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not run by CI): chute on each backend beside the direct call, one run.
+    Extra arguments go to benchmarks/bench.py, e.g. ``nox -s bench -- --requests 5000``."""
+    sync(session, "test")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
