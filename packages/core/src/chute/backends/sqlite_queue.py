@@ -1,0 +1,296 @@
+"""The embedded queue: one table of messages per file, leases as a ``visible_at`` time.
+
+A message is visible when ``visible_at <= now``. Receiving leases it: ``visible_at`` moves to the
+lease's end, ``attempts`` goes up by one (the fencing token) and a fresh receipt is drawn, so a
+consumer whose lease lapsed and was taken over can no longer extend, ack or release it. A lapsed
+lease needs no clean-up: the message is simply visible again.
+
+SQLite has no wake-up across processes, so an idle ``receive`` polls, cheaply: it reads
+``PRAGMA data_version`` (which changes only when another connection commits) and runs the real
+query only when something changed or a delayed message's time has come.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from functools import partial
+
+import anyio
+
+from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
+from chute.backends.sqlite_db import Database, data_version, write_transaction
+from chute.errors import LeaseLost
+from chute.protocol import now, validate_request_id
+
+#: The idle poll starts this fast (a request submitted to an idle system starts at once) ...
+POLL_MIN = 0.002
+#: ... and backs off to this while nothing happens.
+POLL_MAX = 0.025
+
+_Leased = tuple[list[Delivery], int, float | None]
+
+
+class SqliteQueue(Queue):
+    """A queue of request ids in an SQLite file (``sqlite:///path.db``), safe across processes.
+
+    One connection per object; open one object per process (or per event loop) and share it.
+    """
+
+    min_lease = 0.05
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+        # Commits through our own connection do not change its data_version: count them.
+        self._local_writes = 0
+        self._wakeup: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"SqliteQueue({str(self._db.path)!r})"
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
+        validate_request_id(request_id)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            t = now()
+            conn.execute(
+                "INSERT INTO queue_messages (api, request_id, visible_at, sent_at) "
+                "VALUES (?, ?, ?, ?)",
+                (api, request_id, t + max(0.0, delay), t),
+            )
+
+        await self._db.run(insert)
+        self._wrote()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def receive(
+        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+    ) -> list[Delivery]:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        if lease <= 0:
+            raise ValueError("lease must be positive")
+        deadline = anyio.current_time() + max(0.0, wait)
+        interval = POLL_MIN
+        while True:
+            local = self._local_writes
+            deliveries, version, next_visible = await self._db.run(
+                partial(_lease, api, max_messages, lease)
+            )
+            if deliveries:
+                return deliveries
+            # Wait until something may have changed: another connection committed, this
+            # object wrote, or a delayed message (or lapsing lease) reached its time.
+            while True:
+                remaining = deadline - anyio.current_time()
+                if remaining <= 0:
+                    return []
+                pause = min(interval, remaining)
+                if next_visible is not None:
+                    pause = min(pause, max(0.0, next_visible - now()))
+                await self._pause(pause)
+                interval = min(interval * 2, POLL_MAX)
+                if self._local_writes != local:
+                    break
+                if next_visible is not None and now() >= next_visible:
+                    break
+                if await self._db.run(data_version) != version:
+                    break
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when this object sends or releases a message."""
+        if self._wakeup is None:
+            self._wakeup = anyio.Event()
+        with anyio.move_on_after(seconds):
+            await self._wakeup.wait()
+
+    def _wrote(self) -> None:
+        self._local_writes += 1
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    # -- settling a delivery -------------------------------------------------------------
+
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        row_id, token = _parse_receipt(delivery)
+
+        def update(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE queue_messages SET visible_at = ? WHERE id = ? AND receipt = ?",
+                (now() + lease, row_id, token),
+            ).rowcount
+
+        _check_held(await self._db.run(update), delivery)
+
+    async def ack(self, delivery: Delivery) -> None:
+        row_id, token = _parse_receipt(delivery)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "DELETE FROM queue_messages WHERE id = ? AND receipt = ?", (row_id, token)
+            ).rowcount
+
+        _check_held(await self._db.run(delete), delivery)
+
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        row_id, token = _parse_receipt(delivery)
+
+        def update(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE queue_messages SET visible_at = ?, leased = 0, receipt = NULL "
+                "WHERE id = ? AND receipt = ?",
+                (now() + max(0.0, delay), row_id, token),
+            ).rowcount
+
+        _check_held(await self._db.run(update), delivery)
+        self._wrote()
+
+    # -- dead letter ---------------------------------------------------------------------
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        row_id, token = _parse_receipt(delivery)
+
+        def move(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                row = conn.execute(
+                    "SELECT api, request_id, attempts FROM queue_messages "
+                    "WHERE id = ? AND receipt = ?",
+                    (row_id, token),
+                ).fetchone()
+                if row is None:
+                    return 0
+                conn.execute("DELETE FROM queue_messages WHERE id = ?", (row_id,))
+                conn.execute(
+                    "INSERT INTO queue_dead (api, request_id, reason, attempts, dead_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*row, reason, now()),
+                )
+                return 1
+
+        _check_held(await self._db.run(move), delivery)
+
+    async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
+        def select(conn: sqlite3.Connection) -> list[DeadLetter]:
+            rows = conn.execute(
+                "SELECT request_id, reason, attempts, dead_at FROM queue_dead "
+                "WHERE api = ? ORDER BY id LIMIT ?",
+                (api, limit),
+            ).fetchall()
+            return [DeadLetter(api, rid, reason, n, at) for rid, reason, n, at in rows]
+
+        return await self._db.run(select)
+
+    async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
+        wanted = None if request_ids is None else set(request_ids)
+
+        def move(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                rows = conn.execute(
+                    "SELECT id, request_id, attempts FROM queue_dead WHERE api = ? ORDER BY id",
+                    (api,),
+                ).fetchall()
+                moved = [row for row in rows if wanted is None or row[1] in wanted]
+                t = now()
+                for dead_id, request_id, attempts in moved:
+                    # attempts carry over: the next delivery must out-fence every earlier one.
+                    conn.execute(
+                        "INSERT INTO queue_messages (api, request_id, visible_at, attempts, "
+                        "sent_at) VALUES (?, ?, ?, ?, ?)",
+                        (api, request_id, t, attempts, t),
+                    )
+                    conn.execute("DELETE FROM queue_dead WHERE id = ?", (dead_id,))
+                return len(moved)
+
+        count = await self._db.run(move)
+        if count:
+            self._wrote()
+        return count
+
+    async def purge_dead(self, api: str) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM queue_dead WHERE api = ?", (api,)).rowcount
+
+        return await self._db.run(delete)
+
+    # -- introspection -------------------------------------------------------------------
+
+    async def depth(self, api: str) -> QueueDepth:
+        def count(conn: sqlite3.Connection) -> QueueDepth:
+            conn.execute("BEGIN")  # one snapshot for the three counts
+            try:
+                (live,) = conn.execute(
+                    "SELECT COUNT(*) FROM queue_messages WHERE api = ?", (api,)
+                ).fetchone()
+                (leased,) = conn.execute(
+                    "SELECT COUNT(*) FROM queue_messages "
+                    "WHERE api = ? AND visible_at > ? AND leased = 1",
+                    (api, now()),
+                ).fetchone()
+                (dead,) = conn.execute(
+                    "SELECT COUNT(*) FROM queue_dead WHERE api = ?", (api,)
+                ).fetchone()
+            finally:
+                conn.execute("COMMIT")
+            return QueueDepth(queued=live - leased, in_flight=leased, dead=dead)
+
+        return await self._db.run(count)
+
+    async def ping(self) -> None:
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        await self._db.aclose()
+
+
+def _lease(api: str, max_messages: int, lease: float, conn: sqlite3.Connection) -> _Leased:
+    """Lease up to ``max_messages`` visible messages. Returns them, the data_version read
+    before looking (so any later commit by someone else is noticed) and the earliest time at
+    which a message of ``api`` becomes visible by itself (a delay or a lease running out)."""
+    version = data_version(conn)
+    t = now()
+    (first,) = conn.execute(
+        "SELECT MIN(visible_at) FROM queue_messages WHERE api = ?", (api,)
+    ).fetchone()
+    if first is None or first > t:
+        return [], version, first  # the common idle case: no write lock taken
+    deliveries = []
+    with write_transaction(conn):
+        t = now()
+        rows = conn.execute(
+            "SELECT id, request_id, attempts FROM queue_messages "
+            "WHERE api = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?",
+            (api, t, max_messages),
+        ).fetchall()
+        for row_id, request_id, attempts in rows:
+            token = secrets.token_hex(8)
+            conn.execute(
+                "UPDATE queue_messages SET visible_at = ?, leased = 1, attempts = ?, "
+                "receipt = ? WHERE id = ?",
+                (t + lease, attempts + 1, token, row_id),
+            )
+            deliveries.append(Delivery(api, request_id, attempts + 1, f"{row_id}.{token}"))
+        (first,) = conn.execute(
+            "SELECT MIN(visible_at) FROM queue_messages WHERE api = ?", (api,)
+        ).fetchone()
+    return deliveries, version, first
+
+
+def _parse_receipt(delivery: Delivery) -> tuple[int, str]:
+    row_id, _, token = delivery.receipt.partition(".")
+    if not row_id.isdigit() or not token:
+        raise LeaseLost(f"request {delivery.request_id}: receipt {delivery.receipt!r} is not ours")
+    return int(row_id), token
+
+
+def _check_held(rows: int, delivery: Delivery) -> None:
+    if rows == 0:
+        raise LeaseLost(
+            f"request {delivery.request_id} of API {delivery.api}: the lease of attempt "
+            f"{delivery.attempt} was lost (it lapsed and the message was delivered again, "
+            "or it was already acked)"
+        )

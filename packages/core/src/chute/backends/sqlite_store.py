@@ -1,0 +1,252 @@
+"""The embedded store: request records, chunked payloads and results in an SQLite file.
+
+A payload is written in ~1 MiB chunks, each in its own short transaction, so a slow upload
+never holds the file's write lock; the record row is inserted last, in one transaction, so a
+reader either sees a complete request or none. Records carry an integer ``version``: a
+conditional write is ``UPDATE … WHERE version = ?``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sqlite3
+from collections.abc import AsyncIterable, AsyncIterator
+from functools import partial
+
+import anyio
+import msgspec
+
+from chute.backends.base import Store
+from chute.backends.sqlite_db import Database, write_transaction
+from chute.errors import ConfigError, Conflict, NotFound, PayloadTooLarge
+from chute.protocol import (
+    RequestRecord,
+    now,
+    record_decoder,
+    record_encoder,
+    validate_request_id,
+)
+
+#: Payload bytes per stored chunk (and the most one upload keeps in memory).
+CHUNK_SIZE = 1024 * 1024
+#: Chunks not referenced by a record after this long are left over from a crashed upload.
+ORPHAN_AGE = 3600.0
+#: Expired records deleted per transaction by purge_expired (keeps the write lock short).
+PURGE_BATCH = 200
+
+
+class SqliteStore(Store):
+    """Request records, payloads and results in an SQLite file (``sqlite:///path.db``).
+
+    URL option ``max_payload_size`` (bytes) caps payloads; by default there is no cap of the
+    store's own (the gateway has one).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._db = Database(url)
+        limit = self._db.options.get("max_payload_size")
+        if limit is not None:
+            if not limit.isdigit():
+                raise ConfigError(f"max_payload_size in {url!r} must be a number of bytes")
+            self.max_payload_size = int(limit)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self._db.path)!r})"
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        api, request_id = record.api, validate_request_id(record.id)
+        if await self._db.run(lambda conn: _exists(conn, api, request_id)):
+            raise Conflict(f"request {request_id} of API {api} already exists")
+        upload = secrets.token_hex(12)
+        size = chunks = 0
+        try:
+            buffer = bytearray()
+            async for piece in body:
+                size += len(piece)
+                if self.max_payload_size is not None and size > self.max_payload_size:
+                    raise PayloadTooLarge(self.max_payload_size)
+                buffer += piece
+                while len(buffer) >= CHUNK_SIZE:
+                    chunk = bytes(buffer[:CHUNK_SIZE])
+                    del buffer[:CHUNK_SIZE]
+                    await self._db.run(partial(_write_chunk, upload, chunks, chunk))
+                    chunks += 1
+            if buffer:
+                await self._db.run(partial(_write_chunk, upload, chunks, bytes(buffer)))
+                chunks += 1
+            stored = msgspec.structs.replace(record, payload_size=size)
+            encoded = record_encoder.encode(stored)
+
+            def insert(conn: sqlite3.Connection) -> bool:
+                try:
+                    conn.execute(
+                        "INSERT INTO store_records "
+                        "(api, id, record, version, expires_at, upload, chunks) "
+                        "VALUES (?, ?, ?, 1, ?, ?, ?)",
+                        (api, request_id, encoded, stored.expires_at, upload, chunks),
+                    )
+                except sqlite3.IntegrityError:
+                    return False
+                return True
+
+            if not await self._db.run(insert):
+                raise Conflict(f"request {request_id} of API {api} already exists")
+        except BaseException:
+            with anyio.CancelScope(shield=True):  # clean up even when cancelled
+                await self._drop_chunks(upload)
+            raise
+        return stored
+
+    async def _drop_chunks(self, upload: str) -> None:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM store_chunks WHERE upload = ?", (upload,))
+
+        # The original error matters more; purge_expired removes what is left over.
+        with contextlib.suppress(Exception):
+            await self._db.run(delete)
+
+    # -- read ------------------------------------------------------------------------------
+
+    async def read(self, api: str, request_id: str) -> tuple[RequestRecord, object] | None:
+        validate_request_id(request_id)
+
+        def select(conn: sqlite3.Connection) -> tuple[bytes, int] | None:
+            row = conn.execute(
+                "SELECT record, version FROM store_records WHERE api = ? AND id = ?",
+                (api, request_id),
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        found = await self._db.run(select)
+        if found is None:
+            return None
+        return record_decoder.decode(found[0]), found[1]
+
+    async def payload(self, api: str, request_id: str) -> AsyncIterator[bytes]:
+        validate_request_id(request_id)
+
+        def locate(conn: sqlite3.Connection) -> tuple[str, int] | None:
+            row = conn.execute(
+                "SELECT upload, chunks FROM store_records WHERE api = ? AND id = ?",
+                (api, request_id),
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        found = await self._db.run(locate)
+        if found is None:
+            raise NotFound(f"no payload for request {request_id} of API {api}")
+        upload, count = found
+        for seq in range(count):  # one chunk in memory at a time
+
+            def chunk(conn: sqlite3.Connection, seq: int = seq) -> bytes | None:
+                row = conn.execute(
+                    "SELECT data FROM store_chunks WHERE upload = ? AND seq = ?", (upload, seq)
+                ).fetchone()
+                return None if row is None else bytes(row[0])
+
+            data = await self._db.run(chunk)
+            if data is None:  # deleted or expired while we were reading it
+                raise NotFound(f"the payload of request {request_id} of API {api} is gone")
+            yield data
+
+    async def result(self, api: str, request_id: str) -> bytes | None:
+        validate_request_id(request_id)
+
+        def select(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT result FROM store_records WHERE api = ? AND id = ? AND expires_at > ?",
+                (api, request_id, now()),
+            ).fetchone()
+            return None if row is None or row[0] is None else bytes(row[0])
+
+        return await self._db.run(select)
+
+    # -- write -----------------------------------------------------------------------------
+
+    async def write_if(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> bool:
+        validate_request_id(record.id)
+        if not isinstance(version, int):
+            return False  # not a version this store handed out
+        encoded = record_encoder.encode(record)
+
+        def update(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
+                "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
+                (encoded, record.expires_at, result, record.api, record.id, version),
+            )
+            return cursor.rowcount == 1
+
+        return await self._db.run(update)
+
+    async def delete(self, api: str, request_id: str) -> bool:
+        validate_request_id(request_id)
+
+        def delete(conn: sqlite3.Connection) -> bool:
+            with write_transaction(conn):
+                row = conn.execute(
+                    "DELETE FROM store_records WHERE api = ? AND id = ? RETURNING upload",
+                    (api, request_id),
+                ).fetchone()
+                if row is None:
+                    return False
+                conn.execute("DELETE FROM store_chunks WHERE upload = ?", (row[0],))
+                return True
+
+        return await self._db.run(delete)
+
+    async def purge_expired(self) -> int:
+        """Delete expired records with their payloads and results, a batch per transaction,
+        then chunks that no record references and that are older than an hour (crashed
+        uploads)."""
+
+        def purge_batch(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                rows = conn.execute(
+                    "SELECT api, id, upload FROM store_records WHERE expires_at <= ? LIMIT ?",
+                    (now(), PURGE_BATCH),
+                ).fetchall()
+                for api, request_id, upload in rows:
+                    conn.execute(
+                        "DELETE FROM store_records WHERE api = ? AND id = ?", (api, request_id)
+                    )
+                    conn.execute("DELETE FROM store_chunks WHERE upload = ?", (upload,))
+                return len(rows)
+
+        def purge_orphans(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM store_chunks WHERE created_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM store_records r WHERE r.upload = store_chunks.upload)",
+                (now() - ORPHAN_AGE,),
+            )
+
+        total = 0
+        while batch := await self._db.run(purge_batch):
+            total += batch
+        await self._db.run(purge_orphans)
+        return total
+
+    async def ping(self) -> None:
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        await self._db.aclose()
+
+
+def _exists(conn: sqlite3.Connection, api: str, request_id: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM store_records WHERE api = ? AND id = ?", (api, request_id)
+    ).fetchone()
+    return row is not None
+
+
+def _write_chunk(upload: str, seq: int, data: bytes, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO store_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
+        (upload, seq, data, now()),
+    )
