@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -10,7 +11,13 @@ from urllib.parse import urlsplit
 import pluggy
 
 from chute import hookspecs
-from chute.errors import ConfigError, DuplicateSchemeError, PluginError, UnknownSchemeError
+from chute.errors import (
+    ChuteError,
+    ConfigError,
+    DuplicateSchemeError,
+    PluginError,
+    UnknownSchemeError,
+)
 
 if TYPE_CHECKING:
     from chute.backends.base import Queue, Store
@@ -82,16 +89,36 @@ class PluginManager:
 
     def _collect(self) -> BackendRegistry:
         if self._load_entry_points:
-            try:
-                self.pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
-            except Exception as exc:  # a broken third-party plugin must name itself
-                raise PluginError(f"loading a chute plugin failed: {exc!r}") from exc
+            self._load_plugins()
             self._load_entry_points = False
         registry = BackendRegistry()
         for impl in self.pm.hook.chute_register_backends.get_hookimpls():
             registry._plugin = self.pm.get_name(impl.plugin) or repr(impl.plugin)
-            impl.function(registry=registry)
+            try:
+                impl.function(registry=registry)
+            except ChuteError:
+                raise
+            except Exception as exc:  # a broken plugin must name itself
+                raise PluginError(
+                    f"chute plugin {registry._plugin!r} failed to register its backends: {exc!r}"
+                ) from exc
         return registry
+
+    def _load_plugins(self) -> None:
+        """Load every entry point in group ``chute``, one by one, so that a broken plugin is
+        reported with its name and distribution (pluggy's loader would not say which)."""
+        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+            if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                continue  # the same distribution seen twice on sys.path, or blocked
+            try:
+                plugin = ep.load()
+                self.pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                dist = f" (distribution {ep.dist.name})" if ep.dist is not None else ""
+                raise PluginError(
+                    f"chute plugin {ep.name!r} = {ep.value!r}{dist} failed to load: {exc!r}; "
+                    "reinstall or uninstall it"
+                ) from exc
 
     def open_queue(self, url: str) -> Queue:
         return _factory(self.backends.queues, "queue", url)(url)
