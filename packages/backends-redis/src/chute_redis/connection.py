@@ -1,0 +1,299 @@
+"""Redis URLs, the shared connection pool, Lua script calls and error translation.
+
+One ``redis.asyncio.Redis`` client (one connection pool) serves every queue and store opened on
+the same server, database and credentials in a process: the gateway's store and a dequeuer's
+queue and store share connections, and no request pays for connection setup. asyncio
+connections belong to the event loop that opened them, so the cache is kept per running loop
+(a production process has one loop; a test suite has several).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import weakref
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import anyio
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
+
+#: Query parameters a ``redis://`` URL may carry, with what each one means (for errors).
+QUERY_PARAMETERS: Final = {
+    "prefix": "key prefix shared by every key chute writes (default 'chute')",
+    "max_payload_size": "largest payload the store accepts, in bytes (default 16 MiB)",
+    "timeout": "seconds one operation may take before it counts as unavailable (default 10)",
+    "retries": "reconnect attempts, with exponential backoff, before giving up (default 6)",
+    "health_check_interval": "seconds a pooled connection may idle before a PING (default 15)",
+    "ssl_cert_reqs": "rediss:// certificate check: required (default), optional or none",
+    "ssl_ca_certs": "rediss:// CA bundle file",
+}
+
+DEFAULT_PREFIX = "chute"
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Everything a ``redis://`` or ``rediss://`` URL says."""
+
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ssl_cert_reqs: str = "required"
+    ssl_ca_certs: str | None = None
+    prefix: str = DEFAULT_PREFIX
+    max_payload_size: int = DEFAULT_MAX_PAYLOAD
+    timeout: float = 10.0
+    retries: int = 6
+    health_check_interval: int = 15
+
+    @property
+    def address(self) -> str:
+        """Where the server is, for messages (never includes the password)."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+    @property
+    def pool_key(self) -> tuple[object, ...]:
+        """What decides which pool a URL uses: everything but chute's own parameters."""
+        return (
+            self.host,
+            self.port,
+            self.db,
+            self.username,
+            self.password,
+            self.tls,
+            self.ssl_cert_reqs,
+            self.ssl_ca_certs,
+            self.retries,
+            self.health_check_interval,
+        )
+
+
+def parse_url(url: str) -> RedisSettings:
+    """Parse ``redis://[[user]:password@]host[:port][/db][?prefix=…&…]`` (``rediss://`` for TLS).
+
+    Raises ConfigError naming what is wrong.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("redis", "rediss"):
+        raise ConfigError(f"not a Redis URL: {url!r} (expected redis:// or rediss://)")
+    try:
+        port = parts.port or 6379
+    except ValueError as exc:
+        raise ConfigError(f"Redis URL {_redact(url)!r}: bad port ({exc})") from exc
+    db_text = parts.path.strip("/") or "0"
+    if not db_text.isdigit():
+        raise ConfigError(f"Redis URL {_redact(url)!r}: database must be a number, not {db_text!r}")
+    values: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": port,
+        "db": int(db_text),
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+        "tls": scheme == "rediss",
+    }
+    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
+        values[name] = _query_value(url, name, raw)
+    return RedisSettings(**values)
+
+
+def _query_value(url: str, name: str, raw: str) -> object:
+    where = f"Redis URL {_redact(url)!r}, parameter {name!r}"
+    if name not in QUERY_PARAMETERS:
+        known = "; ".join(f"{k}: {v}" for k, v in QUERY_PARAMETERS.items())
+        raise ConfigError(f"{where} is unknown; known parameters: {known}")
+    try:
+        if name == "prefix":
+            if not _PREFIX.match(raw):
+                raise ValueError("use letters, digits and . _ : - (at most 128)")
+            return raw
+        if name in ("max_payload_size", "retries", "health_check_interval"):
+            number = int(raw)
+            if number < 0:
+                raise ValueError("must not be negative")
+            return number
+        if name == "timeout":
+            seconds = float(raw)
+            if not (seconds > 0 and math.isfinite(seconds)):
+                raise ValueError("must be a positive number of seconds")
+            return seconds
+        if name == "ssl_cert_reqs":
+            if raw not in ("required", "optional", "none"):
+                raise ValueError("expected required, optional or none")
+            return raw
+        return raw  # ssl_ca_certs: a path
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad value {raw!r}: {exc}") from exc
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def check_name(api: str) -> str:
+    """An API name is part of every key; refuse names that could collide or break hash tags."""
+    if not _NAME.match(api):
+        raise ConfigError(
+            f"API name {api!r} cannot be used in a Redis key: expected 1 to 128 letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return api
+
+
+# --- the shared client -----------------------------------------------------------------------
+
+
+class _Shared:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.users = 0
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], _Shared]]
+_clients = weakref.WeakKeyDictionary()
+
+
+def _new_client(settings: RedisSettings) -> aioredis.Redis:
+    tls: dict[str, Any] = {}
+    if settings.tls:
+        tls = {"ssl": True, "ssl_cert_reqs": settings.ssl_cert_reqs}
+        if settings.ssl_ca_certs:
+            tls["ssl_ca_certs"] = settings.ssl_ca_certs
+        if settings.ssl_cert_reqs == "none":
+            tls["ssl_check_hostname"] = False
+    # Reconnect with backoff (0.05 s doubling to 1 s): a Redis restart of a second or two
+    # is ridden out inside one call. Operations are bounded by our own deadline instead of
+    # socket_timeout, because receive blocks on BLPOP for as long as the caller asked.
+    return aioredis.Redis(
+        host=settings.host,
+        port=settings.port,
+        db=settings.db,
+        username=settings.username,
+        password=settings.password,
+        socket_timeout=None,
+        socket_connect_timeout=min(settings.timeout, 5.0),
+        socket_keepalive=True,
+        health_check_interval=settings.health_check_interval,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.025), settings.retries),
+        client_name="chute",
+        **tls,
+    )
+
+
+class Connection:
+    """A handle on the process's shared client for one URL; what queues and stores hold.
+
+    The client is looked up on first use in each event loop; :meth:`aclose` gives it back, and
+    the last user closes the pool.
+    """
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self._held: dict[asyncio.AbstractEventLoop, _Shared] = {}
+        self._closed = False
+
+    def client(self) -> aioredis.Redis:
+        """The shared client for the running event loop."""
+        if self._closed:
+            raise BackendError("this Redis queue or store is closed")
+        loop = asyncio.get_running_loop()
+        held = self._held.get(loop)
+        if held is None:
+            per_loop = _clients.setdefault(loop, {})
+            held = per_loop.get(self.settings.pool_key)
+            if held is None:
+                held = per_loop[self.settings.pool_key] = _Shared(_new_client(self.settings))
+            held.users += 1
+            self._held[loop] = held
+        return held.client
+
+    async def aclose(self) -> None:
+        """Give the client back; close its pool if nobody else in this loop uses it."""
+        self._closed = True
+        held, self._held = self._held, {}
+        loop = asyncio.get_running_loop()
+        for owner, shared in held.items():
+            shared.users -= 1
+            if shared.users == 0:
+                per_loop = _clients.get(owner, {})
+                if per_loop.get(self.settings.pool_key) is shared:
+                    del per_loop[self.settings.pool_key]
+                if owner is loop:  # a pool of a finished loop died with it
+                    with contextlib.suppress(Exception):
+                        await shared.client.aclose()
+
+    def op(self, doing: str, *, wait: float = 0.0) -> Operation:
+        """Bound one operation by the URL's timeout (plus ``wait`` for a blocking call) and
+        translate redis-py's exceptions into chute's, naming the server and the operation."""
+        return Operation(self.settings, doing, self.settings.timeout + wait)
+
+
+def translate(exc: BaseException, where: str, doing: str) -> ChuteError | None:
+    """chute's error for a redis-py (or socket) exception; None for anything else."""
+    if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
+        return BackendError(f"Redis at {where} refused our credentials ({doing}): {exc}")
+    if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.ReadOnlyError):
+        # ReadOnlyError: we reached a replica during a failover; the primary comes back.
+        return BackendUnavailable(f"Redis at {where} is unavailable ({doing}): {exc}")
+    if isinstance(exc, rexc.ResponseError):
+        if str(exc).startswith(("LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN")):
+            return BackendUnavailable(f"Redis at {where} is busy ({doing}): {exc}")
+        return BackendError(f"Redis at {where} rejected {doing}: {exc}")
+    if isinstance(exc, rexc.RedisError):
+        return BackendError(f"Redis at {where} failed {doing}: {exc}")
+    if isinstance(exc, OSError):  # socket or TLS errors redis-py did not wrap
+        return BackendUnavailable(f"Redis at {where} is unreachable ({doing}): {exc}")
+    return None
+
+
+class Operation:
+    """The context manager :meth:`Connection.op` returns."""
+
+    def __init__(self, settings: RedisSettings, doing: str, limit: float) -> None:
+        self._where = settings.address
+        self._doing = doing
+        self._limit = limit
+        self._deadline: contextlib.AbstractContextManager[anyio.CancelScope] | None = None
+
+    def __enter__(self) -> None:
+        self._deadline = anyio.fail_after(self._limit)
+        self._deadline.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._deadline is not None
+        try:
+            self._deadline.__exit__(exc_type, exc, tb)
+        except TimeoutError as late:
+            raise BackendUnavailable(
+                f"Redis at {self._where} did not answer within {self._limit:g} s ({self._doing})"
+            ) from late
+        if exc is not None:
+            translated = translate(exc, self._where, self._doing)
+            if translated is not None:
+                raise translated from exc

@@ -1,0 +1,22 @@
+-- Create a request: record hash and payload string, both expiring with the record.
+-- KEYS: record, payload, upload (a temporary key holding a streamed payload)
+-- ARGV: record JSON, expires_at_ms, 'inline' | 'upload', payload (inline mode)
+-- Returns 1 when created (or when this very record is already there: a retried call),
+-- 0 when another record holds the id.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[3])
+  if redis.call('HGET', KEYS[1], 'record') == ARGV[1] then return 1 end
+  return 0
+end
+if ARGV[3] == 'upload' then
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    return redis.error_reply('payload upload ' .. KEYS[3] .. ' vanished before the record was created')
+  end
+  redis.call('RENAME', KEYS[3], KEYS[2])
+else
+  redis.call('SET', KEYS[2], ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1)
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+return 1

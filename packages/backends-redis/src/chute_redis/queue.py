@@ -1,0 +1,207 @@
+"""A reliable queue with leases on Redis: sorted sets, Lua scripts, and BLPOP as the wake-up.
+
+Keys of one API (``<prefix>:q:{<api>}:…``; the braces keep them in one Redis Cluster slot):
+
+* ``ready``    sorted set of request ids, scored by the time (ms) they become visible;
+* ``leased``   sorted set of ids scored by their lease's end (ms);
+* ``receipts`` hash id → the receipt of the current delivery (who holds the lease);
+* ``attempts`` hash id → deliveries so far (the store's fencing token);
+* ``dead``     sorted set of dead-lettered ids scored by when they died, ``dead_info`` hash
+  id → reason and attempts;
+* ``wake``     a list used only as a signal: ``send`` pushes a token, idle receivers BLPOP it.
+
+Every operation is one Lua script, so each is atomic and one round trip. Time is the server's
+(``TIME``), so consumers with skewed clocks agree on when a lease lapses.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import anyio
+import msgspec
+
+from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
+from chute.errors import LeaseLost
+from chute.protocol import validate_request_id
+from chute_redis import scripts
+from chute_redis.connection import Connection, check_name, parse_url
+
+
+class _Keys(NamedTuple):
+    ready: str
+    leased: str
+    receipts: str
+    attempts: str
+    dead: str
+    dead_info: str
+    wake: str
+
+
+class _DeadInfo(msgspec.Struct, frozen=True):
+    reason: str
+    attempts: int
+
+
+_dead_encoder = msgspec.json.Encoder()
+_dead_decoder = msgspec.json.Decoder(_DeadInfo)
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisQueue(Queue):
+    """chute's :class:`~chute.backends.base.Queue` on a Redis server (``redis://``, ``rediss://``)."""
+
+    #: Leases are kept in milliseconds of server time; anything from 10 ms is honoured.
+    min_lease = 0.05
+
+    def __init__(self, url: str) -> None:
+        self.settings = parse_url(url)
+        self._conn = Connection(self.settings)
+
+    def _keys(self, api: str) -> _Keys:
+        base = f"{self.settings.prefix}:q:{{{check_name(api)}}}:"
+        return _Keys(*(base + name for name in _Keys._fields))
+
+    async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
+        keys = self._keys(api)
+        validate_request_id(request_id)
+        client = self._conn.client()
+        with self._conn.op(f"sending {request_id} to {api}"):
+            await scripts.QUEUE_SEND(
+                client, [keys.ready, keys.leased, keys.wake], [request_id, _ms(delay)]
+            )
+
+    async def receive(
+        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+    ) -> list[Delivery]:
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        keys = self._keys(api)
+        client = self._conn.client()
+        script_keys = [keys.ready, keys.leased, keys.receipts, keys.attempts, keys.wake]
+        args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), ""]
+        end = anyio.current_time() + max(0.0, wait)
+        doing = f"receiving from {api}"
+        while True:
+            args[2] = secrets.token_hex(8)
+            with self._conn.op(doing):
+                reply = await scripts.QUEUE_RECEIVE(client, script_keys, args)
+            if len(reply) > 1:
+                return [
+                    Delivery(api, _text(reply[i]), int(reply[i + 1]), _text(reply[i + 2]))
+                    for i in range(1, len(reply), 3)
+                ]
+            remaining = end - anyio.current_time()
+            if remaining <= 0:
+                return []
+            # Sleep on the wake list until a send, but no longer than until the next delayed
+            # message is due or the next lease lapses (the script told us when).
+            block = remaining if int(reply[0]) < 0 else min(remaining, int(reply[0]) / 1000)
+            block = max(block, 0.01)  # BLPOP's 0 would mean "forever"
+            with self._conn.op(doing, wait=block):
+                await client.blpop([keys.wake], timeout=block)
+
+    async def _holder_script(
+        self, script: scripts.Script, delivery: Delivery, keys: list[str], *extra: str | int
+    ) -> None:
+        client = self._conn.client()
+        doing = f"{script.name} of {delivery.request_id} in {delivery.api}"
+        with self._conn.op(doing):
+            held = await script(client, keys, [delivery.request_id, delivery.receipt, *extra])
+        if not held:
+            raise LeaseLost(
+                f"request {delivery.request_id} of API {delivery.api}: the lease of attempt "
+                f"{delivery.attempt} is gone (delivered again, acked or dead-lettered)"
+            )
+
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        k = self._keys(delivery.api)
+        await self._holder_script(
+            scripts.QUEUE_EXTEND, delivery, [k.ready, k.leased, k.receipts], max(1, _ms(lease))
+        )
+
+    async def ack(self, delivery: Delivery) -> None:
+        k = self._keys(delivery.api)
+        await self._holder_script(
+            scripts.QUEUE_ACK, delivery, [k.ready, k.leased, k.receipts, k.attempts]
+        )
+
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        k = self._keys(delivery.api)
+        await self._holder_script(
+            scripts.QUEUE_RELEASE, delivery, [k.ready, k.leased, k.receipts, k.wake], _ms(delay)
+        )
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        k = self._keys(delivery.api)
+        info = _dead_encoder.encode(_DeadInfo(reason, delivery.attempt)).decode()
+        await self._holder_script(
+            scripts.QUEUE_DEAD_LETTER,
+            delivery,
+            [k.ready, k.leased, k.receipts, k.dead, k.dead_info],
+            info,
+        )
+
+    async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
+        k = self._keys(api)
+        if limit < 1:
+            return []
+        client = self._conn.client()
+        with self._conn.op(f"listing dead letters of {api}"):
+            rows = await scripts.QUEUE_LIST_DEAD(client, [k.dead, k.dead_info], [limit])
+        letters = []
+        for i in range(0, len(rows), 3):
+            info = _dead_decoder.decode(rows[i + 2]) if rows[i + 2] else _DeadInfo("", 0)
+            letters.append(
+                DeadLetter(
+                    api, _text(rows[i]), info.reason, info.attempts, float(rows[i + 1]) / 1000
+                )
+            )
+        return letters
+
+    async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
+        k = self._keys(api)
+        ids = [validate_request_id(i) for i in request_ids] if request_ids is not None else []
+        if request_ids is not None and not ids:
+            return 0
+        client = self._conn.client()
+        with self._conn.op(f"requeueing dead letters of {api}"):
+            return int(
+                await scripts.QUEUE_REQUEUE_DEAD(
+                    client, [k.ready, k.dead, k.dead_info, k.wake], list(ids)
+                )
+            )
+
+    async def purge_dead(self, api: str) -> int:
+        k = self._keys(api)
+        client = self._conn.client()
+        with self._conn.op(f"purging dead letters of {api}"):
+            return int(
+                await scripts.QUEUE_PURGE_DEAD(client, [k.dead, k.dead_info, k.attempts], [])
+            )
+
+    async def depth(self, api: str) -> QueueDepth:
+        k = self._keys(api)
+        client = self._conn.client()
+        with self._conn.op(f"reading the depth of {api}"):
+            queued, in_flight, dead = await scripts.QUEUE_DEPTH(
+                client, [k.ready, k.leased, k.dead], []
+            )
+        return QueueDepth(queued=int(queued), in_flight=int(in_flight), dead=int(dead))
+
+    async def ping(self) -> None:
+        client = self._conn.client()
+        with self._conn.op("ping"):
+            await client.ping()
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()

@@ -1,0 +1,180 @@
+"""Request records, payloads and results on Redis, with compare-and-set done by Lua.
+
+Keys of one request (``<prefix>:s:<api>:{<id>}…``; the braces keep them in one Cluster slot):
+
+* ``…{<id>}``          hash: ``record`` (msgspec JSON), ``version`` (integer), ``result``;
+* ``…{<id>}:payload``  string: the payload bytes, read back in ranges (GETRANGE);
+* ``…{<id>}:upload:…`` string: a payload above 1 MiB while it streams in, renamed into place
+  by the create script (it expires by itself if the upload is abandoned).
+
+Every key of a request expires at its record's ``expires_at`` (PEXPIREAT), so retention costs
+nothing: Redis deletes the request on time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import NamedTuple
+
+import anyio
+import msgspec
+
+from chute.backends.base import Store
+from chute.errors import Conflict, NotFound, PayloadTooLarge
+from chute.protocol import RequestRecord, record_decoder, record_encoder, validate_request_id
+from chute_redis import scripts
+from chute_redis.connection import Connection, check_name, parse_url
+
+#: Payloads up to this size go to Redis in the create script itself (one round trip); larger
+#: ones are appended to a temporary key in pieces of this size as they stream in.
+UPLOAD_PIECE = 1024 * 1024
+#: Bytes per GETRANGE when a payload is read back.
+READ_PIECE = 256 * 1024
+#: How long an abandoned upload may linger.
+UPLOAD_TTL = 3600
+
+
+class _Keys(NamedTuple):
+    record: str
+    payload: str
+
+
+def _expires_ms(record: RequestRecord) -> int:
+    return int(record.expires_at * 1000)
+
+
+class RedisStore(Store):
+    """chute's :class:`~chute.backends.base.Store` on a Redis server (``redis://``, ``rediss://``)."""
+
+    def __init__(self, url: str) -> None:
+        self.settings = parse_url(url)
+        self.max_payload_size = self.settings.max_payload_size
+        self._conn = Connection(self.settings)
+
+    def _keys(self, api: str, request_id: str) -> _Keys:
+        validate_request_id(request_id)
+        record = f"{self.settings.prefix}:s:{check_name(api)}:{{{request_id}}}"
+        return _Keys(record, f"{record}:payload")
+
+    async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        keys = self._keys(record.api, record.id)
+        upload = f"{keys.record}:upload:{secrets.token_hex(8)}"
+        limit = self.max_payload_size
+        client = self._conn.client()
+        doing = f"creating request {record.id} of {record.api}"
+        buffer = bytearray()
+        size = 0
+        uploading = False
+        try:
+            async for chunk in body:
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise PayloadTooLarge(limit)
+                buffer += chunk
+                if len(buffer) >= UPLOAD_PIECE:
+                    # Large payload: move it to Redis piece by piece, never all in memory.
+                    with self._conn.op(doing):
+                        async with client.pipeline(transaction=False) as pipe:
+                            pipe.append(upload, bytes(buffer))
+                            pipe.expire(upload, UPLOAD_TTL)
+                            await pipe.execute()
+                    uploading = True
+                    buffer.clear()
+            if uploading and buffer:
+                with self._conn.op(doing):
+                    await client.append(upload, bytes(buffer))
+                buffer.clear()
+            stored = msgspec.structs.replace(record, payload_size=size)
+            args: list[bytes | str | int | float] = [
+                record_encoder.encode(stored),
+                _expires_ms(stored),
+                "upload" if uploading else "inline",
+                bytes(buffer),
+            ]
+            with self._conn.op(doing):
+                created = await scripts.STORE_CREATE(
+                    client, [keys.record, keys.payload, upload], args
+                )
+        except BaseException:
+            if uploading:
+                await self._discard(upload)
+            raise
+        if not created:
+            raise Conflict(f"request {record.id} of API {record.api} already exists")
+        return stored
+
+    async def _discard(self, key: str) -> None:
+        # Best effort, even when cancelled: the key would expire by itself anyway.
+        with anyio.move_on_after(self.settings.timeout, shield=True):
+            with contextlib.suppress(Exception):
+                await self._conn.client().delete(key)
+
+    async def read(self, api: str, request_id: str) -> tuple[RequestRecord, object] | None:
+        keys = self._keys(api, request_id)
+        client = self._conn.client()
+        with self._conn.op(f"reading request {request_id} of {api}"):
+            raw, version = await client.hmget(keys.record, ["record", "version"])
+        if raw is None or version is None:
+            return None
+        return record_decoder.decode(raw), int(version)
+
+    async def write_if(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> bool:
+        keys = self._keys(record.api, record.id)
+        if not isinstance(version, int):
+            raise TypeError(f"a Redis record version is an int, not {type(version).__name__}")
+        args: list[bytes | str | int | float] = [
+            version,
+            record_encoder.encode(record),
+            _expires_ms(record),
+            0 if result is None else 1,
+            b"" if result is None else result,
+        ]
+        client = self._conn.client()
+        with self._conn.op(f"updating request {record.id} of {record.api}"):
+            written = await scripts.STORE_WRITE_IF(client, [keys.record, keys.payload], args)
+        return bool(written)
+
+    async def payload(self, api: str, request_id: str) -> AsyncIterator[bytes]:
+        keys = self._keys(api, request_id)
+        client = self._conn.client()
+        doing = f"reading the payload of request {request_id} of {api}"
+        with self._conn.op(doing):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.exists(keys.payload)
+                pipe.getrange(keys.payload, 0, READ_PIECE - 1)
+                exists, piece = await pipe.execute()
+        if not exists:
+            raise NotFound(f"request {request_id} of API {api} has no payload")
+        offset = 0
+        while piece:
+            offset += len(piece)
+            yield piece
+            if len(piece) < READ_PIECE:
+                return
+            with self._conn.op(doing):
+                piece = await client.getrange(keys.payload, offset, offset + READ_PIECE - 1)
+
+    async def result(self, api: str, request_id: str) -> bytes | None:
+        keys = self._keys(api, request_id)
+        client = self._conn.client()
+        with self._conn.op(f"reading the result of {request_id} of {api}"):
+            value = await client.hget(keys.record, "result")
+        return value.encode() if isinstance(value, str) else value
+
+    async def delete(self, api: str, request_id: str) -> bool:
+        keys = self._keys(api, request_id)
+        client = self._conn.client()
+        with self._conn.op(f"deleting request {request_id} of {api}"):
+            return bool(await client.delete(keys.record, keys.payload))
+
+    async def ping(self) -> None:
+        client = self._conn.client()
+        with self._conn.op("ping"):
+            await client.ping()
+
+    async def aclose(self) -> None:
+        await self._conn.aclose()
