@@ -629,7 +629,6 @@ def _check_pod(pod: Pod, where: str, issues: _Issues) -> None:
     names: dict[str, int] = {}
     for j, container in enumerate(pod.containers):
         path = f"{where}.containers[{j}]"
-        _check_container(container, path, issues)
         if container.name in names:
             issues.add(
                 f"{path}.name",
@@ -638,6 +637,7 @@ def _check_pod(pod: Pod, where: str, issues: _Issues) -> None:
                 container.name,
             )
         names.setdefault(container.name, j)
+        _check_container(container, path, issues)
     gpus = sum(c.compute.gpu for c in pod.containers)
     infs = sum(c.compute.inf for c in pod.containers)
     if gpus > 0 and infs > 0:
