@@ -1,0 +1,335 @@
+"""The workers: take a message, hold its lease, call the container, store the outcome, ack.
+
+``workers`` tasks (``pod.max_concurrency``) each loop: wait until the container is ready,
+receive one message (blocking on the backend's wake-up, never sleeping), then handle it:
+
+1. read the record; missing or terminal → ack and drop (the container never sees it);
+2. ``in_queue``/``in_progress`` → ``in_progress`` for this delivery's attempt (the fencing
+   token: a late duplicate cannot overwrite a newer attempt's outcome);
+3. POST it to the container while a heartbeat extends the lease every ``lease / 3`` seconds,
+   for as long as the container works; if the lease is lost, the call is abandoned;
+4. ``completed`` with the result, or ``failed`` with the reason; then ack.
+
+Backend outages are retried with backoff (``retry.Outage``) while the lease is held; a message
+is acked only after its outcome is stored, so nothing is lost if the dequeuer dies anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import MutableMapping
+from typing import Any
+
+import anyio
+
+from chute.backends.base import Delivery, Queue, Store
+from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
+from chute.protocol import ErrorInfo, Status
+from chute_dequeuer.container import CallResult, ContainerClient
+from chute_dequeuer.metrics import Metrics
+from chute_dequeuer.probes import Readiness
+from chute_dequeuer.retry import Outage
+
+log = logging.getLogger("chute_dequeuer.worker")
+
+#: Long-poll wait of one receive; the call returns as soon as a message is there.
+RECEIVE_WAIT = 20.0
+#: How long giving a message back may take during shutdown or after an error.
+GIVE_BACK_TIMEOUT = 5.0
+#: Redelivery delay after an unexpected error, so a bug cannot spin at full speed.
+ERROR_RETRY_DELAY = 5.0
+
+
+class RequestLog(logging.LoggerAdapter[logging.Logger]):
+    """Puts ``request_id``, ``api`` and ``attempt`` on every line about a request."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+class Job:
+    """One delivery being handled, and what is known about it so far."""
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.log = RequestLog(
+            log,
+            {"request_id": delivery.request_id, "api": delivery.api, "attempt": delivery.attempt},
+        )
+        self.scope = anyio.CancelScope()
+        self.started = False  # the record was moved to in_progress by this delivery
+        self.lease_lost = False
+
+
+class Dispatcher:
+    """Runs the workers and lets the process stop them: first receiving, then working."""
+
+    def __init__(
+        self,
+        *,
+        api: str,
+        queue: Queue,
+        store: Store,
+        container: ContainerClient,
+        readiness: Readiness,
+        metrics: Metrics,
+        outage: Outage,
+        workers: int,
+        lease: float,
+    ) -> None:
+        self.api = api
+        self.queue = queue
+        self.store = store
+        self.container = container
+        self.readiness = readiness
+        self.metrics = metrics
+        self.outage = outage
+        self.workers = workers
+        self.lease = lease
+        self.stopping = False
+        self.finished = anyio.Event()
+        self._idle: set[anyio.CancelScope] = set()
+        self._jobs: set[Job] = set()
+        readiness.subscribe(self._on_readiness)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._jobs)
+
+    async def run(self) -> None:
+        """Run the workers until :meth:`stop_receiving` and their last job are done."""
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.workers):
+                    tg.start_soon(self._worker)
+        finally:
+            self.finished.set()
+
+    def stop_receiving(self) -> None:
+        """Take no more work; requests in flight go on."""
+        self.stopping = True
+        self._interrupt_idle()
+
+    def abort(self) -> None:
+        """Stop the requests still in flight; each is given back to the queue at once."""
+        self.stop_receiving()
+        for job in list(self._jobs):
+            job.scope.cancel()
+
+    def _on_readiness(self, ready: bool) -> None:
+        if not ready:
+            self._interrupt_idle()  # stop pulling while a probe fails
+
+    def _interrupt_idle(self) -> None:
+        for scope in list(self._idle):
+            scope.cancel()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while not self.stopping:
+            deliveries: list[Delivery] = []
+            with anyio.CancelScope() as idle:
+                self._idle.add(idle)
+                try:
+                    await self.readiness.wait_ready()
+                    deliveries = await self.outage.call(
+                        "receive",
+                        lambda: self.queue.receive(
+                            self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
+                        ),
+                    )
+                finally:
+                    self._idle.discard(idle)
+            for delivery in deliveries:
+                if self.stopping or not self.readiness.ready:
+                    # Received in the instant pulling stopped: hand it back untouched.
+                    job = Job(delivery)
+                    job.log.info("not ready or stopping; message released")
+                    await self._give_back(job)
+                    self.metrics.requests.labels(outcome="released").inc()
+                else:
+                    await self._process(delivery)
+
+    async def _process(self, delivery: Delivery) -> None:
+        job = Job(delivery)
+        self._jobs.add(job)
+        self.metrics.in_flight.inc()
+        outcome: str | None = None
+        try:
+            with job.scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat, job)
+                    outcome = await self._handle_safely(job)
+                    tg.cancel_scope.cancel()
+            if outcome is None:
+                if job.lease_lost:
+                    outcome = "lease_lost"
+                else:  # aborted by shutdown after the grace period
+                    job.log.warning("grace period over; request given back to the queue")
+                    await self._give_back(job)
+                    outcome = "released"
+        finally:
+            self._jobs.discard(job)
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(outcome=outcome or "released").inc()
+
+    async def _heartbeat(self, job: Job) -> None:
+        """Extend the lease every third of it, for as long as the job runs."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                await self.queue.extend(job.delivery, self.lease)
+            except LeaseLost as exc:
+                job.lease_lost = True
+                job.log.warning(
+                    "lease lost; another consumer owns the request now, abandoning this attempt",
+                    extra={"error": str(exc)},
+                )
+                job.scope.cancel()
+                return
+            except ChuteError as exc:
+                # The next beat retries; the lease has two more beats before it lapses.
+                job.log.warning("lease extension failed", extra={"error": str(exc)})
+            else:
+                self.metrics.lease_extensions.inc()
+
+    async def _handle_safely(self, job: Job) -> str:
+        try:
+            return await self._handle(job)
+        except Exception:
+            # A bug must not kill the worker or lose the message: log it and retry later.
+            job.log.exception("unexpected error; request given back to the queue")
+            await self._give_back(job, delay=ERROR_RETRY_DELAY)
+            return "released"
+
+    async def _handle(self, job: Job) -> str:
+        d = job.delivery
+        try:
+            record = await self.outage.call("read", lambda: self.store.get(d.api, d.request_id))
+        except InvalidRequestId as exc:
+            job.log.error("message is not a valid request id; dropped", extra={"error": str(exc)})
+            return await self._drop(job)
+        if record is None:
+            job.log.warning("record missing or expired; dropped without calling the container")
+            return await self._drop(job)
+        if record.status.terminal:
+            job.log.info(
+                "record already %s; dropped without calling the container", record.status.value
+            )
+            return await self._drop(job)
+
+        try:
+            record = await self.outage.call(
+                "start",
+                lambda: self.store.transition(
+                    d.api, d.request_id, Status.IN_PROGRESS, attempt=d.attempt
+                ),
+            )
+        except NotFound:
+            job.log.warning("record vanished before it started; dropped")
+            return await self._drop(job)
+        except TransitionRejected as exc:
+            return await self._not_started(job, exc)
+        job.started = True
+        job.log.info("processing request")
+
+        try:
+            result = await self.outage.call(
+                "call",
+                lambda: self.container.call(record, self.store.payload(d.api, d.request_id)),
+            )
+        except NotFound:
+            result = CallResult(
+                error=ErrorInfo(
+                    type="payload_missing", message="the request's payload is not in the store"
+                )
+            )
+        if result.status_code is not None:
+            self.metrics.observe_call(result.status_code, result.seconds)
+        if result.error is None:
+            return await self._finish(job, Status.COMPLETED, result=result.result, took=result)
+        self.metrics.failures.labels(reason=result.error.type).inc()
+        return await self._finish(job, Status.FAILED, error=result.error, took=result)
+
+    async def _not_started(self, job: Job, exc: TransitionRejected) -> str:
+        d = job.delivery
+        current = await self.outage.call("read", lambda: self.store.get(d.api, d.request_id))
+        if current is None or current.status.terminal:
+            job.log.info("record finished meanwhile; dropped", extra={"reason": str(exc)})
+            return await self._drop(job)
+        # A newer attempt owns the record: leave this message to its lease, never ack it.
+        job.log.warning("not started: %s; message left to its lease", exc)
+        return "superseded"
+
+    async def _finish(
+        self,
+        job: Job,
+        to: Status,
+        *,
+        took: CallResult,
+        result: bytes | None = None,
+        error: ErrorInfo | None = None,
+    ) -> str:
+        d = job.delivery
+        try:
+            await self.outage.call(
+                "finish",
+                lambda: self.store.transition(
+                    d.api, d.request_id, to, attempt=d.attempt, result=result, error=error
+                ),
+            )
+        except NotFound:
+            job.log.warning("record vanished before its outcome was stored; dropped")
+            return await self._drop(job)
+        except TransitionRejected as exc:
+            # Cancelled meanwhile, or a newer attempt took over: its outcome stands, not ours.
+            job.log.warning("outcome not stored: %s", exc)
+            await self._ack(job)
+            return "superseded"
+        fields: dict[str, Any] = {"seconds": round(took.seconds, 6)}
+        if took.status_code is not None:
+            fields["status_code"] = took.status_code
+        if error is not None:
+            fields.update(error_type=error.type, error=error.message)
+            job.log.warning("request failed", extra=fields)
+        else:
+            job.log.info("request completed", extra=fields)
+        await self._ack(job)
+        return to.value
+
+    async def _drop(self, job: Job) -> str:
+        await self._ack(job)
+        return "dropped"
+
+    async def _ack(self, job: Job) -> None:
+        try:
+            await self.outage.call("ack", lambda: self.queue.ack(job.delivery))
+        except LeaseLost:
+            job.log.info("ack skipped: the message was delivered again meanwhile")
+
+    async def _give_back(self, job: Job, *, delay: float = 0.0) -> None:
+        """Release the message (and put the record back to ``in_queue`` if this delivery
+        started it), shielded from cancellation and bounded in time."""
+        d = job.delivery
+        with anyio.move_on_after(GIVE_BACK_TIMEOUT, shield=True):
+            if job.started:
+                # Finished or taken over meanwhile: then there is nothing to put back.
+                with contextlib.suppress(NotFound, TransitionRejected):
+                    await self.outage.call(
+                        "requeue",
+                        lambda: self.store.transition(
+                            d.api, d.request_id, Status.IN_QUEUE, attempt=d.attempt
+                        ),
+                    )
+            try:
+                await self.outage.call("release", lambda: self.queue.release(d, delay=delay))
+            except LeaseLost:
+                pass  # already delivered again: not ours to release
+            except ChuteError as exc:
+                job.log.warning(
+                    "release failed; the message returns when its lease lapses",
+                    extra={"error": str(exc)},
+                )
