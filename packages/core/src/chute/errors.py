@@ -78,3 +78,33 @@ class ProtocolError(ChuteError):
 
 class InvalidRequestId(ProtocolError):
     """A request id is malformed; it never reaches a storage key."""
+
+
+# --- talking to a gateway (chute.Client) ---------------------------------------------------
+
+
+class GatewayError(ChuteError):
+    """A call from :class:`chute.Client` to a gateway failed."""
+
+
+class GatewayUnreachable(GatewayError):
+    """The gateway could not be reached (connection refused, network error, timeout)."""
+
+
+class APIError(GatewayError):
+    """The gateway answered with an HTTP error: ``status_code``, plus the ``type`` and
+    ``message`` of its ``{"error": {"type", "message"}}`` body."""
+
+    def __init__(self, status_code: int, type: str, message: str) -> None:
+        super().__init__(f"{status_code} {type}: {message}")
+        self.status_code = status_code
+        self.type = type
+        self.message = message
+
+
+class WaitTimeout(GatewayError, TimeoutError):
+    """``Client.wait`` gave up before the request reached a terminal status."""
+
+
+class VersionMismatchWarning(UserWarning):
+    """The cluster's ``CORTEX_VERSION`` differs from this chute's version."""

@@ -1,0 +1,101 @@
+"""``chute gateway API_FILE``: serve the HTTP gateway for the APIs of a file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from typing import Any
+
+ORDER = 20
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kK]B|B)?\s*$")
+_UNITS = {"": 1, "B": 1}
+for _power, _letter in enumerate("KMGT", start=1):
+    _UNITS[f"{_letter}iB"] = _UNITS[f"{_letter}i"] = 1024**_power
+    _UNITS[f"{_letter}B"] = _UNITS[_letter] = 1000**_power
+_UNITS["kB"] = 1000
+
+
+def parse_size(text: str) -> int:
+    """``100MiB`` → 104857600. IEC units (KiB, MiB, GiB, TiB) are powers of 1024, SI units
+    (kB, MB, GB, TB) powers of 1000; a bare number is bytes."""
+    match = _SIZE.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: expected a number of bytes with an optional unit, "
+            "e.g. 100MiB, 512KiB, 10MB, 1048576"
+        )
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit or ""])
+
+
+def register(subparsers: Any) -> None:
+    from chute.registry import DEFAULT_URL
+
+    parser = subparsers.add_parser(
+        "gateway",
+        help="serve the HTTP gateway (submit and read requests) for the APIs of a file",
+        description=(
+            "Serve POST <endpoint> (queue a request) and GET <endpoint>/<id> (read it) for "
+            "every API in API_FILE, plus /healthz, /metrics and /openapi.json. "
+            "Stops gracefully on SIGTERM or SIGINT."
+        ),
+    )
+    parser.add_argument("api_file", metavar="API_FILE", help="the APIs' YAML file")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=8888, help="port to listen on; 0 picks a free one (%(default)s)"
+    )
+    parser.add_argument(
+        "--queue",
+        metavar="URL",
+        default=None,
+        help=f"queue backend URL (default: $CHUTE_QUEUE_URL, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=None,
+        help=f"store backend URL (default: $CHUTE_STORE_URL, else {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--max-body-size",
+        type=parse_size,
+        default=parse_size("100MiB"),
+        metavar="SIZE",
+        help="largest request body accepted, e.g. 100MiB (the default), 10MB; larger → 413",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGTERM, how long in-flight requests may take to finish (%(default)s)",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, …")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from chute.config import load_apis
+    from chute.gateway import Gateway, serve
+    from chute.logs import configure_logging
+    from chute.registry import DEFAULT_URL
+
+    configure_logging(args.log_level)
+    apis = load_apis(args.api_file)
+    app = Gateway(
+        apis,
+        queue_url=args.queue or os.environ.get("CHUTE_QUEUE_URL") or DEFAULT_URL,
+        store_url=args.store or os.environ.get("CHUTE_STORE_URL") or DEFAULT_URL,
+        max_body_size=args.max_body_size,
+    )
+
+    async def main() -> None:
+        await serve(app, host=args.host, port=args.port, graceful_timeout=args.graceful_timeout)
+
+    anyio.run(main)
+    return 0

@@ -1,0 +1,369 @@
+"""The Python client for a chute gateway: :class:`Client` (sync) and :class:`AsyncClient`.
+
+Both submit requests to an Async API, read them and wait for them to finish, over one pooled
+httpx connection pool per client. With no ``base_url`` they find the gateway the way Cortex's
+in-container client did (see :func:`gateway_url`), so a container can chain APIs with
+``chute.Client()`` and nothing else. See docs/client.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import httpx
+import msgspec
+
+from chute._version import __version__
+from chute.config import API
+from chute.errors import (
+    APIError,
+    ConfigError,
+    GatewayUnreachable,
+    ProtocolError,
+    VersionMismatchWarning,
+    WaitTimeout,
+)
+from chute.protocol import ErrorInfo, ErrorResponse, Status, SubmitResponse, validate_request_id
+
+#: Where the gateway is when nothing says otherwise (``chute dev`` and ``chute gateway``).
+DEFAULT_GATEWAY_URL = "http://127.0.0.1:8888"
+#: Seconds for connect, read and write of one HTTP call (large uploads need room).
+DEFAULT_TIMEOUT = 60.0
+
+ApiRef = str | API
+
+
+class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A request as the gateway reports it (``GET <endpoint>/<id>``).
+
+    ``result`` and ``timestamp`` are set once ``status`` is ``completed``; ``error`` says why
+    a ``failed`` request failed. Timestamps are timezone-aware datetimes (UTC).
+    """
+
+    id: str
+    status: Status
+    result: Any = None
+    timestamp: datetime | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    error: ErrorInfo | None = None
+
+    @property
+    def done(self) -> bool:
+        """True once the request is terminal (completed, failed, cancelled or expired)."""
+        return self.status.terminal
+
+
+class _CortexEnvironment(msgspec.Struct):
+    name: str
+    operator_endpoint: str | None = None
+
+
+class _CortexCLIConfig(msgspec.Struct):
+    default_environment: str = "default"
+    environments: list[_CortexEnvironment] = []
+
+
+def gateway_url(base_url: str | None = None) -> str:
+    """The gateway's URL: ``base_url`` if given, else ``$CHUTE_GATEWAY_URL``, else the
+    ``operator_endpoint`` of the default environment in Cortex's client config file
+    ``$CORTEX_CLI_CONFIG_DIR/cli.yaml`` (mounted into every container), else
+    ``http://127.0.0.1:8888``.
+
+    When the URL is discovered (no ``base_url``), a :class:`~chute.errors.VersionMismatchWarning`
+    is issued if ``$CORTEX_VERSION`` names another version than this chute's.
+    """
+    if base_url:
+        return base_url
+    cortex_version = os.environ.get("CORTEX_VERSION")
+    if cortex_version and cortex_version.lstrip("v") != __version__:
+        warnings.warn(
+            f"the cluster runs version {cortex_version} (CORTEX_VERSION) but this client is "
+            f"chute {__version__}; install the matching version",
+            VersionMismatchWarning,
+            stacklevel=3,
+        )
+    from_env = os.environ.get("CHUTE_GATEWAY_URL")
+    if from_env:
+        return from_env
+    config_dir = os.environ.get("CORTEX_CLI_CONFIG_DIR")
+    if config_dir:
+        endpoint = _endpoint_from_cortex_config(Path(config_dir) / "cli.yaml")
+        if endpoint:
+            return endpoint
+    return DEFAULT_GATEWAY_URL
+
+
+def _endpoint_from_cortex_config(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the Cortex client config: {exc}") from exc
+    try:
+        config = msgspec.yaml.decode(data, type=_CortexCLIConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: invalid Cortex client config: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for env in config.environments:
+        if env.name == config.default_environment:
+            return env.operator_endpoint
+    return None
+
+
+def api_path(api: ApiRef) -> str:
+    """The route of an API: ``"name"`` → ``/name``; ``"/v1/x/"`` (an endpoint) → ``/v1/x``;
+    an :class:`~chute.config.API` → its ``endpoint``."""
+    if isinstance(api, API):
+        return api.endpoint
+    if not api:
+        raise ValueError("an API name or endpoint is required")
+    return "/" + api.strip("/")
+
+
+def poll_delays(first: float, maximum: float, factor: float = 1.5) -> Iterator[float]:
+    """Delays between polls: ``first``, growing by ``factor`` up to ``maximum``."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * factor, maximum)
+
+
+_result_decoder = msgspec.json.Decoder(Result)
+_submit_decoder = msgspec.json.Decoder(SubmitResponse)
+_error_decoder = msgspec.json.Decoder(ErrorResponse)
+
+
+def _check(response: httpx.Response) -> None:
+    """Raise :class:`APIError` for an HTTP error, with the gateway's error type and message."""
+    if response.status_code < 400:
+        return
+    try:
+        body = _error_decoder.decode(response.content).error
+        kind, message = body.type, body.message
+    except msgspec.DecodeError:  # not a chute gateway (a proxy's error page, ...)
+        kind = "http_error"
+        message = response.text[:500] or response.reason_phrase
+    raise APIError(response.status_code, kind, message)
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], response: httpx.Response) -> Any:
+    _check(response)
+    try:
+        return decoder.decode(response.content)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(
+            f"unexpected answer from the gateway at {response.request.url}: {exc}"
+        ) from None
+
+
+def _submit_args(
+    json: Any, content: Any, headers: Mapping[str, str] | None
+) -> tuple[Any, dict[str, str]]:
+    if json is not None and content is not None:
+        raise ValueError("pass json= or content=, not both")
+    merged = dict(headers or {})
+    if json is not None:
+        content = msgspec.json.encode(json)
+        if not any(k.lower() == "content-type" for k in merged):
+            merged["Content-Type"] = "application/json"
+    return content, merged
+
+
+def _unreachable(base_url: str, exc: httpx.TransportError) -> GatewayUnreachable:
+    return GatewayUnreachable(f"cannot reach the gateway at {base_url}: {exc!r}")
+
+
+class _Base:
+    def __init__(self, base_url: str | None, headers: Mapping[str, str] | None) -> None:
+        self.base_url = gateway_url(base_url).rstrip("/")
+        self._headers = {"User-Agent": f"chute/{__version__}", **(headers or {})}
+
+
+class AsyncClient(_Base):
+    """Submit to and read from a chute gateway, asynchronously (one pooled httpx client).
+
+    ``base_url`` defaults as :func:`gateway_url` explains; ``headers`` are sent with every
+    call (e.g. ``Authorization``). Use it as ``async with AsyncClient() as client: ...`` or
+    call :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(base_url, headers)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout, headers=self._headers
+        )
+
+    async def submit(
+        self,
+        api: ApiRef,
+        *,
+        json: Any = None,
+        content: bytes | str | AsyncIterable[bytes] | Iterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Queue a request to ``api`` (a name, an endpoint path or an API) and return its id.
+
+        ``json`` is encoded as JSON (``Content-Type: application/json``); ``content`` is sent
+        as is (bytes, or an iterator of chunks, streamed). ``headers`` reach the container.
+        """
+        body, merged = _submit_args(json, content, headers)
+        try:
+            response = await self._http.post(api_path(api), content=body, headers=merged)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        submitted: SubmitResponse = _decode(_submit_decoder, response)
+        return submitted.id
+
+    async def get(self, api: ApiRef, request_id: str) -> Result:
+        """The request's current status (and its result once completed)."""
+        path = f"{api_path(api).rstrip('/')}/{validate_request_id(request_id)}"
+        try:
+            response = await self._http.get(path)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        result: Result = _decode(_result_decoder, response)
+        return result
+
+    async def wait(
+        self,
+        api: ApiRef,
+        request_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (the deadline of the whole wait)
+        poll_interval: float = 0.1,
+        max_poll_interval: float = 2.0,
+    ) -> Result:
+        """Poll until the request is terminal and return it (check ``.status``: a failed
+        request is returned, not raised). Polls start ``poll_interval`` apart and back off to
+        ``max_poll_interval``. Raises :class:`~chute.errors.WaitTimeout` after ``timeout``
+        seconds (None: wait for as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for delay in poll_delays(poll_interval, max_poll_interval):
+            result = await self.get(api, request_id)
+            if result.done:
+                return result
+            await anyio.sleep(_next_sleep(delay, deadline, request_id, result))
+        raise AssertionError("unreachable")  # poll_delays never ends
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Client(_Base):
+    """The synchronous twin of :class:`AsyncClient`, with the same methods and defaults.
+
+    Use it as ``with Client() as client: ...`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(base_url, headers)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self._headers)
+
+    def submit(
+        self,
+        api: ApiRef,
+        *,
+        json: Any = None,
+        content: bytes | str | Iterable[bytes] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Queue a request to ``api`` and return its id (see :meth:`AsyncClient.submit`)."""
+        body, merged = _submit_args(json, content, headers)
+        try:
+            response = self._http.post(api_path(api), content=body, headers=merged)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        submitted: SubmitResponse = _decode(_submit_decoder, response)
+        return submitted.id
+
+    def get(self, api: ApiRef, request_id: str) -> Result:
+        """The request's current status (and its result once completed)."""
+        path = f"{api_path(api).rstrip('/')}/{validate_request_id(request_id)}"
+        try:
+            response = self._http.get(path)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        result: Result = _decode(_result_decoder, response)
+        return result
+
+    def wait(
+        self,
+        api: ApiRef,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.1,
+        max_poll_interval: float = 2.0,
+    ) -> Result:
+        """Poll until the request is terminal and return it (see :meth:`AsyncClient.wait`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for delay in poll_delays(poll_interval, max_poll_interval):
+            result = self.get(api, request_id)
+            if result.done:
+                return result
+            time.sleep(_next_sleep(delay, deadline, request_id, result))
+        raise AssertionError("unreachable")  # poll_delays never ends
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _next_sleep(delay: float, deadline: float | None, request_id: str, last: Result) -> float:
+    """How long to sleep before the next poll; WaitTimeout once the deadline has passed."""
+    if deadline is None:
+        return delay
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise WaitTimeout(
+            f"request {request_id} is still {last.status.value} after the wait's timeout"
+        )
+    return min(delay, remaining)

@@ -1,0 +1,10 @@
+"""The gateway: ``POST <endpoint>`` queues a request, ``GET <endpoint>/<id>`` reads it.
+
+An ASGI application (:class:`Gateway`) served by hypercorn (:func:`serve`); ``chute gateway``
+runs it. See docs/gateway.md.
+"""
+
+from chute.gateway.app import DEFAULT_MAX_BODY_SIZE, Gateway
+from chute.gateway.server import serve
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "Gateway", "serve"]
