@@ -721,3 +721,24 @@ def test_validate_as_a_real_process(tmp_path: Path) -> None:
     assert re.fullmatch(
         r".*apis\.yaml: \$\[0\]\.kind: expected AsyncAPI; .*TaskAPI.*\n", bad.stderr
     )
+
+
+def test_undecodable_bytes_are_an_error(tmp_path: Path) -> None:
+    file = tmp_path / "latin1.yaml"
+    file.write_bytes(b"- name: caf\xe9\n")
+    [issue] = issues_of(file)
+    assert issue.message.startswith("invalid YAML text at byte 11")
+    assert "expected UTF-8" in issue.message
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    file = tmp_path / "merge.yaml"
+    file.write_text(
+        "- &base\n"
+        "  name: one\n"
+        "  kind: AsyncAPI\n"
+        "  pod: {containers: [{name: api, image: busybox}]}\n"
+        "- <<: *base\n"
+        "  name: two\n"
+    )
+    assert [api.endpoint for api in load_apis(file)] == ["/one", "/two"]

@@ -398,6 +398,10 @@ def _api_index(issue: ConfigIssue) -> int:
 
 
 def _yaml_issue(file: str, exc: yaml.YAMLError) -> ConfigIssue:
+    if isinstance(exc, yaml.reader.ReaderError):  # bad bytes: no line, only an offset
+        return ConfigIssue(
+            file, "$", f"invalid YAML text at byte {exc.position}: {exc.reason} (expected UTF-8)"
+        )
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
