@@ -166,7 +166,7 @@ class SqliteQueue(Queue):
                     return 0
                 conn.execute("DELETE FROM queue_messages WHERE id = ?", (row_id,))
                 conn.execute(
-                    "INSERT INTO queue_dead (api, request_id, reason, attempts, dead_at) "
+                    "INSERT INTO queue_dead (api, request_id, attempts, reason, dead_at) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (*row, reason, now()),
                 )

@@ -1,0 +1,425 @@
+"""The store contract: what the gateway and the dequeuer rely on from every store backend."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from chute.backends.base import Store
+from chute.errors import (
+    BackendUnavailable,
+    Conflict,
+    InvalidRequestId,
+    NotFound,
+    PayloadTooLarge,
+    TransitionRejected,
+)
+from chute.lifecycle import ALLOWED
+from chute.protocol import ErrorInfo, RequestRecord, Status, new_request_id, now
+from chute.registry import open_store
+from chute.testing.contract import BackendContract
+
+_MiB = 1024 * 1024
+
+
+def new_record(api: str, *, retention: float = 3600.0, **fields: Any) -> RequestRecord:
+    """A fresh ``in_queue`` record, as the gateway writes it."""
+    t = now()
+    return RequestRecord(
+        id=new_request_id(),
+        api=api,
+        status=Status.IN_QUEUE,
+        created_at=t,
+        expires_at=t + retention,
+        content_type="application/json",
+        headers=[("x-trace", "abc"), ("accept", "*/*")],
+        **fields,
+    )
+
+
+async def body_of(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """Stream ``data`` the way the gateway streams a request body: in small pieces."""
+    view = memoryview(data)
+    for start in range(0, len(data), piece):
+        yield bytes(view[start : start + piece])
+
+
+async def read_all(chunks: AsyncIterable[bytes]) -> list[bytes]:
+    return [chunk async for chunk in chunks]
+
+
+class StoreContract(BackendContract):
+    """Subclass as ``class TestMyStore(StoreContract)`` and override ``backend_url``.
+
+    Capability flags (override as class attributes where the backend can do less):
+    """
+
+    #: Size of the large-payload round trip (at least 10 MiB; capped at ``max_payload_size``).
+    large_payload_size: int = 10 * _MiB + 12345
+    #: ``purge_expired`` deletes expired records at once. Backends whose storage expires on
+    #: its own schedule (bucket lifecycle rules) set False.
+    purge_removes_expired: bool = True
+    #: Retention used by the expiry test, in seconds (the test waits this long).
+    short_retention: float = 0.3
+    #: Concurrent writers in the "exactly one wins" test.
+    writers: int = 8
+
+    @pytest.fixture
+    async def store(self, backend_url: str) -> AsyncIterator[Store]:
+        async with open_store(backend_url) as store:
+            yield store
+
+    async def created(self, store: Store, api: str, payload: bytes = b'{"x": 1}') -> RequestRecord:
+        return await store.create(new_record(api), body_of(payload))
+
+    async def in_status(self, store: Store, api: str, status: Status) -> RequestRecord:
+        """A record brought to ``status`` by the moves the gateway and dequeuer make."""
+        record = await self.created(store, api)
+        if status is Status.IN_QUEUE:
+            return record
+        if status in (Status.CANCELLED, Status.EXPIRED):
+            return await store.transition(api, record.id, status)
+        await store.transition(api, record.id, Status.IN_PROGRESS, attempt=1)
+        if status is Status.IN_PROGRESS:
+            return await self.get(store, api, record.id)
+        error = ErrorInfo("container_error", "boom") if status is Status.FAILED else None
+        result = b'{"done": true}' if status is Status.COMPLETED else None
+        return await store.transition(api, record.id, status, attempt=1, error=error, result=result)
+
+    async def get(self, store: Store, api: str, request_id: str) -> RequestRecord:
+        record = await store.get(api, request_id)
+        assert record is not None, f"record {request_id} vanished"
+        return record
+
+    # -- records -------------------------------------------------------------------------
+
+    async def test_create_and_get(self, store: Store, api: str) -> None:
+        """A created record reads back equal, with its payload size filled in. If this
+        fails, ``GET /<api>/<id>`` loses fields the gateway wrote."""
+        record = new_record(api, extra={"tenant": "a"}, queue_deadline=now() + 60)
+        payload = b'{"hello": "world"}'
+        stored = await store.create(record, body_of(payload))
+        assert stored == msgspec.structs.replace(record, payload_size=len(payload))
+        assert await store.get(api, record.id) == stored
+
+    async def test_unknown_id(self, store: Store, api: str) -> None:
+        """An unknown id reads as None, cannot be moved (NotFound), has no payload or result
+        and deletes as False. If this fails, ``GET`` of a wrong id answers 500, not 404."""
+        request_id = new_request_id()
+        assert await store.get(api, request_id) is None
+        with pytest.raises(NotFound):
+            await store.transition(api, request_id, Status.IN_PROGRESS, attempt=1)
+        with pytest.raises(NotFound):
+            await read_all(store.payload(api, request_id))
+        assert await store.result(api, request_id) is None
+        assert await store.delete(api, request_id) is False
+
+    @pytest.mark.parametrize("bad_id", ["../etc/passwd", "a/b", "", "x" * 129, "-x", "a b", "é"])
+    async def test_invalid_ids_are_rejected(self, store: Store, api: str, bad_id: str) -> None:
+        """Ids that are not safe as storage keys raise InvalidRequestId before any storage
+        call. If this fails, a crafted id could read or overwrite another key."""
+        operations: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.get(api, bad_id),
+            lambda: store.transition(api, bad_id, Status.CANCELLED),
+            lambda: store.create(
+                msgspec.structs.replace(new_record(api), id=bad_id), body_of(b"{}")
+            ),
+            lambda: read_all(store.payload(api, bad_id)),
+            lambda: store.result(api, bad_id),
+            lambda: store.delete(api, bad_id),
+        ]
+        for operation in operations:
+            with pytest.raises(InvalidRequestId):
+                await operation()
+
+    async def test_create_twice_conflicts(self, store: Store, api: str) -> None:
+        """Creating an id that exists raises Conflict and leaves the first record and payload
+        intact. If this fails, an id collision overwrites someone else's request."""
+        record = await self.created(store, api, b'{"first": 1}')
+        with pytest.raises(Conflict):
+            await store.create(msgspec.structs.replace(record, payload_size=0), body_of(b"{}"))
+        assert await store.get(api, record.id) == record
+        assert b"".join(await read_all(store.payload(api, record.id))) == b'{"first": 1}'
+
+    async def test_apis_are_isolated(self, store: Store, api: str) -> None:
+        """The same id under two APIs names two records. If this fails, one API can read
+        another API's results."""
+        record = await self.created(store, api)
+        other = f"{api}-other"
+        assert await store.get(other, record.id) is None
+        twin = await store.create(msgspec.structs.replace(record, api=other), body_of(b"[]"))
+        await store.transition(other, twin.id, Status.CANCELLED)
+        assert (await self.get(store, api, record.id)).status is Status.IN_QUEUE
+
+    async def test_delete(self, store: Store, api: str) -> None:
+        """``delete`` removes the record, payload and result, and says whether there was
+        anything. If this fails, deleted requests keep occupying storage or reappear."""
+        record = await self.in_status(store, api, Status.COMPLETED)
+        assert await store.delete(api, record.id) is True
+        assert await store.get(api, record.id) is None
+        assert await store.result(api, record.id) is None
+        with pytest.raises(NotFound):
+            await read_all(store.payload(api, record.id))
+        assert await store.delete(api, record.id) is False
+
+    # -- transitions ---------------------------------------------------------------------
+
+    async def test_life_of_a_request(self, store: Store, api: str) -> None:
+        """in_queue → in_progress (attempt 1) → completed with a result, timestamps set.
+        If this fails, no request can ever complete."""
+        record = await self.created(store, api)
+        started = await store.transition(api, record.id, Status.IN_PROGRESS, attempt=1)
+        assert (started.status, started.attempt) == (Status.IN_PROGRESS, 1)
+        assert started.started_at is not None
+        assert await store.result(api, record.id) is None
+        done = await store.transition(
+            api, record.id, Status.COMPLETED, attempt=1, result=b'{"answer": 42}'
+        )
+        assert await store.get(api, record.id) == done
+        assert done.finished_at is not None
+        assert done.finished_at >= started.started_at
+        assert await store.result(api, record.id) == b'{"answer": 42}'
+
+    async def test_retry_then_new_attempt(self, store: Store, api: str) -> None:
+        """A failed attempt goes back to in_queue and the next delivery (attempt 2) takes it.
+        If this fails, retries are impossible."""
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        await store.transition(api, record.id, Status.IN_QUEUE, attempt=1)
+        again = await store.transition(api, record.id, Status.IN_PROGRESS, attempt=2)
+        assert (again.status, again.attempt) == (Status.IN_PROGRESS, 2)
+
+    async def test_failure_keeps_its_reason(self, store: Store, api: str) -> None:
+        """A failed record keeps the error it failed with. If this fails, users see
+        ``failed`` with no reason."""
+        record = await self.in_status(store, api, Status.FAILED)
+        stored = await self.get(store, api, record.id)
+        assert stored.status is Status.FAILED
+        assert stored.error == ErrorInfo("container_error", "boom")
+        assert await store.result(api, record.id) is None
+
+    @pytest.mark.parametrize("current", list(Status))
+    async def test_forbidden_moves_are_rejected(
+        self, store: Store, api: str, current: Status
+    ) -> None:
+        """Every move the state machine forbids raises TransitionRejected and changes
+        nothing; terminal records never change. If this fails, a status can go backwards
+        or a finished request's outcome can be overwritten."""
+        record = await self.in_status(store, api, current)
+        before = await self.get(store, api, record.id)
+        result_before = await store.result(api, record.id)
+        for to in Status:
+            if to in ALLOWED.get(current, frozenset()):
+                continue
+            attempt = before.attempt + 1 if to is Status.IN_PROGRESS else before.attempt
+            result = b'{"late": true}' if to is Status.COMPLETED else None
+            with pytest.raises(TransitionRejected):
+                await store.transition(api, record.id, to, attempt=attempt, result=result)
+            assert await store.get(api, record.id) == before, f"{current} → {to} changed it"
+            assert await store.result(api, record.id) == result_before
+
+    async def test_late_duplicate_cannot_overwrite_completed(self, store: Store, api: str) -> None:
+        """A duplicate delivery arriving after completion (attempt 2) is rejected and the
+        result stays. If this fails, at-least-once delivery overwrites finished results."""
+        record = await self.in_status(store, api, Status.COMPLETED)
+        with pytest.raises(TransitionRejected):
+            await store.transition(api, record.id, Status.IN_PROGRESS, attempt=2)
+        with pytest.raises(TransitionRejected):
+            await store.transition(
+                api, record.id, Status.COMPLETED, attempt=2, result=b'{"late": 1}'
+            )
+        assert (await self.get(store, api, record.id)).status is Status.COMPLETED
+        assert await store.result(api, record.id) == b'{"done": true}'
+
+    async def test_superseded_attempt_cannot_finish(self, store: Store, api: str) -> None:
+        """When attempt 2 took over (attempt 1's lease lapsed), attempt 1 can neither
+        complete, fail nor retry; attempt 2 completes. If this fails, a zombie worker
+        overwrites the outcome of the attempt that replaced it."""
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        await store.transition(api, record.id, Status.IN_PROGRESS, attempt=2)
+        for to in (Status.COMPLETED, Status.FAILED, Status.IN_QUEUE):
+            with pytest.raises(TransitionRejected):
+                await store.transition(
+                    api, record.id, to, attempt=1, result=b"{}" if to is Status.COMPLETED else None
+                )
+        with pytest.raises(TransitionRejected):
+            await store.transition(api, record.id, Status.IN_PROGRESS, attempt=2)
+        done = await store.transition(api, record.id, Status.COMPLETED, attempt=2, result=b"2")
+        assert done.attempt == 2
+        assert await store.result(api, record.id) == b"2"
+
+    async def test_cancel_and_expire_need_no_attempt(self, store: Store, api: str) -> None:
+        """Anyone may cancel a queued or running request, or expire a queued one. If this
+        fails, cancellation and queue deadlines do not work."""
+        running = await self.in_status(store, api, Status.IN_PROGRESS)
+        cancelled = await store.transition(api, running.id, Status.CANCELLED)
+        assert cancelled.status is Status.CANCELLED
+        assert cancelled.finished_at is not None
+        queued = await self.created(store, api)
+        assert (await store.transition(api, queued.id, Status.EXPIRED)).status is Status.EXPIRED
+
+    async def test_concurrent_writers_exactly_one_wins(
+        self, backend_url: str, store: Store, api: str
+    ) -> None:
+        """Writers on separate connections racing to finish the same attempt: exactly one
+        succeeds, the rest get TransitionRejected, and the winner's result is stored. If this
+        fails, duplicate deliveries can both write a result."""
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        winners: list[int] = []
+        losers: list[int] = []
+
+        async def finish(writer: int, other: Store) -> None:
+            async with other:
+                try:
+                    await other.transition(
+                        api,
+                        record.id,
+                        Status.COMPLETED,
+                        attempt=1,
+                        result=msgspec.json.encode({"writer": writer}),
+                    )
+                except TransitionRejected:
+                    losers.append(writer)
+                else:
+                    winners.append(writer)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for writer in range(self.writers):
+                    tg.start_soon(finish, writer, open_store(backend_url))
+        assert len(winners) == 1, f"winners: {winners}"
+        assert len(losers) == self.writers - 1
+        assert await store.result(api, record.id) == msgspec.json.encode({"writer": winners[0]})
+
+    async def test_write_if_with_a_stale_version_fails(self, store: Store, api: str) -> None:
+        """The conditional-write primitive refuses a version that is no longer current.
+        If this fails, the state machine's checks race with concurrent writers."""
+        record = await self.created(store, api)
+        found = await store.read(api, record.id)
+        assert found is not None
+        _, version = found
+        moved = msgspec.structs.replace(record, status=Status.CANCELLED)
+        assert await store.write_if(moved, version) is True
+        assert await store.write_if(moved, version) is False
+        assert (await self.get(store, api, record.id)).status is Status.CANCELLED
+
+    # -- payloads and results ------------------------------------------------------------
+
+    async def test_result_round_trip(self, store: Store, api: str) -> None:
+        """A JSON result comes back byte for byte (unicode, nesting, ~1 MiB). If this fails,
+        users get a corrupted or truncated result."""
+        value = {"text": "héllo ✓ \u2028", "nested": [1, 2.5, None, {"a": True}], "pad": "x" * _MiB}
+        result = msgspec.json.encode(value)
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        await store.transition(api, record.id, Status.COMPLETED, attempt=1, result=result)
+        stored = await store.result(api, record.id)
+        assert stored == result
+        assert msgspec.json.decode(stored) == value
+
+    async def test_large_payload_round_trip(self, store: Store, api: str) -> None:
+        """A payload of at least 10 MiB is stored and streamed back unchanged, in more than
+        one chunk. If this fails, large requests are lost, corrupted or held in memory."""
+        size = self.large_payload_size
+        if store.max_payload_size is not None:
+            size = min(size, store.max_payload_size)
+        data = random.Random(size).randbytes(size)
+        record = await store.create(new_record(api), body_of(data))
+        assert record.payload_size == size
+        digest = hashlib.sha256()
+        chunks = 0
+        async for chunk in store.payload(api, record.id):
+            assert isinstance(chunk, bytes)
+            digest.update(chunk)
+            chunks += 1
+        assert digest.digest() == hashlib.sha256(data).digest()
+        assert chunks > 1, "the payload came back in one piece: it was not streamed"
+
+    async def test_empty_payload(self, store: Store, api: str) -> None:
+        """An empty body is a valid payload. If this fails, ``POST`` with no body breaks."""
+        record = await store.create(new_record(api), body_of(b""))
+        assert record.payload_size == 0
+        assert b"".join(await read_all(store.payload(api, record.id))) == b""
+
+    async def test_payload_too_large(self, store: Store, api: str) -> None:
+        """Above the backend's ``max_payload_size`` create raises PayloadTooLarge and leaves
+        nothing behind. If this fails, oversize uploads half-succeed."""
+        limit = store.max_payload_size
+        if limit is None:
+            pytest.skip("the store has no payload limit of its own")
+        record = new_record(api)
+        with pytest.raises(PayloadTooLarge):
+            await store.create(record, body_of(b"x" * (limit + 1)))
+        assert await store.get(api, record.id) is None
+        stored = await store.create(record, body_of(b"{}"))  # the id is still free
+        assert stored.payload_size == 2
+
+    async def test_failed_upload_leaves_nothing(self, store: Store, api: str) -> None:
+        """When the body stream breaks mid-upload, create raises and no record is left (a
+        retry with the same id works). If this fails, clients see half-written requests."""
+
+        class ClientWentAway(Exception):
+            pass
+
+        async def broken_body() -> AsyncIterator[bytes]:
+            yield b"x" * (3 * _MiB)
+            raise ClientWentAway
+
+        record = new_record(api)
+        with pytest.raises(ClientWentAway):
+            await store.create(record, broken_body())
+        assert await store.get(api, record.id) is None
+        with pytest.raises(NotFound):
+            await read_all(store.payload(api, record.id))
+        assert (await store.create(record, body_of(b"{}"))).payload_size == 2
+
+    # -- retention -----------------------------------------------------------------------
+
+    async def test_expired_records_read_as_gone(self, store: Store, api: str) -> None:
+        """A record past its ``expires_at`` reads as None, cannot be moved and has no
+        result; ``purge_expired`` removes it. If this fails, results outlive their
+        retention or an expired id answers as if alive."""
+        record = await store.create(new_record(api, retention=self.short_retention), body_of(b"{}"))
+        assert await store.get(api, record.id) is not None
+        await anyio.sleep(max(0.0, record.expires_at - now()) + 0.1)
+        assert await store.get(api, record.id) is None
+        with pytest.raises(NotFound):
+            await store.transition(api, record.id, Status.CANCELLED)
+        assert await store.result(api, record.id) is None
+        live = await self.created(store, api)
+        assert isinstance(await store.purge_expired(), int)
+        if self.purge_removes_expired:
+            assert await store.read(api, record.id) is None
+        assert await store.get(api, live.id) == live
+
+    # -- errors --------------------------------------------------------------------------
+
+    async def test_ping(self, store: Store) -> None:
+        """``ping`` succeeds on a live backend. If this fails, health checks report a
+        working store as down."""
+        await store.ping()
+
+    @pytest.mark.parametrize(
+        "operation",
+        [
+            pytest.param(lambda s, api: s.get(api, new_request_id()), id="get"),
+            pytest.param(lambda s, api: s.create(new_record(api), body_of(b"{}")), id="create"),
+            pytest.param(lambda s, api: s.ping(), id="ping"),
+        ],
+    )
+    async def test_unreachable_backend_raises_backend_unavailable(
+        self,
+        unreachable_url: str,
+        api: str,
+        operation: Callable[[Store, str], Awaitable[object]],
+    ) -> None:
+        """A store that cannot be reached raises chute's BackendUnavailable, not its SDK's
+        exception. If this fails, the gateway answers 500 with a stack trace instead of
+        503."""
+        with anyio.fail_after(30), pytest.raises(BackendUnavailable):
+            async with open_store(unreachable_url) as store:
+                await operation(store, api)
