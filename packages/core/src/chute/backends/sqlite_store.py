@@ -130,8 +130,9 @@ class SqliteStore(Store):
 
         def locate(conn: sqlite3.Connection) -> tuple[str, int] | None:
             row = conn.execute(
-                "SELECT upload, chunks FROM store_records WHERE api = ? AND id = ?",
-                (api, request_id),
+                "SELECT upload, chunks FROM store_records "
+                "WHERE api = ? AND id = ? AND expires_at > ?",
+                (api, request_id, now()),
             ).fetchone()
             return None if row is None else (row[0], row[1])
 
