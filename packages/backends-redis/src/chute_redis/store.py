@@ -2,7 +2,8 @@
 
 Keys of one request (``<prefix>:s:<api>:{<id>}…``; the braces keep them in one Cluster slot):
 
-* ``…{<id>}``          hash: ``record`` (msgspec JSON), ``version`` (integer), ``result``;
+* ``…{<id>}``          hash: ``record`` (msgspec JSON), ``version`` (integer), ``result``,
+  and ``token``, the creating call's nonce (a create retried after a lost reply succeeds);
 * ``…{<id>}:payload``  string: the payload bytes, read back in ranges (GETRANGE);
 * ``…{<id>}:upload:…`` string: a payload above 1 MiB while it streams in, renamed into place
   by the create script (it expires by itself if the upload is abandoned).
@@ -60,7 +61,8 @@ class RedisStore(Store):
 
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
         keys = self._keys(record.api, record.id)
-        upload = f"{keys.record}:upload:{secrets.token_hex(8)}"
+        token = secrets.token_hex(8)
+        upload = f"{keys.record}:upload:{token}"
         limit = self.max_payload_size
         client = self._conn.client()
         doing = f"creating request {record.id} of {record.api}"
@@ -92,6 +94,7 @@ class RedisStore(Store):
                 _expires_ms(stored),
                 "upload" if uploading else "inline",
                 bytes(buffer),
+                token,
             ]
             with self._conn.op(doing):
                 created = await scripts.STORE_CREATE(

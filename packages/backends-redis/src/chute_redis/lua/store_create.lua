@@ -1,11 +1,11 @@
 -- Create a request: record hash and payload string, both expiring with the record.
 -- KEYS: record, payload, upload (a temporary key holding a streamed payload)
--- ARGV: record JSON, expires_at_ms, 'inline' | 'upload', payload (inline mode)
--- Returns 1 when created (or when this very record is already there: a retried call),
--- 0 when another record holds the id.
+-- ARGV: record JSON, expires_at_ms, 'inline' | 'upload', payload (inline mode), call token
+-- Returns 1 when created (or when this very call created it already: redis-py retried it after
+-- a lost reply), 0 when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[3])
-  if redis.call('HGET', KEYS[1], 'record') == ARGV[1] then return 1 end
+  if redis.call('HGET', KEYS[1], 'token') == ARGV[5] then return 1 end
   return 0
 end
 if ARGV[3] == 'upload' then
@@ -16,7 +16,7 @@ if ARGV[3] == 'upload' then
 else
   redis.call('SET', KEYS[2], ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 1

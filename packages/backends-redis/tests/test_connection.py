@@ -1,0 +1,96 @@
+"""Redis URLs: what each part means, and clear errors for what is wrong."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chute.errors import ConfigError
+from chute.registry import PluginManager
+from chute_redis.connection import DEFAULT_MAX_PAYLOAD, RedisSettings, check_name, parse_url
+from chute_redis.queue import RedisQueue
+from chute_redis.store import RedisStore
+
+
+def test_a_bare_url_means_the_local_default_database() -> None:
+    assert parse_url("redis://") == RedisSettings(host="localhost", port=6379, db=0)
+
+
+def test_password_port_database_and_prefix() -> None:
+    s = parse_url("redis://:pw@host:6380/3?prefix=x")
+    assert (s.host, s.port, s.db, s.username, s.password, s.prefix) == (
+        "host",
+        6380,
+        3,
+        None,
+        "pw",
+        "x",
+    )
+    assert not s.tls
+    assert s.max_payload_size == DEFAULT_MAX_PAYLOAD
+
+
+def test_username_and_password_are_url_decoded() -> None:
+    s = parse_url("redis://app%40team:p%2Fw%3Ad@h/0")
+    assert (s.username, s.password) == ("app@team", "p/w:d")
+
+
+def test_rediss_means_tls_with_certificate_checks() -> None:
+    s = parse_url("rediss://default:secret@cache.example.com:6380/1")
+    assert s.tls
+    assert s.ssl_cert_reqs == "required"
+    assert s.address == "rediss://cache.example.com:6380/1"
+    relaxed = parse_url("rediss://h?ssl_cert_reqs=none&ssl_ca_certs=/etc/ca.pem")
+    assert (relaxed.ssl_cert_reqs, relaxed.ssl_ca_certs) == ("none", "/etc/ca.pem")
+
+
+def test_chute_parameters() -> None:
+    s = parse_url("redis://h/2?max_payload_size=1024&timeout=2.5&retries=0")
+    assert (s.max_payload_size, s.timeout, s.retries) == (1024, 2.5, 0)
+
+
+def test_the_password_is_never_shown() -> None:
+    s = parse_url("redis://user:hunter2@h/0")
+    assert "hunter2" not in repr(s)
+    assert "hunter2" not in s.address
+    with pytest.raises(ConfigError) as err:
+        parse_url("redis://user:hunter2@h/0?colour=blue")
+    assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("redis://h/zero", "database must be a number"),
+        ("redis://h:99999/0", "bad port"),
+        ("redis://h/0?colour=blue", "'colour' is unknown"),
+        ("redis://h/0?prefix=a{b}", "prefix"),
+        ("redis://h/0?max_payload_size=-1", "must not be negative"),
+        ("redis://h/0?timeout=0", "positive"),
+        ("rediss://h/0?ssl_cert_reqs=maybe", "required, optional or none"),
+        ("http://h/0", "not a Redis URL"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(complaint)):
+        parse_url(url)
+
+
+def test_api_names_that_would_break_keys_are_refused() -> None:
+    assert check_name("my-api_v1.2") == "my-api_v1.2"
+    for bad in ("", "a{b}", "a b", "-x", "x" * 129):
+        with pytest.raises(ConfigError):
+            check_name(bad)
+
+
+def test_the_plugin_serves_both_schemes_for_both_roles() -> None:
+    pm = PluginManager()
+    for scheme in ("redis", "rediss"):
+        assert isinstance(pm.open_queue(f"{scheme}://127.0.0.1/0"), RedisQueue)
+        assert isinstance(pm.open_store(f"{scheme}://127.0.0.1/0"), RedisStore)
+
+
+def test_the_store_limit_comes_from_the_url() -> None:
+    assert RedisStore("redis://h/0").max_payload_size == DEFAULT_MAX_PAYLOAD
+    assert RedisStore("redis://h/0?max_payload_size=10").max_payload_size == 10
