@@ -1,0 +1,195 @@
+"""The plugin registry: backends found by URL scheme through pluggy, loaded lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from chute.backends.base import Queue, Store
+from chute.backends.sqlite_queue import SqliteQueue
+from chute.backends.sqlite_store import SqliteStore
+from chute.errors import (
+    ConfigError,
+    DuplicateSchemeError,
+    PluginError,
+    UnknownSchemeError,
+)
+from chute.hookspecs import hookimpl
+from chute.registry import KNOWN_EXTRAS, BackendRegistry, PluginManager
+
+
+class _Plugin:
+    """A small plugin that claims ``scheme`` for the roles it is given and records the URLs
+    its factories were called with."""
+
+    def __init__(self, scheme: str, *, queue: bool = True, store: bool = True) -> None:
+        self.scheme, self.queue, self.store = scheme, queue, store
+        self.opened: list[str] = []
+
+    def _open(self, url: str) -> Queue:
+        self.opened.append(url)
+        return SqliteQueue(f"sqlite:///{Path('unused.db').absolute()}")
+
+    def _open_store(self, url: str) -> Store:
+        self.opened.append(url)
+        return SqliteStore(f"sqlite:///{Path('unused.db').absolute()}")
+
+    @hookimpl
+    def chute_register_backends(self, registry: BackendRegistry) -> None:
+        if self.queue:
+            registry.add_queue(self.scheme, self._open)
+        if self.store:
+            registry.add_store(self.scheme, self._open_store)
+
+
+def isolated(*plugins: tuple[str, object]) -> PluginManager:
+    pm = PluginManager(load_entry_points=False)
+    for name, plugin in plugins:
+        pm.register(plugin, name)
+    return pm
+
+
+# -- lookup -----------------------------------------------------------------------------------
+
+
+def test_the_sqlite_backend_is_an_ordinary_entry_point_plugin() -> None:
+    pm = PluginManager()
+    assert pm.backends.queues["sqlite"][1] == "sqlite"
+    assert pm.backends.stores["sqlite"][1] == "sqlite"
+    assert isinstance(pm.open_queue("sqlite:////tmp/chute-registry-test.db"), SqliteQueue)
+
+
+def test_factories_get_the_whole_url_and_schemes_ignore_case() -> None:
+    plugin = _Plugin("mem")
+    pm = isolated(("mem", plugin))
+    pm.open_queue("MEM://host:1/path?x=1")
+    pm.open_store("mem://other")
+    assert plugin.opened == ["MEM://host:1/path?x=1", "mem://other"]
+
+
+def test_unknown_scheme_names_the_known_schemes_and_the_extra_to_install() -> None:
+    pm = PluginManager()
+    missing = sorted(s for s in KNOWN_EXTRAS if s not in pm.backends.queues)
+    if not missing:
+        pytest.skip("every first-party backend is installed here")
+    scheme = missing[0]
+    with pytest.raises(UnknownSchemeError) as caught:
+        pm.open_queue(f"{scheme}://somewhere/prefix")
+    message = str(caught.value)
+    assert f"{scheme}://" in message
+    assert "sqlite://" in message  # what is available instead
+    assert f'pip install "{KNOWN_EXTRAS[scheme]}"' in message
+
+
+def test_unknown_third_party_scheme_has_no_install_hint() -> None:
+    pm = isolated(("mem", _Plugin("mem")))
+    with pytest.raises(UnknownSchemeError, match=r"known store schemes: mem://$"):
+        pm.open_store("nosuch://x")
+    # An unknown scheme is a configuration mistake as much as a plugin problem.
+    with pytest.raises(ConfigError):
+        pm.open_store("nosuch://x")
+
+
+def test_roles_are_separate() -> None:
+    pm = isolated(("q", _Plugin("only", store=False)))
+    pm.open_queue("only://x")
+    with pytest.raises(UnknownSchemeError, match="no store backend handles only://"):
+        pm.open_store("only://x")
+
+
+def test_a_url_without_a_scheme_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="has no scheme"):
+        isolated().open_queue("/var/lib/chute.db")
+
+
+# -- conflicts and broken plugins -------------------------------------------------------------
+
+
+def test_two_plugins_claiming_one_scheme_are_named() -> None:
+    pm = isolated(("chute-alpha", _Plugin("dup")), ("chute-beta", _Plugin("dup")))
+    with pytest.raises(DuplicateSchemeError) as caught:
+        pm.open_queue("dup://x")
+    assert "'dup'" in str(caught.value)
+    assert "chute-alpha" in str(caught.value)
+    assert "chute-beta" in str(caught.value)
+
+
+def test_one_plugin_serving_a_scheme_for_both_roles_is_no_conflict() -> None:
+    pm = isolated(("mem", _Plugin("mem")))
+    pm.open_queue("mem://")
+    pm.open_store("mem://")
+
+
+def test_a_plugin_whose_hook_fails_raises_plugin_error() -> None:
+    class Broken:
+        @hookimpl
+        def chute_register_backends(self, registry: BackendRegistry) -> None:
+            raise RuntimeError("boom")
+
+    pm = isolated(("chute-broken", Broken()))
+    with pytest.raises(PluginError, match=r"chute-broken.*boom"):
+        pm.open_queue("sqlite:///x.db")
+
+
+def _install_fake_distribution(site: Path, entry_point: str) -> None:
+    """A real (if tiny) installed distribution: importlib.metadata finds it on sys.path."""
+    dist_info = site / "chute_broken-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: chute-broken\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(f"[chute]\nbroken = {entry_point}\n")
+
+
+def test_a_plugin_that_fails_to_import_raises_plugin_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install_fake_distribution(tmp_path, "chute_broken_plugin")
+    (tmp_path / "chute_broken_plugin.py").write_text("raise ImportError('missing dependency')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pm = PluginManager()
+    with pytest.raises(PluginError) as caught:
+        pm.open_queue("sqlite:///x.db")
+    message = str(caught.value)
+    assert "'broken'" in message
+    assert "chute-broken" in message
+    assert "missing dependency" in message
+
+
+# -- laziness ---------------------------------------------------------------------------------
+
+
+def test_plugins_load_on_first_lookup_not_before() -> None:
+    pm = PluginManager()
+    assert pm.pm.get_plugins() == set()
+    pm.open_store("sqlite:////tmp/chute-registry-test.db")
+    assert pm.pm.get_plugin("sqlite") is not None
+
+
+def test_importing_chute_loads_no_plugin_module() -> None:
+    """Measured in a fresh interpreter: nothing but chute's own core is imported."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import chute, chute.registry, chute.backends
+        loaded = sorted(
+            m for m in sys.modules
+            if m.startswith(("chute_", "chute.backends.sqlite", "chute.testing"))
+        )
+        print(loaded)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_registering_a_plugin_later_is_seen_by_the_next_lookup() -> None:
+    pm = isolated()
+    with pytest.raises(UnknownSchemeError):
+        pm.open_queue("late://x")
+    pm.register(_Plugin("late"), "late")
+    pm.open_queue("late://x")
