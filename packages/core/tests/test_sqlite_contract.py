@@ -35,3 +35,42 @@ class TestSqliteStore(StoreContract):
     @pytest.fixture
     def unreachable_url(self, not_a_directory: str) -> str:
         return not_a_directory
+
+
+# -- the suite's guard (tested here, where a real backend subclasses it) ----------------------
+
+
+def test_overriding_a_contract_test_without_xfail_fails_at_class_creation() -> None:
+    with pytest.raises(TypeError, match="test_ping"):
+
+        class Sneaky(QueueContract):
+            async def test_ping(self) -> None:
+                pass
+
+
+def test_an_xfail_needs_a_reason() -> None:
+    with pytest.raises(TypeError, match="test_delete"):
+
+        class Vague(StoreContract):
+            @pytest.mark.xfail
+            async def test_delete(self) -> None:
+                pass
+
+
+def test_removing_a_contract_test_is_refused() -> None:
+    with pytest.raises(TypeError, match="test_ping"):
+
+        class Removed(StoreContract):
+            test_ping = None
+
+
+def test_an_override_marked_xfail_with_a_reason_is_allowed() -> None:
+    class Honest(QueueContract):
+        @pytest.mark.xfail(reason="this backend has no health check")
+        async def test_ping(self) -> None:
+            raise AssertionError
+
+        async def test_extra_backend_specific_behaviour(self) -> None:
+            pass
+
+    assert Honest.lease_seconds == QueueContract.lease_seconds
