@@ -6,8 +6,8 @@ Keys of one API (``<prefix>:q:{<api>}:…``; the braces keep them in one Redis C
 * ``leased``   sorted set of ids scored by their lease's end (ms);
 * ``receipts`` hash id → the receipt of the current delivery (who holds the lease);
 * ``attempts`` hash id → deliveries so far (the store's fencing token);
-* ``dead``     sorted set of dead-lettered ids scored by when they died, ``dead_info`` hash
-  id → reason and attempts;
+* ``dead``     sorted set of dead-lettered ids in the order they died (scored by the counter
+  ``dead_seq``), ``dead_info`` hash id → reason, attempts and time of death;
 * ``wake``     a list used only as a signal: ``send`` pushes a token, idle receivers BLPOP it.
 
 Every operation is one Lua script, so each is atomic and one round trip. Time is the server's
@@ -25,7 +25,7 @@ import msgspec
 
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
 from chute.errors import LeaseLost
-from chute.protocol import validate_request_id
+from chute.protocol import now, validate_request_id
 from chute_redis import scripts
 from chute_redis.connection import Connection, check_name, parse_url
 
@@ -37,12 +37,14 @@ class _Keys(NamedTuple):
     attempts: str
     dead: str
     dead_info: str
+    dead_seq: str
     wake: str
 
 
 class _DeadInfo(msgspec.Struct, frozen=True):
     reason: str
     attempts: int
+    dead_at: float
 
 
 _dead_encoder = msgspec.json.Encoder()
@@ -143,11 +145,11 @@ class RedisQueue(Queue):
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         k = self._keys(delivery.api)
-        info = _dead_encoder.encode(_DeadInfo(reason, delivery.attempt)).decode()
+        info = _dead_encoder.encode(_DeadInfo(reason, delivery.attempt, now())).decode()
         await self._holder_script(
             scripts.QUEUE_DEAD_LETTER,
             delivery,
-            [k.ready, k.leased, k.receipts, k.dead, k.dead_info],
+            [k.ready, k.leased, k.receipts, k.dead, k.dead_info, k.dead_seq],
             info,
         )
 
@@ -159,12 +161,10 @@ class RedisQueue(Queue):
         with self._conn.op(f"listing dead letters of {api}"):
             rows = await scripts.QUEUE_LIST_DEAD(client, [k.dead, k.dead_info], [limit])
         letters = []
-        for i in range(0, len(rows), 3):
-            info = _dead_decoder.decode(rows[i + 2]) if rows[i + 2] else _DeadInfo("", 0)
+        for i in range(0, len(rows), 2):
+            info = _dead_decoder.decode(rows[i + 1])
             letters.append(
-                DeadLetter(
-                    api, _text(rows[i]), info.reason, info.attempts, float(rows[i + 1]) / 1000
-                )
+                DeadLetter(api, _text(rows[i]), info.reason, info.attempts, info.dead_at)
             )
         return letters
 
@@ -186,7 +186,9 @@ class RedisQueue(Queue):
         client = self._conn.client()
         with self._conn.op(f"purging dead letters of {api}"):
             return int(
-                await scripts.QUEUE_PURGE_DEAD(client, [k.dead, k.dead_info, k.attempts], [])
+                await scripts.QUEUE_PURGE_DEAD(
+                    client, [k.dead, k.dead_info, k.attempts, k.dead_seq], []
+                )
             )
 
     async def depth(self, api: str) -> QueueDepth:

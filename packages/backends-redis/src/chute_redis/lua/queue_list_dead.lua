@@ -1,10 +1,9 @@
 -- The oldest dead letters. KEYS: dead, dead_info   ARGV: limit
--- Returns {id1, dead_at_ms1, info1, ...}.
-local rows = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+-- Returns {id1, info1, id2, info2, ...}; every dead id has its info (one script writes both).
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 local out = {}
-for i = 1, #rows, 2 do
-  out[#out + 1] = rows[i]
-  out[#out + 1] = rows[i + 1]
-  out[#out + 1] = redis.call('HGET', KEYS[2], rows[i]) or ''
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id)
 end
 return out

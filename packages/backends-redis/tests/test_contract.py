@@ -1,0 +1,33 @@
+"""The Redis queue and store pass chute's backend contract suite against a real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from chute.testing import QueueContract, StoreContract
+from chute.testing.services import free_port
+
+
+def _closed_port_url() -> str:
+    # One reconnect attempt, so the test does not wait out the whole backoff.
+    return f"redis://127.0.0.1:{free_port()}/0?retries=1"
+
+
+class TestRedisQueue(QueueContract):
+    @pytest.fixture
+    def backend_url(self, redis_url: str) -> str:
+        return redis_url
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        return _closed_port_url()
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def backend_url(self, redis_url: str) -> str:
+        return redis_url
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        return _closed_port_url()
