@@ -20,6 +20,26 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asct
 _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields a record got from ``extra={...}`` (``request_id``, ``api``, …)."""
+    return {
+        key: value
+        for key, value in vars(record).items()
+        if key not in _STANDARD_ATTRS and not key.startswith("_")
+    }
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines for humans (``chute dev`` uses it), the ``extra`` fields as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (stdlib name)
+        fields = "".join(f" {key}={value}" for key, value in extra_fields(record).items())
+        return super().formatMessage(record) + fields
+
+
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -28,9 +48,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
+        entry.update(extra_fields(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()
@@ -41,7 +59,7 @@ def configure_logging(level: str | None = None) -> None:
     level = (level or os.environ.get("CHUTE_LOG_LEVEL") or "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     if os.environ.get("CHUTE_LOG_FORMAT", "json").lower() == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     else:
         handler.setFormatter(JSONFormatter())
     root = logging.getLogger()
