@@ -532,7 +532,6 @@ class Supervisor:
                 f"  {api.name}: POST {self.plan.gateway_url}{api.endpoint}, "
                 f"GET {self.plan.gateway_url}{api.endpoint}/<id>"
             )
-        self.say("press Ctrl-C to stop")
         self.ready.set()
 
     def _waiting_for(self, name: str) -> str:
@@ -667,4 +666,10 @@ async def supervise(
 
 async def serve(dev: DevPlan) -> int:
     """``chute dev``: run ``dev`` with every process's output on stdout, prefixed by name."""
-    return await supervise(Supervisor(dev, PrefixPrinter([p.name for p in dev.processes])))
+    supervisor = Supervisor(dev, PrefixPrinter([p.name for p in dev.processes]))
+
+    async def hint() -> None:
+        supervisor.say("press Ctrl-C to stop")
+        await anyio.sleep_forever()
+
+    return await supervise(supervisor, hint)

@@ -143,7 +143,9 @@ async def _submit_all(supervisor: Supervisor) -> None:
         ids = []
         for payload in PAYLOADS:
             request_id = await client.submit(api.name, json=payload)
-            print(f"submitted {msgspec.json.encode(payload).decode()} -> id {request_id}")
+            print(
+                f"submitted {msgspec.json.encode(payload).decode()} -> id {request_id}", flush=True
+            )
             ids.append(request_id)
         results: dict[str, Result] = {}
 
@@ -156,6 +158,6 @@ async def _submit_all(supervisor: Supervisor) -> None:
     for request_id in ids:
         answer = results[request_id]
         print(f"\nGET {supervisor.plan.gateway_url}{api.endpoint}/{request_id}")
-        print(msgspec.json.format(msgspec.json.encode(answer), indent=2).decode())
+        print(msgspec.json.format(msgspec.json.encode(answer), indent=2).decode(), flush=True)
         if answer.status is not Status.COMPLETED:
             raise ChuteError(f"request {request_id} ended {answer.status}, expected completed")
