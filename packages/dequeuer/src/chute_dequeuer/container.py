@@ -91,7 +91,8 @@ class ContainerClient:
             # keeps it ours); only an unreachable container fails fast.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout),
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry cookies between requests
-            skip_auto_headers=("User-Agent",),
+            # Forward only what the client sent: no made-up User-Agent or Content-Type.
+            skip_auto_headers=("User-Agent", "Content-Type"),
         )
         return self
 
