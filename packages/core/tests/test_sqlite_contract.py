@@ -37,6 +37,18 @@ class TestSqliteStore(StoreContract):
         return not_a_directory
 
 
+class TestSqliteStoreWithPayloadLimit(StoreContract):
+    """The same contract with the store's own payload cap set, so the limit tests run too."""
+
+    @pytest.fixture
+    def backend_url(self, sqlite_url: str) -> str:
+        return f"{sqlite_url}?max_payload_size={16 * 1024 * 1024}"
+
+    @pytest.fixture
+    def unreachable_url(self, not_a_directory: str) -> str:
+        return not_a_directory
+
+
 # -- the suite's guard (tested here, where a real backend subclasses it) ----------------------
 
 
