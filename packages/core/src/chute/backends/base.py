@@ -107,11 +107,14 @@ class Queue(_AsyncClosing, abc.ABC):
 
     @abc.abstractmethod
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        """Give the message back, visible again after ``delay`` seconds (retry, shutdown)."""
+        """Give the message back, visible again after ``delay`` seconds (retry, shutdown).
+        Raises LeaseLost if another consumer holds it now, or it was settled."""
 
     @abc.abstractmethod
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Move the message to the API's dead letter, with the reason it was given up."""
+        """Move the message to the API's dead letter, with the reason it was given up and its
+        attempts. Raises LeaseLost if another consumer holds it now, or it was settled. A
+        requeued dead letter keeps its attempt count (attempts are fencing tokens)."""
 
     @abc.abstractmethod
     async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:

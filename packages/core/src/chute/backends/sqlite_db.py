@@ -108,6 +108,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
+        # After a checkpoint, shrink the WAL a big upload grew instead of keeping it forever.
+        conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
         conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
     except BaseException:
         conn.close()
