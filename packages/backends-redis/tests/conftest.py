@@ -17,7 +17,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 import redis
 
-from chute.testing.services import REDIS, FoundService, LocalServer, local_server, service_fixture
+from chute.testing.services import (
+    REDIS,
+    REDIS_DURABLE_ARGS,
+    FoundService,
+    LocalServer,
+    local_server,
+    service_fixture,
+)
 
 #: The database the tests use when the URL does not name one (not the default 0).
 TEST_DB = 9
@@ -79,8 +86,6 @@ def prefix(redis_url: str) -> str:
 def private_redis(tmp_path: Path) -> Iterator[LocalServer]:
     """A redis-server of this test's own, with every write fsynced to its append-only file, so
     it can be killed and restarted without losing what it acknowledged."""
-    server = local_server(
-        REDIS, tmp_path / "redis", extra_args=["--appendonly", "yes", "--appendfsync", "always"]
-    )
+    server = local_server(REDIS, tmp_path / "redis", extra_args=REDIS_DURABLE_ARGS)
     with server:
         yield server

@@ -315,6 +315,10 @@ def _redis_command(executable: str, port: int, workdir: Path) -> list[str]:
     ]
 
 
+#: Extra arguments for a private redis-server that must lose nothing it acknowledged, even to
+#: SIGKILL (crash and restart tests): every write fsynced to the append-only file.
+REDIS_DURABLE_ARGS = ("--appendonly", "yes", "--appendfsync", "always")
+
 REDIS = ServiceSpec(
     name="redis",
     env_var="CHUTE_TEST_REDIS_URL",
