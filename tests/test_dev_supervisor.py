@@ -78,6 +78,18 @@ def test_a_container_without_command_is_refused_before_anything_starts(tmp_path:
     assert not state.exists()
 
 
+def test_a_command_not_found_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    api_file = write_api(tmp_path, command='["no-such-server-binary", "--port", "$(CORTEX_PORT)"]')
+    state = tmp_path / "state"
+    argv = [PY, "-m", "chute", "dev", str(api_file), "--port", str(free_port())]
+    done = subprocess.run(
+        [*argv, "--state-dir", str(state)], capture_output=True, text=True, timeout=PATIENCE
+    )
+    assert done.returncode == 1
+    assert "command 'no-such-server-binary' not found on the PATH" in done.stderr
+    assert not state.exists()
+
+
 def test_containers_get_the_pod_environment_and_k8s_expansion(
     tmp_path: Path, processes: Processes
 ) -> None:

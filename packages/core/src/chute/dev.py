@@ -15,6 +15,7 @@ import fcntl
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -176,6 +177,7 @@ def plan(
     state = Path(state_dir).resolve()
     backend = default_backend_url(state)
     queue_url, store_url = queue_url or backend, store_url or backend
+    port = port or free_port(host)  # 0: any free port, as for `chute gateway`
     gateway_url = f"http://{_url_host(host)}:{port}"
     mnt = mnt_dir(state)
 
@@ -223,12 +225,14 @@ def plan(
             ]
             if argv[0] in ("python", "python3"):
                 argv[0] = py
+            env = _process_env(env)
+            _check_executable(argv[0], env.get("PATH"), path, api, container)
             processes.append(
                 ProcessSpec(
                     name=f"{api.name}/{container.name}",
                     role="container",
                     argv=argv,
-                    env=_process_env(env),
+                    env=env,
                     cwd=path.parent,
                     grace=grace_period,
                 )
@@ -307,6 +311,22 @@ def _dequeuer_command() -> list[str]:
             "pip install 'chute[dequeuer]' (from a clone: pip install ./packages/dequeuer)"
         )
     return [sys.executable, "-m", "chute_dequeuer"]
+
+
+def _check_executable(
+    program: str, search: str | None, path: Path, api: API, container: Container
+) -> None:
+    # Refuse before anything starts rather than after the other processes came up.
+    if os.sep in program:
+        found = (path.parent / program).is_file()
+    else:
+        found = shutil.which(program, path=search) is not None
+    if not found:
+        where = "relative to the API file" if os.sep in program else "on the PATH"
+        raise ConfigError(
+            f"{path}: API {api.name!r}, container {container.name!r}: "
+            f"command {program!r} not found {where}"
+        )
 
 
 def _no_command_message(path: Path, api: API, container: Container) -> str:
