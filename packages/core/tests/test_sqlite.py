@@ -81,6 +81,20 @@ async def test_parent_directory_is_created_and_wal_is_on(tmp_path: Path) -> None
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_many_connections_opening_a_new_file_at_once(tmp_path: Path) -> None:
+    """Switching a new file to WAL is refused while another connection does the same; the
+    backend must retry rather than fail the first requests after a fresh start."""
+    for round_ in range(40):
+        url = f"sqlite:///{tmp_path}/fresh-{round_}.db"
+        queues = [SqliteQueue(url) for _ in range(8)]
+        async with anyio.create_task_group() as tg:
+            for queue in queues:
+                tg.start_soon(queue.send, API, new_request_id())
+        assert (await queues[0].depth(API)).queued == len(queues)
+        for queue in queues:
+            await queue.aclose()
+
+
 async def test_objects_are_unusable_after_close(sqlite_url: str) -> None:
     queue = SqliteQueue(sqlite_url)
     await queue.send(API, new_request_id())

@@ -10,6 +10,7 @@ front, so two writers never deadlock upgrading a read lock).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,7 +107,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         # After a checkpoint, shrink the WAL a big upload grew instead of keeping it forever.
         conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
@@ -115,6 +116,23 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL needs an exclusive lock and SQLite reports "locked" at once,
+    # without its busy handler, when another process is opening the same new file: retry.
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+            continue
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot use WAL mode here (journal mode {mode})")
+        return
 
 
 @contextmanager
