@@ -70,6 +70,8 @@ class Container:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--timeout-graceful-shutdown",  # slow test jobs may still be running
+                "1",
             ],
             env=env,
         )
@@ -154,8 +156,8 @@ class Dequeuer:
         raise AssertionError(f"no log line {message!r} {fields}; got:\n" + "\n".join(self.raw))
 
     def started(self) -> Dequeuer:
-        """Wait for the admin server; remember its port."""
-        self.admin_port = int(self.wait_log("admin server listening")["port"])
+        """Wait until it runs (signal handlers installed); remember the admin port."""
+        self.admin_port = int(self.wait_log("dequeuer started")["admin_port"])
         return self
 
     def admin(self, path: str) -> httpx.Response:

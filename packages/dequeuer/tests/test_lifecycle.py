@@ -101,6 +101,22 @@ async def test_grace_period_over_gives_requests_back_at_once(
     assert (depth.queued, depth.in_flight) == (1, 0)
 
 
+async def test_a_second_signal_cuts_the_grace_period_short(
+    container: Container, start_dequeuer: StartDequeuer, backend: Backend
+) -> None:
+    dequeuer = start_dequeuer(container.port, "--grace-period", "60")
+    rid = await backend.submit(headers=[("X-Behaviour", "sleep:8")])
+    await backend.wait_status(rid, Status.IN_PROGRESS)
+
+    started = time.monotonic()
+    dequeuer.signal(signal.SIGTERM)
+    dequeuer.wait_log("draining")
+    dequeuer.signal(signal.SIGINT)
+    assert await anyio.to_thread.run_sync(dequeuer.wait, 20) == 0
+    assert time.monotonic() - started < 6
+    assert (await backend.record(rid)).status is Status.IN_QUEUE
+
+
 async def test_sigkill_mid_request_is_redelivered_and_completes_once(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:

@@ -5,6 +5,7 @@ outage the dequeuer rides out."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -50,6 +51,24 @@ def test_bad_flags_are_clear_errors(tmp_path: Path) -> None:
     done = run_cli("--api-file", str(tmp_path / "missing.yaml"), "--api", API)
     assert done.returncode == 1
     assert "missing.yaml" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = run_cli(
+            "--api-file",
+            str(api_file),
+            "--api",
+            API,
+            "--admin-host",
+            "127.0.0.1",
+            "--admin-port",
+            port,
+            "--queue",
+            f"sqlite:///{tmp_path / 'db.db'}",
+        )
+    assert done.returncode == 1
+    assert "address already in use" in done.stderr
     done = run_cli("--api", API)
     assert done.returncode == 2  # argparse: --api-file is required
     assert "--api-file" in done.stderr

@@ -26,8 +26,14 @@ async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
     readiness = Readiness(probes_for(settings.api, settings.user_port))
     readiness.subscribe(lambda ready: metrics.ready.set(1 if ready else 0))
     admin = AdminServer(readiness, metrics, host=admin_host, port=settings.admin_port)
-    queue = open_queue(settings.queue_url)
-    store = open_store(settings.store_url)
+    # Before anything else runs, so a taken port fails the start with a plain OSError.
+    await admin.start()
+    try:
+        queue = open_queue(settings.queue_url)
+        store = open_store(settings.store_url)
+    except BaseException:
+        await admin.stop()
+        raise
     try:
         async with (
             ContainerClient(
@@ -50,7 +56,6 @@ async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
                 workers=settings.workers,
                 lease=settings.lease,
             )
-            await admin.start()
             tg.start_soon(readiness.run)
             tg.start_soon(dispatcher.run)
             log.info(
