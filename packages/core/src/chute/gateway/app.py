@@ -54,6 +54,8 @@ DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 HEALTH_TIMEOUT = 2.0
 #: Seconds an enqueue may take before the submit gives up (and removes the stored record).
 ENQUEUE_TIMEOUT = 30.0
+#: Seconds to keep draining after a disconnect (see ``_drain``).
+DRAIN_GRACE = 1.0
 #: What a 503 tells clients to wait before retrying, in seconds.
 RETRY_AFTER = b"1"
 
@@ -66,6 +68,40 @@ logger = logging.getLogger("chute.gateway")
 
 class _Disconnected(Exception):
     """The client went away before its body arrived; there is no one left to answer."""
+
+
+class _Receive:
+    """ASGI ``receive`` that remembers whether the request body was read to its end."""
+
+    __slots__ = ("done", "receive")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _drain(receive: _Receive) -> None:
+    """Read and drop the rest of a body the app answered early, then keep taking what the
+    server's reading side still pushes for a moment after the disconnect (it only notices the
+    closed stream between buffered events, and would block on the full queue meanwhile)."""
+    while not receive.done:
+        await receive()
+    with anyio.move_on_after(DRAIN_GRACE):
+        while True:
+            await receive.receive()
 
 
 class _Body:
@@ -214,6 +250,7 @@ class Gateway:
         method: str = scope["method"]
         route = self.router.match(scope["path"])
         api_label = route.api.name if route is not None and route.api is not None else ""
+        tracked = _Receive(receive)
         try:
             if route is None:
                 raise error(404, f"no API is served at {scope['path']}")
@@ -224,7 +261,7 @@ class Gateway:
                     f"{method} is not allowed on {scope['path']}; allowed: {', '.join(allowed)}",
                     ((b"allow", ", ".join(allowed).encode()),),
                 )
-            response = await self._handlers[route.kind](scope, receive, route)
+            response = await self._handlers[route.kind](scope, tracked, route)
         except HTTPError as exc:
             response = exc.response()
         except BackendUnavailable as exc:
@@ -239,18 +276,24 @@ class Gateway:
                 extra={"api": api_label, "method": method, "path": scope["path"]},
             )
             response = error(500, "internal error; see the gateway's log").response()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (b"content-type", response.content_type),
-                    (b"content-length", str(len(response.body)).encode()),
-                    *response.headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+        headers = [
+            (b"content-type", response.content_type),
+            (b"content-length", str(len(response.body)).encode()),
+            *response.headers,
+        ]
+        start = {"type": "http.response.start", "status": response.status, "headers": headers}
+        if tracked.done or not _has_body(scope):
+            await send(start)
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            # Answered before the body ended (413, 404, ...). hypercorn pushes the rest of the
+            # body into a bounded queue that only the app reads, and waits on that queue even
+            # to close the connection (inside our last send): keep reading and dropping it.
+            headers.append((b"connection", b"close"))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_drain, tracked)
+                await send(start)
+                await send({"type": "http.response.body", "body": response.body})
         self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
 
     # -- handlers --------------------------------------------------------------------------
