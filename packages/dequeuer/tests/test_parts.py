@@ -79,7 +79,7 @@ def test_default_tcp_probe_is_added_unless_one_targets_the_user_port(tmp_path: P
     specs = probes_for(api, 9000)
     assert [(s.name, s.port, s.path) for s in specs] == [
         ("app", 9000, "/healthz"),  # an HTTP probe on the user port does not count
-        ("default-tcp", 9000, None),
+        ("default:tcp", 9000, None),
     ]
     assert (specs[0].period, specs[0].failure_threshold) == (1.0, 1)
     assert specs[1].period < 1  # fast, so a fresh container gets work at once
@@ -104,7 +104,7 @@ def test_default_tcp_probe_is_added_unless_one_targets_the_user_port(tmp_path: P
     specs = probes_for(api, 9000)
     assert [(s.name, s.port, s.path, s.initial_delay) for s in specs] == [("app", 9000, None, 2.0)]
     # Overriding the user port on the command line moves the default probe with it.
-    assert [s.name for s in probes_for(api, 9001)] == ["app", "default-tcp"]
+    assert [s.name for s in probes_for(api, 9001)] == ["app", "default:tcp"]
 
 
 def test_content_type_rule() -> None:

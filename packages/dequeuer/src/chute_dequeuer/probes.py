@@ -68,7 +68,7 @@ def probes_for(api: API, user_port: int) -> list[ProbeSpec]:
     if not any(s.path is None and s.port == user_port for s in specs):
         specs.append(
             ProbeSpec(
-                name="default-tcp",
+                name="default:tcp",  # not a valid container name, so never a clash
                 port=user_port,
                 period=DEFAULT_PROBE_PERIOD,
                 timeout=DEFAULT_PROBE_TIMEOUT,

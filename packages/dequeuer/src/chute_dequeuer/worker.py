@@ -141,6 +141,10 @@ class Dispatcher:
                             self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
                         ),
                     )
+                except ChuteError:
+                    # Not an outage (those are retried inside): still no reason to die.
+                    log.exception("receive failed; retrying in %.0f s", ERROR_RETRY_DELAY)
+                    await anyio.sleep(ERROR_RETRY_DELAY)
                 finally:
                     self._idle.discard(idle)
             for delivery in deliveries:
@@ -190,9 +194,9 @@ class Dispatcher:
                 )
                 job.scope.cancel()
                 return
-            except ChuteError as exc:
+            except Exception as exc:
                 # The next beat retries; the lease has two more beats before it lapses.
-                job.log.warning("lease extension failed", extra={"error": str(exc)})
+                job.log.warning("lease extension failed", extra={"error": repr(exc)})
             else:
                 self.metrics.lease_extensions.inc()
 
