@@ -54,7 +54,9 @@ DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 HEALTH_TIMEOUT = 2.0
 #: Seconds an enqueue may take before the submit gives up (and removes the stored record).
 ENQUEUE_TIMEOUT = 30.0
-#: Seconds to keep draining after a disconnect (see ``_drain``).
+#: Seconds to read and drop the rest of a body answered early, and to keep emptying the
+#: server's queue while the connection closes after that (see ``_finish_early``).
+DRAIN_TIME = 5.0
 DRAIN_GRACE = 1.0
 #: What a 503 tells clients to wait before retrying, in seconds.
 RETRY_AFTER = b"1"
@@ -93,15 +95,34 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
-async def _drain(receive: _Receive) -> None:
-    """Read and drop the rest of a body the app answered early, then keep taking what the
-    server's reading side still pushes for a moment after the disconnect (it only notices the
-    closed stream between buffered events, and would block on the full queue meanwhile)."""
-    while not receive.done:
-        await receive()
-    with anyio.move_on_after(DRAIN_GRACE):
-        while True:
-            await receive.receive()
+async def _finish_early(send: Send, start: Message, body: bytes, receive: _Receive) -> None:
+    """Answer a request whose body was not read to its end (413, 404, ...).
+
+    The whole answer goes out at once (``more_body`` keeps the exchange open), then the rest
+    of the body is read and dropped for up to :data:`DRAIN_TIME` seconds before the exchange
+    ends and hypercorn closes the connection: closing while the client still sends would make
+    the kernel reset the connection, and the client could lose the answer.
+    """
+    await send(start)
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    with anyio.move_on_after(DRAIN_TIME):
+        while not receive.done:
+            await receive()
+    if receive.done:
+        await send({"type": "http.response.body", "body": b""})
+        return
+
+    # Still sending after DRAIN_TIME. hypercorn pushes body chunks into a bounded queue that
+    # only the app reads, and closing the exchange (inside our last send) waits on that
+    # queue: keep emptying it while, and shortly after, the connection closes.
+    async def swallow() -> None:
+        with anyio.move_on_after(DRAIN_GRACE):
+            while True:
+                await receive.receive()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(swallow)
+        await send({"type": "http.response.body", "body": b""})
 
 
 class _Body:
@@ -285,16 +306,11 @@ class Gateway:
         if tracked.done or not _has_body(scope):
             await send(start)
             await send({"type": "http.response.body", "body": response.body})
+            self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
         else:
-            # Answered before the body ended (413, 404, ...). hypercorn pushes the rest of the
-            # body into a bounded queue that only the app reads, and waits on that queue even
-            # to close the connection (inside our last send): keep reading and dropping it.
             headers.append((b"connection", b"close"))
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_drain, tracked)
-                await send(start)
-                await send({"type": "http.response.body", "body": response.body})
-        self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
+            self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
+            await _finish_early(send, start, response.body, tracked)
 
     # -- handlers --------------------------------------------------------------------------
 
