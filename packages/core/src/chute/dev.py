@@ -398,7 +398,7 @@ class Supervisor:
         self.sink = sink
         self.ready = anyio.Event()
         self._stop = anyio.Event()
-        self._stopping = False
+        self._shutting_down = False
         self._failure: str | None = None
         self._running: list[_Running] = []
         self._lock: IO[str] | None = None
@@ -517,7 +517,7 @@ class Supervisor:
         running.exited.set()
         # Whatever it started dies with it: no orphans.
         _signal_group(running.process.pid, signal.SIGKILL)
-        if not self._stopping:
+        if not self._shutting_down:
             self._fail(f"{running.spec.name} exited unexpectedly {_describe(running.returncode)}")
 
     def _fail(self, reason: str) -> None:
@@ -561,7 +561,7 @@ class Supervisor:
         return f"{name}'s readiness probe (is the container listening on CORTEX_PORT={port}?)"
 
     async def _shutdown(self) -> None:
-        self._stopping = True
+        self._shutting_down = True
         self.say("stopping")
         for roles in (("gateway", "dequeuer"), ("container",)):
             await self._terminate([r for r in self._running if r.spec.role in roles])

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
     api_file = args.api_file or find_example()
     with tempfile.TemporaryDirectory(prefix="chute-demo-") as state_dir:
-        setup = dev.plan(api_file, port=dev.free_port(), state_dir=state_dir, grace_period=10.0)
+        # Always the embedded backend, whatever CHUTE_QUEUE_URL says: the demo needs nothing.
+        setup = dev.plan(api_file, port=0, state_dir=state_dir, grace_period=10.0)
         return anyio.run(_demo, setup, args.verbose, args.timeout)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 ORDER = 30
@@ -30,10 +31,14 @@ def register(subparsers: Any) -> None:
         help="directory for the SQLite database, the /mnt stand-in and dev.json (default .chute)",
     )
     parser.add_argument(
-        "--queue", metavar="URL", help="queue URL (default: SQLite in the state directory)"
+        "--queue",
+        metavar="URL",
+        help="queue URL (default: $CHUTE_QUEUE_URL, else SQLite in the state directory)",
     )
     parser.add_argument(
-        "--store", metavar="URL", help="store URL (default: SQLite in the state directory)"
+        "--store",
+        metavar="URL",
+        help="store URL (default: $CHUTE_STORE_URL, else SQLite in the state directory)",
     )
     parser.add_argument(
         "--grace-period",
@@ -61,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         host=args.host,
         state_dir=args.state_dir,
-        queue_url=args.queue,
-        store_url=args.store,
+        queue_url=args.queue or os.environ.get("CHUTE_QUEUE_URL"),
+        store_url=args.store or os.environ.get("CHUTE_STORE_URL"),
         grace_period=args.grace_period,
         lease=args.lease,
     )
