@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -474,7 +475,7 @@ class Supervisor:
             # order), and signalling its group reaches anything it started.
             process = await anyio.open_process(
                 spec.argv,
-                stdin=None,
+                stdin=subprocess.DEVNULL,  # the terminal belongs to chute dev
                 cwd=spec.cwd,
                 env=spec.env,
                 start_new_session=True,
