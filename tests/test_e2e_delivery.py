@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
+from e2e_support import (
     API,
     Processes,
     Stack,

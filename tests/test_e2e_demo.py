@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import PATIENCE, PY, ROOT
+from e2e_support import PATIENCE, PY, ROOT
 
 
 def test_chute_demo_runs_the_example_and_exits_0() -> None:

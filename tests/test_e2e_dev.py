@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from conftest import (
+from e2e_support import (
     API,
     EXAMPLE,
     PATIENCE,

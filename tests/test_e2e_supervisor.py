@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import (
+from e2e_support import (
     EXAMPLE,
     PATIENCE,
     PY,
