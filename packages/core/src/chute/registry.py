@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -37,6 +38,15 @@ KNOWN_EXTRAS = {
 
 #: Used wherever no URL is given: the embedded backend, under ./.chute/.
 DEFAULT_URL = "sqlite:///.chute/chute.db"
+
+#: The environment variables that name the backends when no flag does.
+URL_ENV = {"queue": "CHUTE_QUEUE_URL", "store": "CHUTE_STORE_URL"}
+
+
+def resolve_url(role: str, explicit: str | None, default: str = DEFAULT_URL) -> str:
+    """The backend URL for ``role`` ("queue" or "store"): the flag, else its environment
+    variable (``CHUTE_QUEUE_URL`` / ``CHUTE_STORE_URL``), else ``default``."""
+    return explicit or os.environ.get(URL_ENV[role]) or default
 
 
 class _Claims(dict[str, tuple[_F, str]]):

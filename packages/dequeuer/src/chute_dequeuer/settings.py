@@ -6,14 +6,13 @@ port and the number of workers come from the API file unless a flag overrides th
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import msgspec
 
 from chute.config import API, find_api, load_apis
 from chute.errors import ConfigError
-from chute.registry import DEFAULT_URL
+from chute.registry import resolve_url
 
 #: Cortex's admin port (``/healthz`` and ``/metrics``).
 DEFAULT_ADMIN_PORT = 15000
@@ -64,8 +63,8 @@ def resolve(
     api = find_api(load_apis(api_file), api_name)
     settings = Settings(
         api=api,
-        queue_url=queue_url or os.environ.get("CHUTE_QUEUE_URL") or DEFAULT_URL,
-        store_url=store_url or os.environ.get("CHUTE_STORE_URL") or DEFAULT_URL,
+        queue_url=resolve_url("queue", queue_url),
+        store_url=resolve_url("store", store_url),
         user_port=api.pod.port if user_port is None else user_port,
         workers=api.pod.max_concurrency if workers is None else workers,
         admin_port=admin_port,

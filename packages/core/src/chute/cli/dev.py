@@ -60,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from chute import dev
+    from chute.registry import URL_ENV
 
     setup = dev.plan(
         args.api_file,
         port=args.port,
         host=args.host,
         state_dir=args.state_dir,
-        queue_url=args.queue or os.environ.get("CHUTE_QUEUE_URL"),
-        store_url=args.store or os.environ.get("CHUTE_STORE_URL"),
+        queue_url=args.queue or os.environ.get(URL_ENV["queue"]),
+        store_url=args.store or os.environ.get(URL_ENV["store"]),
         grace_period=args.grace_period,
         lease=args.lease,
     )

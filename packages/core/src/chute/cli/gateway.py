@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from typing import Any
 
@@ -83,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
     from chute.config import load_apis
     from chute.gateway import Gateway, serve
     from chute.logs import configure_logging
-    from chute.registry import DEFAULT_URL
+    from chute.registry import resolve_url
 
     configure_logging(args.log_level)
     apis = load_apis(args.api_file)
     app = Gateway(
         apis,
-        queue_url=args.queue or os.environ.get("CHUTE_QUEUE_URL") or DEFAULT_URL,
-        store_url=args.store or os.environ.get("CHUTE_STORE_URL") or DEFAULT_URL,
+        queue_url=resolve_url("queue", args.queue),
+        store_url=resolve_url("store", args.store),
         max_body_size=args.max_body_size,
     )
 
