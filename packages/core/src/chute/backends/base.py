@@ -181,6 +181,13 @@ class Store(_AsyncClosing, abc.ABC):
     async def delete(self, api: str, request_id: str) -> bool:
         """Remove the record, payload and result; False if there was nothing."""
 
+    async def initialize(self, *, retention: float = DEFAULT_RETENTION) -> list[str]:
+        """Prepare the storage for chute (``chute storage init``): for example install a bucket
+        lifecycle rule that deletes objects ``retention`` seconds after they were written.
+        Idempotent. Returns one human-readable line per thing done or already in place.
+        Backends that need nothing keep this default."""
+        return []
+
     async def purge_expired(self) -> int:
         """Delete records past their ``expires_at``; return how many. Backends whose storage
         expires by itself (Redis TTLs, bucket lifecycle rules) keep this default."""

@@ -1,0 +1,58 @@
+"""``chute storage init``: prepare a store for chute (retention rules and the like)."""
+
+from __future__ import annotations
+
+import argparse
+
+ORDER = 60
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "storage",
+        help="manage the result store",
+        description="Manage the result store.",
+    )
+    sub = parser.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
+    init = sub.add_parser(
+        "init",
+        help="prepare the store: install its retention rule (idempotent)",
+        description=(
+            "Prepare the store for chute, e.g. install a bucket lifecycle rule that deletes "
+            "requests after the retention. Safe to run again."
+        ),
+    )
+    init.add_argument("--store", help="store URL (default: $CHUTE_STORE_URL, else SQLite)")
+    init.add_argument(
+        "--retention",
+        default="7d",
+        help="how long requests and results are kept (default 7d; e.g. 36h, 14d)",
+    )
+    init.set_defaults(run=run)
+
+
+def parse_retention(text: str) -> float:
+    """Seconds from ``7d``, ``36h``, ``90m`` or a duration ``chute.config`` understands."""
+    from chute.config import parse_duration
+
+    if text.endswith("d") and text[:-1].isdigit():
+        return int(text[:-1]) * 86400.0
+    return parse_duration(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from chute.registry import open_store, resolve_url
+
+    retention = parse_retention(args.retention)
+    url = resolve_url("store", args.store)
+
+    async def main() -> list[str]:
+        async with open_store(url) as store:
+            return await store.initialize(retention=retention)
+
+    lines = anyio.run(main)
+    for line in lines or [f"{url}: nothing to prepare"]:
+        print(line)
+    return 0

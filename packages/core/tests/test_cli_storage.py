@@ -1,0 +1,31 @@
+"""``chute storage init`` on the embedded backend, and the retention syntax it accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chute.cli import main
+from chute.cli.storage import parse_retention
+from chute.errors import ConfigError
+
+
+def test_storage_init_on_sqlite_has_nothing_to_prepare(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/chute.db"
+    assert main(["storage", "init", "--store", url]) == 0
+    assert capsys.readouterr().out.strip() == f"{url}: nothing to prepare"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800.0), ("36h", 129600.0), ("90m", 5400.0)]
+)
+def test_retention_syntax(text: str, seconds: float) -> None:
+    assert parse_retention(text) == seconds
+
+
+def test_bad_retention_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        parse_retention("a week")
