@@ -21,6 +21,7 @@ from chute.config import (
     API,
     ConfigIssue,
     ConfigValidationError,
+    Retries,
     dump_apis,
     find_api,
     load_apis,
@@ -152,6 +153,8 @@ def test_dump_is_normalised_and_loads_back_equal(path: Path) -> None:
         *(["node_groups"] if apis[0].node_groups is not None else []),
         "update_strategy",
         "networking",
+        "retries",
+        "deadlines",
     ]
     assert list(first["pod"]) == ["port", "max_concurrency", "containers"]
     assert "init_replicas" in first["autoscaling"]
@@ -418,6 +421,60 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "$[0].networking.endpoint",
         "at most 1000 characters",
     ),
+    # chute's own keys
+    ("retries-zero", {"retries.max_attempts": 0}, "$[0].retries.max_attempts", "1..100"),
+    ("retries-many", {"retries.max_attempts": 101}, "$[0].retries.max_attempts", "1..100"),
+    (
+        "retries-backoff",
+        {"retries.initial_backoff": "soon"},
+        "$[0].retries.initial_backoff",
+        "expected a duration",
+    ),
+    (
+        "retries-cap-below-initial",
+        {"retries": {"initial_backoff": "10s", "max_backoff": "1s"}},
+        "$[0].retries.max_backoff",
+        'at least initial_backoff \\("10s"\\)',
+    ),
+    ("retries-multiplier", {"retries.multiplier": 0.5}, "$[0].retries.multiplier", "1 or more"),
+    (
+        "retries-on-unknown",
+        {"retries.retry_on": ["connection", "oops"]},
+        "$[0].retries.retry_on[1]",
+        "status code or one of: connection, container_status",
+    ),
+    ("retries-on-code", {"retries.retry_on": [700]}, "$[0].retries.retry_on[0]", "100..599"),
+    ("retries-unknown-key", {"retries.attempts": 3}, "$[0].retries.attempts", "max_attempts"),
+    ("deadline-zero", {"deadlines.queue": "0s"}, "$[0].deadlines.queue", "greater than 0s"),
+    ("deadline-bad", {"deadlines.execution": "5"}, "$[0].deadlines.execution", "duration"),
+    ("webhook-no-url", {"webhook": {"events": ["failed"]}}, "$[0].webhook.url", "required"),
+    ("webhook-url", {"webhook.url": "ftp://x/y"}, "$[0].webhook.url", "http:// or https://"),
+    (
+        "webhook-event",
+        {"webhook": {"url": "http://x/", "events": ["done"]}},
+        "$[0].webhook.events[0]",
+        "one of: completed, failed, cancelled, expired",
+    ),
+    (
+        "webhook-event-twice",
+        {"webhook": {"url": "http://x/", "events": ["failed", "failed"]}},
+        "$[0].webhook.events[1]",
+        "once",
+    ),
+    (
+        "webhook-no-events",
+        {"webhook": {"url": "http://x/", "events": []}},
+        "$[0].webhook.events",
+        "at least one event",
+    ),
+    (
+        "webhook-secret-env",
+        {"webhook": {"url": "http://x/", "secret_env": "MY SECRET"}},
+        "$[0].webhook.secret_env",
+        "environment variable name",
+    ),
+    ("auth-empty", {"auth": {}}, "$[0].auth", "keys_env or keys_file"),
+    ("auth-env", {"auth": {"keys_env": "1KEYS"}}, "$[0].auth.keys_env", "variable name"),
 ]
 
 
@@ -742,3 +799,64 @@ def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
         "  name: two\n"
     )
     assert [api.endpoint for api in load_apis(file)] == ["/one", "/two"]
+
+
+# --- chute's own keys: retries, deadlines, webhook, auth ------------------------------------
+
+
+def test_chute_keys_default_to_cortex_behaviour() -> None:
+    [api] = load_apis(HELLO)
+    assert api.retries.max_attempts == 1  # no retry, as Cortex
+    assert api.retries.retry_on_types == {"connection", "timeout"}
+    assert api.retries.retry_on_status_codes == {429, 503}
+    assert (api.deadlines.queue_seconds, api.deadlines.execution_seconds) == (None, None)
+    assert api.webhook is None
+    assert api.auth is None
+
+
+def test_chute_keys_load_as_written(tmp_path: Path) -> None:
+    api = hello()
+    api["retries"] = {
+        "max_attempts": 5,
+        "initial_backoff": "200ms",
+        "max_backoff": "10s",
+        "multiplier": 3,
+        "jitter": False,
+        "retry_on": ["connection", 500, "502"],
+    }
+    api["deadlines"] = {"queue": "10m", "execution": "1h30m"}
+    api["webhook"] = {
+        "url": "https://example.com/hook",
+        "events": ["failed"],
+        "secret_env": "CHUTE_WEBHOOK_SECRET",
+    }
+    api["auth"] = {"keys_env": "API_KEYS", "keys_file": "/etc/keys"}
+    [loaded] = load_apis(write(tmp_path, [api]))
+    retries = loaded.retries
+    assert retries.max_attempts == 5
+    assert (retries.initial_backoff_seconds, retries.max_backoff_seconds) == (0.2, 10.0)
+    assert retries.retry_on_status_codes == {500, 502}
+    assert retries.retry_on_types == {"connection"}
+    assert retries.retries("container_status", 502)
+    assert retries.retries("connection", None)
+    assert not retries.retries("timeout", None)
+    assert not retries.retries("container_status", 400)
+    assert (loaded.deadlines.queue_seconds, loaded.deadlines.execution_seconds) == (600.0, 5400.0)
+    assert loaded.webhook is not None
+    assert loaded.webhook.events == ("failed",)
+    assert loaded.webhook.secret_env == "CHUTE_WEBHOOK_SECRET"
+    assert loaded.auth is not None
+    assert (loaded.auth.keys_env, loaded.auth.keys_file) == ("API_KEYS", "/etc/keys")
+    assert loads_apis(dump_apis([loaded])) == [loaded]
+
+
+def test_backoff_is_exponential_capped_with_full_jitter() -> None:
+    fixed = Retries(initial_backoff="1s", max_backoff="10s", multiplier=2.0, jitter=False)
+    assert [fixed.backoff(n) for n in range(1, 7)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert fixed.backoff(10_000) == 10.0  # no overflow
+    jittered = Retries(initial_backoff="1s", max_backoff="10s")
+    assert jittered.backoff(3, rand=lambda: 0.5) == 2.0
+    assert jittered.backoff(3, rand=lambda: 0.0) == 0.0
+    draws = [jittered.backoff(4) for _ in range(200)]
+    assert all(0 <= d <= 8.0 for d in draws)
+    assert len(set(draws)) > 100  # really random

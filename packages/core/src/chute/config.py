@@ -13,10 +13,11 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import random
 import re
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal, DecimalException
 from typing import Any, Literal
 
@@ -114,6 +115,101 @@ class Networking(Base, frozen=True, kw_only=True):
     endpoint: str | None = None  # load_apis fills in "/<name>", canonical
 
 
+# chute's own keys (not in Cortex): docs/configuration.md, docs/retries.md, docs/deadlines.md,
+# docs/webhooks.md.
+
+#: Failure types (``error.type``) that ``retries.retry_on`` may name.
+RETRYABLE_FAILURE_TYPES = frozenset(
+    {"connection", "timeout", "container_status", "content_type", "invalid_json"}
+)
+#: The events a webhook may subscribe to: the terminal statuses.
+WEBHOOK_EVENTS = ("completed", "failed", "cancelled", "expired")
+
+
+class Retries(Base, frozen=True, kw_only=True):
+    """How often a failed attempt is tried again, and after how long (docs/retries.md)."""
+
+    max_attempts: int = 1  # total, including the first; 1 = Cortex's behaviour (no retry)
+    initial_backoff: str = "1s"
+    max_backoff: str = "5m"
+    multiplier: float = 2.0
+    jitter: bool = True
+    retry_on: tuple[str | int, ...] = ("connection", "timeout", "429", "503")
+
+    @property
+    def initial_backoff_seconds(self) -> float:
+        return parse_duration(self.initial_backoff)
+
+    @property
+    def max_backoff_seconds(self) -> float:
+        return parse_duration(self.max_backoff)
+
+    @property
+    def retry_on_types(self) -> frozenset[str]:
+        """The failure types that retry (``connection``, ``timeout``, ...)."""
+        return frozenset(str(item) for item in self.retry_on if not _is_status(item))
+
+    @property
+    def retry_on_status_codes(self) -> frozenset[int]:
+        """The container status codes that retry (429, 503, ...)."""
+        return frozenset(int(item) for item in self.retry_on if _is_status(item))
+
+    def retries(self, error_type: str, status_code: int | None) -> bool:
+        """Whether a failure of this type (and container status code) is worth another try."""
+        if status_code is not None and status_code in self.retry_on_status_codes:
+            return True
+        return error_type in self.retry_on_types
+
+    def backoff(self, attempt: int, *, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before the attempt after ``attempt`` (1-based):
+        ``initial * multiplier**(attempt-1)``, capped at ``max_backoff``, then with full
+        jitter a uniform draw from ``[0, that]``."""
+        ceiling = self.max_backoff_seconds
+        try:
+            delay = self.initial_backoff_seconds * self.multiplier ** max(0, attempt - 1)
+        except OverflowError:
+            delay = ceiling
+        delay = min(delay, ceiling)
+        return delay * rand() if self.jitter else delay
+
+
+def _is_status(item: str | int) -> bool:
+    return isinstance(item, int) or item.isdigit()
+
+
+class Deadlines(Base, frozen=True, kw_only=True):
+    """How long a request may wait in the queue and run in the container (docs/deadlines.md).
+    ``None`` keeps Cortex's behaviour: no limit."""
+
+    queue: str | None = None
+    execution: str | None = None
+
+    @property
+    def queue_seconds(self) -> float | None:
+        return None if self.queue is None else parse_duration(self.queue)
+
+    @property
+    def execution_seconds(self) -> float | None:
+        return None if self.execution is None else parse_duration(self.execution)
+
+
+class Webhook(Base, frozen=True, kw_only=True):
+    """Where and for which events a request's outcome is POSTed (docs/webhooks.md)."""
+
+    url: str
+    events: tuple[str, ...] = WEBHOOK_EVENTS
+    #: Name of the environment variable holding the Standard Webhooks secret (``whsec_…``);
+    #: ``None`` sends unsigned deliveries.
+    secret_env: str | None = None
+
+
+class Auth(Base, frozen=True, kw_only=True):
+    """Bearer-token API keys for the gateway (docs/auth.md)."""
+
+    keys_env: str | None = None  # env var holding comma-separated keys
+    keys_file: str | None = None  # file with one key per line
+
+
 class API(Base, frozen=True, kw_only=True):
     name: str
     kind: Literal["AsyncAPI"]
@@ -122,6 +218,10 @@ class API(Base, frozen=True, kw_only=True):
     node_groups: list[str] | None = None
     update_strategy: UpdateStrategy = UpdateStrategy()
     networking: Networking = Networking()
+    retries: Retries = Retries()
+    deadlines: Deadlines = Deadlines()
+    webhook: Webhook | None = None
+    auth: Auth | None = None
 
     @property
     def endpoint(self) -> str:
@@ -611,6 +711,12 @@ def _check_api(api: API, where: str, issues: _Issues) -> None:
     _check_update_strategy(api.update_strategy, f"{where}.update_strategy", issues)
     if api.networking.endpoint is not None:
         _check_endpoint(api.networking.endpoint, f"{where}.networking.endpoint", issues)
+    _check_retries(api.retries, f"{where}.retries", issues)
+    _check_deadlines(api.deadlines, f"{where}.deadlines", issues)
+    if api.webhook is not None:
+        _check_webhook(api.webhook, f"{where}.webhook", issues)
+    if api.auth is not None:
+        _check_auth(api.auth, f"{where}.auth", issues)
 
 
 def _check_pod(pod: Pod, where: str, issues: _Issues) -> None:
@@ -880,6 +986,80 @@ def _check_endpoint(raw: str, path: str, issues: _Issues) -> None:
         issues.add(path, f"expected at most {MAX_ENDPOINT} characters (got {len(canonical)})")
 
 
+def _check_retries(retries: Retries, where: str, issues: _Issues) -> None:
+    if not 1 <= retries.max_attempts <= 100:
+        issues.add(f"{where}.max_attempts", "expected an integer in 1..100", retries.max_attempts)
+    initial = _duration(retries.initial_backoff, f"{where}.initial_backoff", issues)
+    if initial is not None and initial < 0:
+        issues.add(f"{where}.initial_backoff", "expected a duration of 0s or more")
+    ceiling = _duration(retries.max_backoff, f"{where}.max_backoff", issues)
+    if initial is not None and ceiling is not None and initial >= 0 and ceiling < initial:
+        issues.add(
+            f"{where}.max_backoff",
+            f"expected at least initial_backoff ({_show(retries.initial_backoff)})",
+            retries.max_backoff,
+        )
+    if not (math.isfinite(retries.multiplier) and retries.multiplier >= 1):
+        issues.add(f"{where}.multiplier", "expected a number of 1 or more", retries.multiplier)
+    for k, item in enumerate(retries.retry_on):
+        path = f"{where}.retry_on[{k}]"
+        if _is_status(item):
+            if not 100 <= int(item) <= 599:
+                issues.add(path, "expected a status code in 100..599", item)
+        elif item not in RETRYABLE_FAILURE_TYPES:
+            known = ", ".join(sorted(RETRYABLE_FAILURE_TYPES))
+            issues.add(path, f"expected a status code or one of: {known}", item)
+
+
+def _check_deadlines(deadlines: Deadlines, where: str, issues: _Issues) -> None:
+    for key in ("queue", "execution"):
+        text: str | None = getattr(deadlines, key)
+        if text is None:
+            continue
+        value = _duration(text, f"{where}.{key}", issues)
+        if value is not None and value <= 0:
+            issues.add(f"{where}.{key}", "expected a duration greater than 0s", text)
+
+
+_WEBHOOK_URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_webhook(webhook: Webhook, where: str, issues: _Issues) -> None:
+    if not _WEBHOOK_URL.match(webhook.url):
+        issues.add(f"{where}.url", "expected an http:// or https:// URL", webhook.url)
+    if not webhook.events:
+        issues.add(f"{where}.events", "expected at least one event; omit webhook to send none")
+    seen: set[str] = set()
+    for k, event in enumerate(webhook.events):
+        if event not in WEBHOOK_EVENTS:
+            issues.add(
+                f"{where}.events[{k}]", f"expected one of: {', '.join(WEBHOOK_EVENTS)}", event
+            )
+        elif event in seen:
+            issues.add(f"{where}.events[{k}]", "expected each event once", event)
+        seen.add(event)
+    if webhook.secret_env is not None and not _ENV_VAR.match(webhook.secret_env):
+        issues.add(
+            f"{where}.secret_env",
+            "expected an environment variable name (letters, digits, '_')",
+            webhook.secret_env,
+        )
+
+
+def _check_auth(auth: Auth, where: str, issues: _Issues) -> None:
+    if auth.keys_env is None and auth.keys_file is None:
+        issues.add(where, "expected keys_env or keys_file (or both); omit auth to allow anyone")
+    if auth.keys_env is not None and not _ENV_VAR.match(auth.keys_env):
+        issues.add(
+            f"{where}.keys_env",
+            "expected an environment variable name (letters, digits, '_')",
+            auth.keys_env,
+        )
+    if auth.keys_file is not None and not auth.keys_file.strip():
+        issues.add(f"{where}.keys_file", "expected a file path", auth.keys_file)
+
+
 def _check_across(apis: list[API | None], issues: _Issues) -> None:
     """Names and endpoints must be unique across the file: they route requests."""
     names: dict[str, int] = {}
@@ -924,19 +1104,23 @@ def _with_defaults(api: API) -> API:
 
 __all__ = [
     "API",
+    "Auth",
     "Autoscaling",
     "Compute",
     "ConfigIssue",
     "ConfigValidationError",
     "Container",
+    "Deadlines",
     "Exec",
     "HTTPGet",
     "Networking",
     "Pod",
     "PreStop",
     "Probe",
+    "Retries",
     "TCPSocket",
     "UpdateStrategy",
+    "Webhook",
     "dump_apis",
     "find_api",
     "load_apis",

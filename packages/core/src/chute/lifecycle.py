@@ -17,10 +17,13 @@ overwrite the outcome of the attempt that took over (``attempt`` is a fencing to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import msgspec
 
 from chute.errors import TransitionRejected
-from chute.protocol import ErrorInfo, RequestRecord, Status
+from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, RequestRecord, Status
 
 #: Where each non-terminal status may go next.
 ALLOWED: dict[Status, frozenset[Status]] = {
@@ -47,6 +50,7 @@ def apply_transition(
     attempt: int | None,
     at: float,
     error: ErrorInfo | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> RequestRecord:
     """Return ``record`` moved to ``to``, or raise TransitionRejected.
 
@@ -54,6 +58,8 @@ def apply_transition(
       attempt (from ``in_queue``, or taking over an ``in_progress`` whose lease lapsed).
     * ``in_queue`` (retry), ``completed`` and ``failed`` need the record's current attempt.
     * ``cancelled`` and ``expired`` are not fenced: anyone may cancel or expire a live request.
+
+    ``extra`` is merged into ``record.extra`` with the move (for example ``dead_lettered``).
     """
     current = record.status
     if to not in ALLOWED.get(current, frozenset()):
@@ -75,4 +81,25 @@ def apply_transition(
         changes["finished_at"] = at
     if error is not None:
         changes["error"] = error
+    if extra:
+        changes["extra"] = {**record.extra, **extra}
     return msgspec.structs.replace(record, **changes)
+
+
+def apply_requeue(record: RequestRecord, *, at: float) -> RequestRecord:
+    """Return a dead-lettered ``failed`` record back in ``in_queue``, or raise TransitionRejected.
+
+    The one exception to "terminal records never change": an operator's explicit requeue of a
+    dead letter (``chute dead-letter requeue``). Only a record whose message went to the dead
+    letter qualifies. The attempt is kept, and the queue keeps counting deliveries of the
+    requeued message, so its next delivery is newer than the record's attempt and the fencing
+    still holds. The last error stays visible until the next attempt starts.
+    """
+    if record.status is not Status.FAILED or not record.extra.get(EXTRA_DEAD_LETTERED):
+        raise TransitionRejected(
+            f"request {record.id}: only a failed, dead-lettered request can be requeued "
+            f"(it is {record.status.value})"
+        )
+    extra = {k: v for k, v in record.extra.items() if k != EXTRA_DEAD_LETTERED}
+    extra["requeued_at"] = at
+    return msgspec.structs.replace(record, status=Status.IN_QUEUE, finished_at=None, extra=extra)

@@ -21,6 +21,19 @@ from chute.errors import InvalidRequestId
 #: Header carrying the request id to the user's container (Cortex's name, kept as is).
 REQUEST_ID_HEADER = "X-Cortex-Request-ID"
 
+#: Per-request overrides, read by the gateway at submit (docs/deadlines.md, docs/webhooks.md):
+#: seconds the request may wait in the queue (stored as ``RequestRecord.queue_deadline``) ...
+QUEUE_TIMEOUT_HEADER = "X-Chute-Queue-Timeout"
+#: ... seconds the container call may take (``RequestRecord.timeout``) ...
+EXECUTION_TIMEOUT_HEADER = "X-Chute-Execution-Timeout"
+#: ... and the URL that gets this request's webhook (``RequestRecord.extra["webhook_url"]``).
+WEBHOOK_HEADER = "X-Chute-Webhook"
+
+#: Keys of ``RequestRecord.extra`` shared by the gateway and the dequeuer.
+EXTRA_WEBHOOK_URL = "webhook_url"  # the per-request webhook URL
+EXTRA_WEBHOOK = "webhook"  # the last webhook delivery's outcome, shown in GET
+EXTRA_DEAD_LETTERED = "dead_lettered"  # the message went to the dead letter when it failed
+
 #: Request headers that never reach the container: hop-by-hop headers and ones the HTTP
 #: client recomputes for the new connection.
 HOP_BY_HOP_HEADERS = frozenset(
@@ -147,6 +160,9 @@ class ResultResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     finished_at: str | msgspec.UnsetType = msgspec.UNSET
     attempts: int | msgspec.UnsetType = msgspec.UNSET
     error: ErrorInfo | msgspec.UnsetType = msgspec.UNSET
+    #: The last webhook delivery: ``{"event", "status", "attempts", "status_code"?,
+    #: "error"?, "last_attempt_at"}`` (docs/webhooks.md).
+    webhook: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
 def result_response(record: RequestRecord, result: Any = msgspec.UNSET) -> ResultResponse:
@@ -166,6 +182,7 @@ def result_response(record: RequestRecord, result: Any = msgspec.UNSET) -> Resul
         finished_at=ts(record.finished_at),
         attempts=record.attempt,
         error=record.error if record.error is not None else msgspec.UNSET,
+        webhook=record.extra.get(EXTRA_WEBHOOK, msgspec.UNSET),
     )
 
 

@@ -13,14 +13,14 @@ API (its own keys, table rows or SQS queue). All methods may raise
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import msgspec
 
 from chute.errors import NotFound, TransitionRejected
-from chute.lifecycle import apply_transition
+from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
 
 #: How long results are kept unless an API says otherwise (Cortex's 7 days).
@@ -214,8 +214,10 @@ class Store(_AsyncClosing, abc.ABC):
         attempt: int | None = None,
         error: ErrorInfo | None = None,
         result: bytes | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> RequestRecord:
-        """Move a request to ``to`` under the rules of ``chute.lifecycle``, atomically.
+        """Move a request to ``to`` under the rules of ``chute.lifecycle``, atomically, merging
+        ``extra`` into the record's ``extra`` with the move.
 
         Raises NotFound for an unknown or expired id and TransitionRejected when the move is
         not allowed from the state the store holds (for example a late duplicate delivery
@@ -223,13 +225,48 @@ class Store(_AsyncClosing, abc.ABC):
         """
         if result is not None and to is not Status.COMPLETED:
             raise ValueError("a result is stored only with the completed status")
+        return await self._update(
+            api,
+            request_id,
+            lambda record: apply_transition(
+                record, to, attempt=attempt, at=now(), error=error, extra=extra
+            ),
+            result=result,
+        )
+
+    async def annotate(self, api: str, request_id: str, **extra: Any) -> RequestRecord:
+        """Merge ``extra`` into the record's ``extra`` and nothing else (the status, attempt
+        and result never change), on any record, terminal ones included: for example the
+        outcome of a webhook delivery. Concurrent annotations and transitions are not lost:
+        each is a conditional write, retried on a conflict. Raises NotFound."""
+        return await self._update(
+            api,
+            request_id,
+            lambda record: msgspec.structs.replace(record, extra={**record.extra, **extra}),
+        )
+
+    async def requeue(self, api: str, request_id: str) -> RequestRecord:
+        """Bring a dead-lettered ``failed`` record back to ``in_queue`` (the operator's
+        ``chute dead-letter requeue``; see ``chute.lifecycle.apply_requeue``). The caller then
+        requeues the message. Raises NotFound, or TransitionRejected for any other record."""
+        return await self._update(api, request_id, lambda record: apply_requeue(record, at=now()))
+
+    async def _update(
+        self,
+        api: str,
+        request_id: str,
+        change: Callable[[RequestRecord], RequestRecord],
+        *,
+        result: bytes | None = None,
+    ) -> RequestRecord:
+        """Read, change, write back if nobody wrote meanwhile; retry on a conflict."""
         validate_request_id(request_id)
         for _ in range(16):
             found = await self.read(api, request_id)
             if found is None or found[0].expires_at <= now():
                 raise NotFound(f"request {request_id} of API {api} not found")
             record, version = found
-            updated = apply_transition(record, to, attempt=attempt, at=now(), error=error)
+            updated = change(record)
             if await self.write_if(updated, version, result=result):
                 return updated
         raise TransitionRejected(f"request {request_id}: too much contention, gave up")

@@ -263,6 +263,115 @@ class StoreContract(BackendContract):
         queued = await self.created(store, api)
         assert (await store.transition(api, queued.id, Status.EXPIRED)).status is Status.EXPIRED
 
+    async def test_transition_merges_extra(self, store: Store, api: str) -> None:
+        """``extra`` given with a move is merged into the record's ``extra`` atomically with
+        it. If this fails, a dead-lettered request cannot be recognised for a requeue."""
+        record = await self.created(store, api)
+        await store.annotate(api, record.id, keep="me")
+        await store.transition(api, record.id, Status.IN_PROGRESS, attempt=1)
+        failed = await store.transition(
+            api,
+            record.id,
+            Status.FAILED,
+            attempt=1,
+            error=ErrorInfo("timeout", "too slow"),
+            extra={"dead_lettered": True},
+        )
+        stored = await self.get(store, api, record.id)
+        assert stored == failed
+        assert stored.extra == {"keep": "me", "dead_lettered": True}
+
+    @pytest.mark.parametrize("current", list(Status))
+    async def test_annotate_changes_only_extra(
+        self, store: Store, api: str, current: Status
+    ) -> None:
+        """``annotate`` merges keys into ``extra`` in every status, terminal ones included,
+        and changes nothing else (status, attempt, error, result). If this fails, a webhook's
+        outcome cannot be recorded on a finished request, or recording it corrupts it."""
+        record = await self.in_status(store, api, current)
+        before = await self.get(store, api, record.id)
+        result_before = await store.result(api, record.id)
+        outcome = {"event": current.value, "status": "delivered", "attempts": 1}
+        annotated = await store.annotate(api, record.id, webhook=outcome)
+        second = await store.annotate(api, record.id, other=[1, "two"])
+        stored = await self.get(store, api, record.id)
+        assert stored == second
+        assert annotated.extra == {**before.extra, "webhook": outcome}
+        assert stored.extra == {**before.extra, "webhook": outcome, "other": [1, "two"]}
+        assert msgspec.structs.replace(stored, extra=before.extra) == before
+        assert await store.result(api, record.id) == result_before
+        with pytest.raises(NotFound):
+            await store.annotate(api, new_request_id(), webhook=outcome)
+
+    async def test_concurrent_annotations_and_transition_are_all_kept(
+        self, backend_url: str, store: Store, api: str
+    ) -> None:
+        """Annotations racing with each other and with a transition, on separate connections,
+        are all kept (each is a conditional write retried on a conflict). If this fails, a
+        webhook outcome can wipe out a status change or the other way round."""
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        keys = [f"k{i}" for i in range(self.writers)]
+
+        async def annotate(key: str, other: Store) -> None:
+            async with other:
+                await other.annotate(api, record.id, **{key: key})
+
+        async def finish(other: Store) -> None:
+            async with other:
+                await other.transition(api, record.id, Status.COMPLETED, attempt=1, result=b"1")
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(finish, open_store(backend_url))
+                for key in keys:
+                    tg.start_soon(annotate, key, open_store(backend_url))
+        stored = await self.get(store, api, record.id)
+        assert stored.status is Status.COMPLETED
+        assert stored.extra == {key: key for key in keys}
+        assert await store.result(api, record.id) == b"1"
+
+    async def test_requeue_of_a_dead_letter(self, store: Store, api: str) -> None:
+        """A failed, dead-lettered record goes back to ``in_queue`` keeping its attempt and
+        last error; the requeued message's next delivery (a newer attempt) starts it, and the
+        old attempt stays fenced out. If this fails, ``chute dead-letter requeue`` cannot
+        retry a request, or a stale worker could overwrite the retried one."""
+        record = await self.created(store, api)
+        await store.transition(api, record.id, Status.IN_PROGRESS, attempt=3)
+        error = ErrorInfo("container_status", "got 503", status_code=503)
+        await store.transition(
+            api, record.id, Status.FAILED, attempt=3, error=error, extra={"dead_lettered": True}
+        )
+        requeued = await store.requeue(api, record.id)
+        stored = await self.get(store, api, record.id)
+        assert stored == requeued
+        assert (stored.status, stored.attempt, stored.error) == (Status.IN_QUEUE, 3, error)
+        assert stored.finished_at is None
+        assert "dead_lettered" not in stored.extra
+        with pytest.raises(TransitionRejected):
+            await store.requeue(api, record.id)  # once: it is no longer a dead letter
+        with pytest.raises(TransitionRejected):
+            await store.transition(api, record.id, Status.IN_PROGRESS, attempt=3)
+        await store.transition(api, record.id, Status.IN_PROGRESS, attempt=4)
+        with pytest.raises(TransitionRejected):
+            await store.transition(api, record.id, Status.COMPLETED, attempt=3, result=b"0")
+        done = await store.transition(api, record.id, Status.COMPLETED, attempt=4, result=b"4")
+        assert (done.status, done.attempt, done.error) == (Status.COMPLETED, 4, None)
+
+    @pytest.mark.parametrize("current", list(Status))
+    async def test_requeue_refuses_anything_but_a_dead_letter(
+        self, store: Store, api: str, current: Status
+    ) -> None:
+        """Every record that is not a failed dead letter (a plain ``failed`` one included)
+        refuses a requeue and stays as it was. If this fails, an admin command can resurrect
+        a finished request."""
+        record = await self.in_status(store, api, current)
+        before = await self.get(store, api, record.id)
+        with pytest.raises(TransitionRejected):
+            await store.requeue(api, record.id)
+        assert await self.get(store, api, record.id) == before
+        with pytest.raises(NotFound):
+            await store.requeue(api, new_request_id())
+
     async def test_concurrent_writers_exactly_one_wins(
         self, backend_url: str, store: Store, api: str
     ) -> None:
