@@ -39,6 +39,10 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     ),
 }
 
+#: ``RequestRecord.extra`` key: the attempt a dead letter was requeued at. Retries count the
+#: attempts after it, so a requeue gives the request a fresh ``retries.max_attempts``.
+EXTRA_REQUEUE_BASE = "requeue_base_attempt"
+
 #: Moves made by whoever holds the current delivery; they must name its attempt.
 _FENCED = frozenset({Status.IN_QUEUE, Status.COMPLETED, Status.FAILED})
 
@@ -102,4 +106,5 @@ def apply_requeue(record: RequestRecord, *, at: float) -> RequestRecord:
         )
     extra = {k: v for k, v in record.extra.items() if k != EXTRA_DEAD_LETTERED}
     extra["requeued_at"] = at
+    extra[EXTRA_REQUEUE_BASE] = record.attempt  # the retry budget starts again from here
     return msgspec.structs.replace(record, status=Status.IN_QUEUE, finished_at=None, extra=extra)

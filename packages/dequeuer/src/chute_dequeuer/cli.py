@@ -79,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest response body stored as a result; larger fails the request "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--webhook-retry-for",
+        type=float,
+        default=defaults.DEFAULT_WEBHOOK_RETRY_FOR,
+        metavar="SECONDS",
+        help="how long a failed webhook delivery is retried, with backoff (default: %(default)s)",
+    )
     return parser
 
 
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             grace_period=args.grace_period,
             lease=args.lease,
             max_result_size=args.max_result_size,
+            webhook_retry_for=args.webhook_retry_for,
         )
         import anyio
 

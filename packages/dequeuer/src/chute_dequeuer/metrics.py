@@ -107,9 +107,18 @@ class Metrics:
         )
         self.requests = Counter(
             "chute_dequeuer_requests",
-            "Deliveries handled, by outcome: completed, failed, dropped (record missing or "
+            "Deliveries handled, by outcome: completed, failed, dead_lettered (failed after "
+            "the last attempt), retried (released for another attempt), expired (queue "
+            "deadline passed), cancelled (while running), dropped (record missing or "
             "terminal), superseded (a newer attempt owns it), released (given back to the "
             "queue), lease_lost.",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "chute_dequeuer_webhooks",
+            "Webhook deliveries finished, by outcome: delivered, failed (retries ran out), "
+            "dropped (the delivery queue was full).",
             ["outcome"],
             registry=r,
         )

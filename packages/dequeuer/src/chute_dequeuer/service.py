@@ -7,6 +7,7 @@ import logging
 import anyio
 
 from chute.registry import open_queue, open_store
+from chute.webhooks import WebhookSender
 from chute_dequeuer.admin import AdminServer
 from chute_dequeuer.container import ContainerClient
 from chute_dequeuer.metrics import Metrics
@@ -17,6 +18,9 @@ from chute_dequeuer.shutdown import Shutdown
 from chute_dequeuer.worker import Dispatcher
 
 log = logging.getLogger("chute_dequeuer")
+
+#: At shutdown, how long webhook deliveries still retrying may go on.
+WEBHOOK_CLOSE_TIMEOUT = 5.0
 
 
 async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
@@ -42,11 +46,16 @@ async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
                 connect_timeout=settings.connect_timeout,
                 max_result_size=settings.max_result_size,
             ) as container,
+            WebhookSender(
+                retry_for=settings.webhook_retry_for,
+                close_timeout=WEBHOOK_CLOSE_TIMEOUT,
+                observe=lambda outcome: metrics.webhooks.labels(outcome=outcome).inc(),
+            ) as webhooks,
             anyio.create_task_group() as tg,
         ):
             await tg.start(shutdown.watch_signals)
             dispatcher = Dispatcher(
-                api=settings.api_name,
+                api=settings.api,
                 queue=queue,
                 store=store,
                 container=container,
@@ -55,6 +64,7 @@ async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
                 outage=Outage(),
                 workers=settings.workers,
                 lease=settings.lease,
+                webhooks=webhooks,
             )
             tg.start_soon(readiness.run)
             tg.start_soon(dispatcher.run)

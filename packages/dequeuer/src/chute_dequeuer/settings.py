@@ -20,6 +20,8 @@ DEFAULT_GRACE_PERIOD = 30.0
 DEFAULT_LEASE = 30.0
 #: The largest response body kept as a result: as large as the gateway's default payload limit.
 DEFAULT_MAX_RESULT_SIZE = 100 * 1024 * 1024
+#: How long a failed webhook delivery is retried.
+DEFAULT_WEBHOOK_RETRY_FOR = 300.0
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +38,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_result_size: int = DEFAULT_MAX_RESULT_SIZE
     #: How long to wait for the container to accept a connection before failing the request.
     connect_timeout: float = 5.0
+    webhook_retry_for: float = DEFAULT_WEBHOOK_RETRY_FOR
 
     @property
     def api_name(self) -> str:
@@ -54,6 +57,7 @@ def resolve(
     grace_period: float = DEFAULT_GRACE_PERIOD,
     lease: float = DEFAULT_LEASE,
     max_result_size: int = DEFAULT_MAX_RESULT_SIZE,
+    webhook_retry_for: float = DEFAULT_WEBHOOK_RETRY_FOR,
 ) -> Settings:
     """Build :class:`Settings` from flags, the environment and the API file.
 
@@ -71,6 +75,7 @@ def resolve(
         grace_period=grace_period,
         lease=lease,
         max_result_size=max_result_size,
+        webhook_retry_for=webhook_retry_for,
     )
     _check(settings)
     return settings
@@ -89,5 +94,7 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"lease must be positive, got {s.lease}")
     if s.grace_period < 0:
         raise ConfigError(f"grace period must not be negative, got {s.grace_period}")
+    if s.webhook_retry_for < 0:
+        raise ConfigError(f"webhook retry time must not be negative, got {s.webhook_retry_for}")
     if s.max_result_size < 1:
         raise ConfigError(f"max result size must be positive, got {s.max_result_size}")

@@ -3,12 +3,18 @@
 ``workers`` tasks (``pod.max_concurrency``) each loop: wait until the container is ready,
 receive one message (blocking on the backend's wake-up, never sleeping), then handle it:
 
-1. read the record; missing or terminal → ack and drop (the container never sees it);
+1. read the record; missing or terminal → ack and drop (the container never sees it); still
+   queued past its queue deadline → ``expired``, ack (the container never sees it either);
 2. ``in_queue``/``in_progress`` → ``in_progress`` for this delivery's attempt (the fencing
    token: a late duplicate cannot overwrite a newer attempt's outcome);
-3. POST it to the container while a heartbeat extends the lease every ``lease / 3`` seconds,
-   for as long as the container works; if the lease is lost, the call is abandoned;
-4. ``completed`` with the result, or ``failed`` with the reason; then ack.
+3. POST it to the container, cut after the execution timeout if there is one, while a watch
+   extends the lease every ``lease / 3`` seconds and reads the record every second: if the
+   lease is lost or the request was cancelled, the call is abandoned (its connection closed);
+4. ``completed`` with the result, then ack; or, for a failure: back to ``in_queue`` and a
+   delayed release when the API retries it and attempts are left, ``failed`` and the dead
+   letter when retries ran out, ``failed`` and ack when it is not worth retrying;
+5. a webhook for the terminal status, if one is configured (in the background: it never
+   delays the next request).
 
 Backend outages are retried with backoff (``retry.Outage``) while the lease is held; a message
 is acked only after its outcome is stored, so nothing is lost if the dequeuer dies anywhere.
@@ -24,8 +30,11 @@ from typing import Any
 import anyio
 
 from chute.backends.base import Delivery, Queue, Store
+from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
-from chute.protocol import ErrorInfo, Status
+from chute.lifecycle import EXTRA_REQUEUE_BASE
+from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, RequestRecord, Status, now
+from chute.webhooks import WebhookSender
 from chute_dequeuer.container import CallResult, ContainerClient
 from chute_dequeuer.metrics import Metrics
 from chute_dequeuer.probes import Readiness
@@ -39,6 +48,8 @@ RECEIVE_WAIT = 20.0
 GIVE_BACK_TIMEOUT = 5.0
 #: Redelivery delay after an unexpected error, so a bug cannot spin at full speed.
 ERROR_RETRY_DELAY = 5.0
+#: How often a running request's record is read to notice a cancellation.
+WATCH_INTERVAL = 1.0
 
 
 class RequestLog(logging.LoggerAdapter[logging.Logger]):
@@ -61,6 +72,9 @@ class Job:
         self.scope = anyio.CancelScope()
         self.started = False  # the record was moved to in_progress by this delivery
         self.lease_lost = False
+        #: The container call, while it runs: cancelled when the request is.
+        self.call_scope: anyio.CancelScope | None = None
+        self.cancelled = False  # the record was cancelled (or deleted) while the call ran
 
 
 class Dispatcher:
@@ -69,7 +83,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        api: str,
+        api: API,
         queue: Queue,
         store: Store,
         container: ContainerClient,
@@ -78,8 +92,11 @@ class Dispatcher:
         outage: Outage,
         workers: int,
         lease: float,
+        webhooks: WebhookSender | None = None,
     ) -> None:
-        self.api = api
+        self.config = api
+        self.api = api.name
+        self.webhooks = webhooks
         self.queue = queue
         self.store = store
         self.container = container
@@ -165,7 +182,7 @@ class Dispatcher:
         try:
             with job.scope:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._heartbeat, job)
+                    tg.start_soon(self._watch, job)
                     outcome = await self._handle_safely(job)
                     tg.cancel_scope.cancel()
             if outcome is None:
@@ -180,25 +197,54 @@ class Dispatcher:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(outcome=outcome or "released").inc()
 
-    async def _heartbeat(self, job: Job) -> None:
-        """Extend the lease every third of it, for as long as the job runs."""
+    async def _watch(self, job: Job) -> None:
+        """For as long as the job runs: extend the lease every third of it, and while the
+        container call runs, read the record every second to notice a cancellation."""
+        clock = anyio.current_time
+        next_extension = clock() + self.lease / 3
         while True:
-            await anyio.sleep(self.lease / 3)
-            try:
-                await self.queue.extend(job.delivery, self.lease)
-            except LeaseLost as exc:
-                job.lease_lost = True
-                job.log.warning(
-                    "lease lost; another consumer owns the request now, abandoning this attempt",
-                    extra={"error": str(exc)},
-                )
-                job.scope.cancel()
-                return
-            except Exception as exc:
-                # The next beat retries; the lease has two more beats before it lapses.
-                job.log.warning("lease extension failed", extra={"error": repr(exc)})
-            else:
-                self.metrics.lease_extensions.inc()
+            await anyio.sleep(max(0.0, min(WATCH_INTERVAL, next_extension - clock())))
+            if clock() >= next_extension:
+                next_extension = clock() + self.lease / 3
+                if not await self._extend(job):
+                    return
+            if job.call_scope is not None:
+                await self._check_cancelled(job, job.call_scope)
+
+    async def _extend(self, job: Job) -> bool:
+        """Extend the lease; False once it is lost (the job is then cancelled)."""
+        try:
+            await self.queue.extend(job.delivery, self.lease)
+        except LeaseLost as exc:
+            job.lease_lost = True
+            job.log.warning(
+                "lease lost; another consumer owns the request now, abandoning this attempt",
+                extra={"error": str(exc)},
+            )
+            job.scope.cancel()
+            return False
+        except Exception as exc:
+            # The next beat retries; the lease has two more beats before it lapses.
+            job.log.warning("lease extension failed", extra={"error": repr(exc)})
+        else:
+            self.metrics.lease_extensions.inc()
+        return True
+
+    async def _check_cancelled(self, job: Job, call: anyio.CancelScope) -> None:
+        d = job.delivery
+        try:
+            record = await self.store.get(d.api, d.request_id)
+        except Exception as exc:  # an outage: the next look, a second later, tries again
+            job.log.debug("cancellation check failed", extra={"error": repr(exc)})
+            return
+        if record is not None and record.status is not Status.CANCELLED:
+            return
+        job.cancelled = True
+        job.log.info(
+            "request %s while the container worked; call abandoned",
+            "cancelled" if record is not None else "deleted",
+        )
+        call.cancel()
 
     async def _handle_safely(self, job: Job) -> str:
         try:
@@ -224,6 +270,8 @@ class Dispatcher:
                 "record already %s; dropped without calling the container", record.status.value
             )
             return await self._drop(job)
+        if self._queue_deadline_passed(record):
+            return await self._expire(job)
 
         try:
             record = await self.outage.call(
@@ -240,23 +288,133 @@ class Dispatcher:
         job.started = True
         job.log.info("processing request")
 
+        result = await self._call(job, record)
+        if job.cancelled:
+            # The record says cancelled (whoever cancelled it made the move): nothing to store.
+            await self._ack(job)
+            return "cancelled"
+        if result.status_code is not None:
+            self.metrics.observe_call(result.status_code, result.seconds)
+        if result.error is None:
+            return await self._finish(job, Status.COMPLETED, result=result.result, took=result)
+        self.metrics.failures.labels(reason=result.error.type).inc()
+        return await self._failed(job, record, result.error, took=result)
+
+    async def _call(self, job: Job, record: RequestRecord) -> CallResult:
+        """The container call, cut after the execution timeout (the record's, else the
+        API's) and abandoned if the request is cancelled meanwhile."""
+        d = job.delivery
+        timeout = record.timeout if record.timeout is not None else self._execution_timeout
+        scope = anyio.CancelScope()
+        if timeout is not None:
+            scope.deadline = anyio.current_time() + timeout
+        result = CallResult(error=ErrorInfo(type="cancelled", message="the call was abandoned"))
+        job.call_scope = scope
         try:
-            result = await self.outage.call(
-                "call",
-                lambda: self.container.call(record, self.store.payload(d.api, d.request_id)),
-            )
+            with scope:
+                result = await self.outage.call(
+                    "call",
+                    lambda: self.container.call(record, self.store.payload(d.api, d.request_id)),
+                )
         except NotFound:
             result = CallResult(
                 error=ErrorInfo(
                     type="payload_missing", message="the request's payload is not in the store"
                 )
             )
-        if result.status_code is not None:
-            self.metrics.observe_call(result.status_code, result.seconds)
-        if result.error is None:
-            return await self._finish(job, Status.COMPLETED, result=result.result, took=result)
-        self.metrics.failures.labels(reason=result.error.type).inc()
-        return await self._finish(job, Status.FAILED, error=result.error, took=result)
+        finally:
+            job.call_scope = None
+        if scope.cancelled_caught and not job.cancelled and timeout is not None:
+            result = CallResult(
+                error=ErrorInfo(
+                    type="timeout",
+                    message=f"the container did not answer within the execution timeout "
+                    f"of {timeout:g} s",
+                ),
+                seconds=timeout,
+            )
+        return result
+
+    @property
+    def _execution_timeout(self) -> float | None:
+        return self.config.deadlines.execution_seconds
+
+    def _queue_deadline_passed(self, record: RequestRecord) -> bool:
+        """Still waiting for its first start past its queue deadline (the record's, set at
+        submit, else created_at + the API's ``deadlines.queue``). A request that already ran
+        (a retry, a requeued dead letter) is past the queue and never expires."""
+        if record.status is not Status.IN_QUEUE or record.started_at is not None:
+            return False
+        deadline = record.queue_deadline
+        if deadline is None and (limit := self.config.deadlines.queue_seconds) is not None:
+            deadline = record.created_at + limit
+        return deadline is not None and now() >= deadline
+
+    async def _expire(self, job: Job) -> str:
+        d = job.delivery
+        try:
+            record = await self.outage.call(
+                "expire", lambda: self.store.transition(d.api, d.request_id, Status.EXPIRED)
+            )
+        except (NotFound, TransitionRejected) as exc:
+            job.log.info("not expired: %s; dropped", exc)
+            return await self._drop(job)
+        job.log.warning("queue deadline passed; expired without calling the container")
+        await self._ack(job)
+        self._notify(record)
+        return "expired"
+
+    async def _failed(
+        self, job: Job, record: RequestRecord, error: ErrorInfo, *, took: CallResult
+    ) -> str:
+        """Route a failed attempt: retry later, or fail for good (dead letter or not)."""
+        d = job.delivery
+        retries = self.config.retries
+        if not retries.retries(error.type, error.status_code):
+            # Not worth retrying (bad input, a broken answer): failed, acked, no dead letter.
+            return await self._finish(job, Status.FAILED, error=error, took=took)
+        # Attempts since the last requeue from the dead letter, which gives a fresh budget.
+        used = d.attempt - int(record.extra.get(EXTRA_REQUEUE_BASE, 0))
+        if used >= retries.max_attempts:
+            reason = f"{error.type}: {error.message}"
+            return await self._finish(
+                job,
+                Status.FAILED,
+                error=error,
+                took=took,
+                extra={EXTRA_DEAD_LETTERED: True},
+                dead_letter=reason,
+            )
+        delay = retries.backoff(used)
+        try:
+            await self.outage.call(
+                "retry",
+                lambda: self.store.transition(
+                    d.api, d.request_id, Status.IN_QUEUE, attempt=d.attempt, error=error
+                ),
+            )
+        except NotFound:
+            job.log.warning("record vanished before its retry; dropped")
+            return await self._drop(job)
+        except TransitionRejected as exc:
+            job.log.warning("not retried: %s", exc)  # cancelled, or a newer attempt runs
+            await self._ack(job)
+            return "superseded"
+        job.log.warning(
+            "attempt failed; retrying",
+            extra={
+                "error_type": error.type,
+                "error": error.message,
+                "status_code": error.status_code,
+                "delay": round(delay, 3),
+                "attempts_left": retries.max_attempts - used,
+            },
+        )
+        try:
+            await self.outage.call("release", lambda: self.queue.release(d, delay=delay))
+        except LeaseLost:
+            job.log.info("release skipped: the message was delivered again meanwhile")
+        return "retried"
 
     async def _not_started(self, job: Job, exc: TransitionRejected) -> str:
         d = job.delivery
@@ -276,13 +434,23 @@ class Dispatcher:
         took: CallResult,
         result: bytes | None = None,
         error: ErrorInfo | None = None,
+        extra: dict[str, Any] | None = None,
+        dead_letter: str | None = None,
     ) -> str:
+        """Store the terminal outcome, then settle the message: ack it, or move it to the
+        dead letter with ``dead_letter`` as the reason; then send the webhook."""
         d = job.delivery
         try:
-            await self.outage.call(
+            record = await self.outage.call(
                 "finish",
                 lambda: self.store.transition(
-                    d.api, d.request_id, to, attempt=d.attempt, result=result, error=error
+                    d.api,
+                    d.request_id,
+                    to,
+                    attempt=d.attempt,
+                    result=result,
+                    error=error,
+                    extra=extra,
                 ),
             )
         except NotFound:
@@ -298,11 +466,29 @@ class Dispatcher:
             fields["status_code"] = took.status_code
         if error is not None:
             fields.update(error_type=error.type, error=error.message)
+            if dead_letter is not None:
+                fields["dead_letter"] = True
             job.log.warning("request failed", extra=fields)
         else:
             job.log.info("request completed", extra=fields)
-        await self._ack(job)
-        return to.value
+        if dead_letter is not None:
+            await self._dead_letter(job, dead_letter)
+        else:
+            await self._ack(job)
+        self._notify(record, result)
+        return "dead_lettered" if dead_letter is not None else to.value
+
+    def _notify(self, record: RequestRecord, result: bytes | None = None) -> None:
+        if self.webhooks is not None:
+            self.webhooks.notify(self.store, self.config, record, result)
+
+    async def _dead_letter(self, job: Job, reason: str) -> None:
+        try:
+            await self.outage.call(
+                "dead_letter", lambda: self.queue.dead_letter(job.delivery, reason)
+            )
+        except LeaseLost:
+            job.log.info("dead letter skipped: the message was delivered again meanwhile")
 
     async def _drop(self, job: Job) -> str:
         await self._ack(job)
