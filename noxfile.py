@@ -59,5 +59,5 @@ def types(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks (not run by CI): chute on each backend beside the direct call, one run.
     Extra arguments go to benchmarks/bench.py, e.g. ``nox -s bench -- --requests 5000``."""
-    sync(session, "test")
-    session.run("python", "benchmarks/bench.py", *session.posargs)
+    sync(session, "test", "bench")
+    session.run("python", "-m", "benchmarks", *session.posargs)

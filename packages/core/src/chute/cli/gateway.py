@@ -72,6 +72,12 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="after SIGTERM, how long in-flight requests may take to finish (%(default)s)",
     )
+    parser.add_argument(
+        "--server",
+        choices=("hypercorn", "uvicorn", "granian"),
+        default="hypercorn",
+        help="the ASGI server (%(default)s); uvicorn and granian must be installed",
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, …")
     parser.set_defaults(run=run)
 
@@ -94,7 +100,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     async def main() -> None:
-        await serve(app, host=args.host, port=args.port, graceful_timeout=args.graceful_timeout)
+        await serve(
+            app,
+            host=args.host,
+            port=args.port,
+            graceful_timeout=args.graceful_timeout,
+            server=args.server,
+        )
 
     anyio.run(main)
     return 0

@@ -1,15 +1,21 @@
-"""Serving the gateway with hypercorn, with a graceful stop on SIGTERM and SIGINT.
+"""Serving the gateway, with a graceful stop on SIGTERM and SIGINT.
 
-The listening socket is bound here, before hypercorn starts, so that ``port=0`` picks a free
+hypercorn serves it by default; uvicorn and granian can instead (``chute gateway --server``),
+if installed. They were measured against each other in benchmarks/ (docs/performance.md says
+which to choose when).
+
+The listening socket is bound here, before the server starts, so that ``port=0`` picks a free
 port that can be logged (and read by tests and ``chute dev``) before the first request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import anyio
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -22,6 +28,8 @@ logger = logging.getLogger("chute.gateway")
 
 #: Seconds in-flight requests get to finish after SIGTERM before their connections close.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
+#: The ASGI servers the gateway can run on; the first is the default.
+SERVERS = ("hypercorn", "uvicorn", "granian")
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -64,6 +72,7 @@ async def serve(
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     on_listening: Callable[[str], None] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    server: str = "hypercorn",
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM/SIGINT, then stop accepting connections,
     let in-flight requests finish (up to ``graceful_timeout`` seconds) and close the backends.
@@ -71,12 +80,22 @@ async def serve(
     ``on_listening`` is called with the URL once the socket listens; ``shutdown_trigger``
     (default: the first SIGTERM or SIGINT) returns when the server should stop. Raises the gateway's
     startup error (e.g. an unknown backend scheme) if it could not start.
+    ``server`` picks the ASGI server (one of :data:`SERVERS`).
     """
+    if server not in SERVERS:
+        raise ConfigError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
     try:
         sock = bind(host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = url_of(sock)
+    trigger = shutdown_trigger or _until_signal
+    if server == "uvicorn":
+        await _serve_uvicorn(app, sock, url, graceful_timeout, on_listening, trigger)
+        return
+    if server == "granian":
+        await _serve_granian(app, sock, url, graceful_timeout, on_listening, trigger)
+        return
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here on
     config.graceful_timeout = graceful_timeout
@@ -85,10 +104,113 @@ async def serve(
     logger.info(f"chute gateway listening on {url}", extra={"url": url})
     if on_listening is not None:
         on_listening(url)
+    trigger = shutdown_trigger or _until_signal
+
+    async def stop() -> None:
+        await trigger()
+        app.stopping()  # long-polls answer now instead of holding the graceful stop
+
     try:
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger or _until_signal)  # type: ignore[arg-type]
+        await hypercorn_serve(app, config, shutdown_trigger=stop)  # type: ignore[arg-type]
     except Exception:
         if app.startup_error is not None:
             raise app.startup_error from None
         raise
+    logger.info("stopped")
+
+
+def _missing(server: str) -> ConfigError:
+    return ConfigError(f"--server {server}: {server} is not installed (pip install {server})")
+
+
+@contextlib.contextmanager
+def _startup_errors(app: Gateway) -> Iterator[None]:
+    """Raise the gateway's own startup error rather than the server's way of reporting it."""
+    try:
+        yield
+    except (Exception, SystemExit, BaseExceptionGroup):  # uvicorn exits on failed startup
+        if app.startup_error is not None:
+            raise app.startup_error from None
+        raise
+    if app.startup_error is not None:
+        raise app.startup_error
+
+
+async def _serve_uvicorn(
+    app: Gateway,
+    sock: socket.socket,
+    url: str,
+    graceful_timeout: float,
+    on_listening: Callable[[str], None] | None,
+    trigger: Callable[[], Awaitable[object]],
+) -> None:
+    try:
+        import uvicorn
+    except ImportError:
+        sock.close()
+        raise _missing("uvicorn") from None
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # signals are ours (``trigger``): uvicorn would re-raise them on exit
+
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=int(graceful_timeout),
+        server_header=False,
+    )
+    uv = Server(config)
+
+    async def stop_on_trigger() -> None:
+        await trigger()
+        uv.should_exit = True
+
+    logger.info(f"chute gateway listening on {url}", extra={"url": url, "server": "uvicorn"})
+    if on_listening is not None:
+        on_listening(url)
+    with sock, _startup_errors(app):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_trigger)
+            await uv.serve(sockets=[sock])
+            tg.cancel_scope.cancel()
+    logger.info("stopped")
+
+
+async def _serve_granian(
+    app: Gateway,
+    sock: socket.socket,
+    url: str,
+    graceful_timeout: float,
+    on_listening: Callable[[str], None] | None,
+    trigger: Callable[[], Awaitable[object]],
+) -> None:
+    try:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+    except ImportError:
+        sock.close()
+        raise _missing("granian") from None
+    # granian binds its own socket: hand it the address ours got (a free one for port 0).
+    host, port = sock.getsockname()[:2]
+    sock.close()
+    options: dict[str, Any] = {"log_enabled": False, "websockets": False, "backlog": 1024}
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI, **options)
+    server.workers_kill_timeout = int(graceful_timeout)
+
+    async def stop_on_trigger() -> None:
+        await trigger()
+        server.stop()  # type: ignore[no-untyped-call]
+
+    logger.info(f"chute gateway listening on {url}", extra={"url": url, "server": "granian"})
+    if on_listening is not None:
+        on_listening(url)
+    with _startup_errors(app):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_on_trigger)
+            await server.serve()
+            tg.cancel_scope.cancel()
     logger.info("stopped")

@@ -1,0 +1,240 @@
+"""Medians over rounds, the printed table, the targets of issue 6 and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.procs import Measurement
+
+ROLES = ("client", "gateway", "dequeuer", "backend", "container", "celery")
+
+
+@dataclass
+class Row:
+    system: str
+    scenario: str
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_request: dict[str, float] = field(default_factory=dict)
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    commands_per_request: dict[str, float] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def row(
+    system: str,
+    scenario: str,
+    rnd: int,
+    latencies: list[float],
+    m: Measurement,
+    peaks: dict[str, float],
+) -> Row:
+    n = len(latencies)
+    return Row(
+        system,
+        scenario,
+        rnd,
+        n,
+        round(m.seconds, 4),
+        round(n / m.seconds, 1),
+        round(percentile(latencies, 0.5) * 1000, 3),
+        round(percentile(latencies, 0.99) * 1000, 3),
+        {k: round(v * 1000 / n, 4) for k, v in m.cpu_s.items()},
+        peaks,
+        {k: round(v / n, 3) for k, v in sorted(m.commands.items(), key=lambda kv: -kv[1])},
+    )
+
+
+def medians(rows: list[Row]) -> list[dict[str, Any]]:
+    out = []
+    seen: list[tuple[str, str]] = []
+    for r in rows:
+        if (r.scenario, r.system) not in seen:
+            seen.append((r.scenario, r.system))
+    order = {s: i for i, s in enumerate(["flood", "serial", "large", "idle", "poll"])}
+    seen.sort(key=lambda k: order.get(k[0], 99))
+    for scenario, system in seen:
+        rs = [r for r in rows if (r.scenario, r.system) == (scenario, system)]
+
+        def med(attr: str, rs: list[Row] = rs) -> dict[str, float]:
+            keys = sorted({k for r in rs for k in getattr(r, attr)})
+            return {
+                k: round(statistics.median(getattr(r, attr).get(k, 0.0) for r in rs), 4)
+                for k in keys
+            }
+
+        commands = med("commands_per_request")
+        out.append(
+            {
+                "scenario": scenario,
+                "system": system,
+                "rounds": len(rs),
+                "requests": rs[0].requests,
+                "rps": round(statistics.median(r.rps for r in rs), 1),
+                "p50_ms": round(statistics.median(r.p50_ms for r in rs), 3),
+                "p99_ms": round(statistics.median(r.p99_ms for r in rs), 3),
+                "cpu_ms_per_request": med("cpu_ms_per_request"),
+                "peak_rss_mib": {
+                    k: max(r.peak_rss_mib.get(k, 0.0) for r in rs)
+                    for k in sorted({k for r in rs for k in r.peak_rss_mib})
+                },
+                "redis_commands_per_request": round(sum(commands.values()), 2),
+                "redis_commands": commands,
+            }
+        )
+    return out
+
+
+def _cpu_cell(cpu: dict[str, float]) -> str:
+    return " ".join(f"{k[:4]} {cpu[k]:.3f}" for k in ROLES if k in cpu) + "".join(
+        f" {k} {v:.3f}" for k, v in cpu.items() if k not in ROLES
+    )
+
+
+def table(meds: list[dict[str, Any]]) -> str:
+    out = [
+        "| scenario | system | req/s | p50 ms | p99 ms | CPU ms/req by process | gw+dq CPU"
+        " | peak RSS MiB gw/dq | Redis cmd/req |",
+        "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | ---: |",
+    ]
+    for m in meds:
+        cpu = m["cpu_ms_per_request"]
+        gd = cpu.get("gateway", 0.0) + cpu.get("dequeuer", 0.0)
+        rss = m["peak_rss_mib"]
+        rss_cell = f"{rss['gateway']:.0f} / {rss['dequeuer']:.0f}" if rss else ""
+        cmds = m["redis_commands_per_request"]
+        out.append(
+            f"| {m['scenario']} | {m['system']} | {m['rps']:.0f} | {m['p50_ms']:.2f} |"
+            f" {m['p99_ms']:.2f} | {_cpu_cell(cpu)} | {f'{gd:.3f}' if rss else ''} |"
+            f" {rss_cell} | {f'{cmds:.1f}' if cmds else ''} |"
+        )
+    return "\n".join(out)
+
+
+def targets(meds: list[dict[str, Any]], soak: dict[str, Any] | None) -> list[str]:
+    """Issue 6's targets, judged on chute-redis (hypercorn) in this run."""
+    by = {(m["scenario"], m["system"]): m for m in meds}
+    lines = []
+
+    def get(scenario: str, system: str) -> dict[str, Any] | None:
+        return by.get((scenario, system))
+
+    def verdict(ok: bool) -> str:
+        return "MET" if ok else "NOT MET"
+
+    redis, celery = get("flood", "chute-redis"), get("flood", "celery-redis")
+    if redis and celery:
+        ratio = redis["rps"] / celery["rps"]
+        lines.append(
+            f"flood throughput ≥ 4x Celery: {redis['rps']:.0f} vs {celery['rps']:.0f} req/s ="
+            f" {ratio:.2f}x — {verdict(ratio >= 4)}"
+        )
+    serial, direct = get("serial", "chute-redis"), get("serial", "direct")
+    if serial and direct:
+        added = serial["p50_ms"] - direct["p50_ms"]
+        lines.append(
+            f"serial p50 within 1.5 ms of direct: {serial['p50_ms']:.2f} vs"
+            f" {direct['p50_ms']:.2f} ms = +{added:.2f} ms — {verdict(added <= 1.5)}"
+        )
+    if redis:
+        cpu = redis["cpu_ms_per_request"]
+        gd = cpu.get("gateway", 0) + cpu.get("dequeuer", 0)
+        lines.append(
+            f"gateway + dequeuer CPU < 0.5 ms/request (flood): {cpu.get('gateway', 0):.3f} +"
+            f" {cpu.get('dequeuer', 0):.3f} = {gd:.3f} ms — {verdict(gd < 0.5)}"
+        )
+    peaks = {}
+    for m in meds:
+        if m["peak_rss_mib"]:
+            system = m["system"]
+            peaks[system] = max(peaks.get(system, 0.0), m["peak_rss_mib"]["dequeuer"])
+    if peaks:
+        worst = max(peaks.values())
+        cells = ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        lines.append(
+            f"dequeuer peak RSS < 100 MiB on every backend: {cells} MiB — {verdict(worst < 100)}"
+        )
+    large = [m for m in meds if m["scenario"] == "large" and m["peak_rss_mib"]]
+    if large:
+        worst_gd = max(max(m["peak_rss_mib"].values()) for m in large)
+        cells = ", ".join(
+            f"{m['system']} {m['peak_rss_mib']['gateway']:.0f}/{m['peak_rss_mib']['dequeuer']:.0f}"
+            for m in large
+        )
+        lines.append(
+            f"100 MiB payload never held whole (peak RSS gateway/dequeuer during it): {cells}"
+            f" MiB — {verdict(worst_gd < 100)}"
+        )
+    idle = get("idle", "chute-redis")
+    if idle:
+        lines.append(
+            f"idle pick-up < 20 ms on Redis: p50 {idle['p50_ms']:.2f} ms (p99"
+            f" {idle['p99_ms']:.2f}) — {verdict(idle['p50_ms'] < 20)}"
+        )
+    if soak:
+        for system, s in soak.items():
+            flat = all(
+                s[role]["end"] <= s[role]["start"] * 1.1 + 5 for role in ("gateway", "dequeuer")
+            )
+            lines.append(
+                f"memory flat over a {s['requests']}-request soak ({system}): "
+                + ", ".join(
+                    f"{role} start {s[role]['start']:.0f} peak {s[role]['peak']:.0f}"
+                    f" end {s[role]['end']:.0f} MiB"
+                    for role in ("gateway", "dequeuer")
+                )
+                + f" — {verdict(flat)}"
+            )
+    else:
+        lines.append("memory flat over a soak: not run (pass --soak 100000)")
+    return lines
+
+
+def machine() -> dict[str, Any]:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def write_json(
+    path: Path,
+    settings: dict[str, Any],
+    rows: list[Row],
+    meds: list[dict[str, Any]],
+    extra: dict[str, Any],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "settings": settings,
+                "medians": meds,
+                "rounds": [asdict(r) for r in rows],
+                **extra,
+            },
+            indent=2,
+        )
+    )

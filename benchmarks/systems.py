@@ -1,0 +1,471 @@
+"""The systems under test, each driven through the same scenarios.
+
+* :class:`Direct`: the container called directly by an asyncio client (the ceiling);
+* :class:`Chute`: gateway + dequeuer on one backend, the gateway on one ASGI server;
+* :class:`CeleryRedis`: Celery 5, Redis broker and result backend, prefork pool of 8.
+
+Submit→result is measured to the moment the result is stored (chute: the record's
+``finished_at``; Celery: the result's ``date_done``; direct: the answer received), so that no
+system is billed for how often the harness looks. All clocks are this machine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.backends import Urls
+from benchmarks.procs import Meter, Proc, RedisStats, free_port, start, wait_http
+
+PAYLOAD = {"text": "hello", "n": 1}
+BODY = json.dumps(PAYLOAD).encode()
+JSON = {"Content-Type": "application/json"}
+CHUNK = b"x" * 2**20
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Skip(Exception):
+    """This system does not take part in this scenario; the message says why."""
+
+
+async def _large_body(size: int) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < size:
+        piece = CHUNK[: min(len(CHUNK), size - sent)]
+        sent += len(piece)
+        yield piece
+
+
+def _session(limit: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+        timeout=aiohttp.ClientTimeout(total=600),
+    )
+
+
+async def arrivals(container_url: str) -> dict[str, float]:
+    async with _session(1) as s, s.get(container_url + "_arrivals") as r:
+        return dict(await r.json())
+
+
+class System:
+    name = "?"
+    procs: dict[str, Proc]
+    rss_roles: tuple[str, ...] = ()
+    redis: RedisStats | None = None
+
+    def __init__(self, container: Proc, container_url: str) -> None:
+        self.container_url = container_url
+        self.procs = {"client": Proc("client", _self_pid()), "container": container}
+
+    def meter(self) -> Meter:
+        return Meter(self.procs, self.redis)
+
+    def reset_peaks(self) -> None:
+        for role in self.rss_roles:
+            self.procs[role].reset_peak()
+
+    def peaks(self) -> dict[str, float]:
+        return {role: round(self.procs[role].peak_rss_mib(), 1) for role in self.rss_roles}
+
+    def rss(self) -> dict[str, float]:
+        return {role: round(self.procs[role].rss_mib(), 1) for role in self.rss_roles}
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        raise NotImplementedError
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        raise NotImplementedError
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        raise NotImplementedError
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        raise NotImplementedError
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        raise NotImplementedError
+
+
+def _self_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+# -- direct -----------------------------------------------------------------------------------
+
+
+class Direct(System):
+    name = "direct"
+
+    async def _post(self, s: aiohttp.ClientSession, request_id: str, data: Any = BODY) -> None:
+        headers = {**JSON, "X-Cortex-Request-ID": request_id}
+        async with s.post(self.container_url, data=data, headers=headers) as r:
+            r.raise_for_status()
+            await r.read()
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        latencies: list[float] = []
+        sem = asyncio.Semaphore(concurrency)
+        async with _session(concurrency) as s:
+
+            async def one(i: int) -> None:
+                async with sem:
+                    t = time.perf_counter()
+                    await self._post(s, f"d{i}")
+                    latencies.append(time.perf_counter() - t)
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+        meter.stop()
+        return latencies
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        latencies = []
+        async with _session(1) as s:
+            for i in range(n):
+                t = time.perf_counter()
+                await self._post(s, f"s{i}")
+                latencies.append(time.perf_counter() - t)
+        meter.stop()
+        return latencies
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        async with _session(1) as s:
+            t = time.perf_counter()
+            await self._post(s, "large", _large_body(size))
+            took = time.perf_counter() - t
+        meter.stop()
+        return [took]
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        sent: dict[str, float] = {}
+        async with _session(1) as s:
+            for _ in range(n):
+                await asyncio.sleep(gap)
+                rid = f"i{secrets.token_hex(6)}"
+                sent[rid] = time.time()
+                await self._post(s, rid)
+        meter.stop()
+        seen = await arrivals(self.container_url)
+        return [seen[rid] - t for rid, t in sent.items()]
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        return await self.flood(clients, clients, meter)
+
+
+# -- chute ------------------------------------------------------------------------------------
+
+
+def gateway_has_long_poll() -> bool:
+    """Whether the gateway answers ``GET …?wait=`` (issue 5): it then reads the query string."""
+    from chute.gateway import app
+
+    source = inspect.getsource(app)
+    return "query_string" in source and "wait" in source
+
+
+class Chute(System):
+    rss_roles = ("gateway", "dequeuer")
+
+    def __init__(
+        self,
+        container: Proc,
+        container_url: str,
+        *,
+        backend: str,
+        server: str,
+        urls: Urls,
+        api_file: Path,
+        workers: int,
+        logs: Path,
+        poll_mode: str,
+    ) -> None:
+        super().__init__(container, container_url)
+        self.name = f"chute-{backend}" + ("" if server == "hypercorn" else f"+{server}")
+        self.backend = backend
+        self.server = server
+        self.urls = urls
+        self.api_file = api_file
+        self.api = "bench"
+        self.workers = workers
+        self.logs = logs
+        self.poll_mode = poll_mode
+        if urls.redis:
+            self.redis = RedisStats(urls.redis)
+            self.procs["backend"] = Proc("redis-server", self.redis.pid)
+        if urls.server is not None:
+            # The backend's own server; beside Redis (redis+gcs) it gets its own column.
+            self.procs["backend" if urls.redis is None else urls.server.name] = urls.server
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        py = sys.executable
+        gport = free_port()
+        u = self.urls
+        gateway = start(
+            f"{self.name}-gateway",
+            [py, "-m", "chute", "gateway", str(self.api_file), "--port", str(gport)]
+            + ["--queue", u.queue, "--store", u.store, "--max-body-size", "200MiB"]
+            + ([] if self.server == "hypercorn" else ["--server", self.server]),
+            self.logs,
+        )
+        dequeuer = start(
+            f"{self.name}-dequeuer",
+            [py, "-m", "chute_dequeuer", "--api-file", str(self.api_file), "--api", self.api]
+            + ["--workers", str(self.workers), "--admin-port", str(free_port())]
+            + ["--admin-host", "127.0.0.1", "--queue", u.queue, "--store", u.store],
+            self.logs,
+        )
+        self.procs["gateway"], self.procs["dequeuer"] = gateway, dequeuer
+        self.gateway_url = f"http://127.0.0.1:{gport}"
+        try:
+            wait_http(f"{self.gateway_url}/healthz", proc=gateway.popen)
+            yield
+        finally:
+            dequeuer.stop()
+            gateway.stop()
+
+    @contextlib.asynccontextmanager
+    async def _backends(self) -> AsyncIterator[tuple[Any, Any]]:
+        from chute import open_queue, open_store
+
+        queue, store = open_queue(self.urls.queue), open_store(self.urls.store)
+        try:
+            yield queue, store
+        finally:
+            await queue.aclose()
+            await store.aclose()
+
+    async def _submit(self, s: aiohttp.ClientSession, data: Any = BODY) -> tuple[str, float]:
+        t = time.time()
+        async with s.post(f"{self.gateway_url}/{self.api}", data=data, headers=JSON) as r:
+            if r.status != 200:
+                raise RuntimeError(f"submit failed: {r.status} {await r.text()}")
+            return str((await r.json())["id"]), t
+
+    async def _drained(self, queue: Any) -> None:
+        while True:
+            depth = await queue.depth(self.api)
+            if depth.queued + depth.in_flight == 0:
+                return
+            await asyncio.sleep(0.01)
+
+    async def _finished(self, store: Any, submitted: dict[str, float]) -> list[float]:
+        sem = asyncio.Semaphore(32)
+
+        async def one(rid: str, t: float) -> float:
+            async with sem:
+                for _ in range(3000):
+                    record = await store.get(self.api, rid)
+                    if record is not None and record.finished_at is not None:
+                        if record.status != "completed":
+                            raise RuntimeError(f"request {rid} {record.status}: {record.error}")
+                        return float(record.finished_at) - t
+                    await asyncio.sleep(0.01)
+                raise RuntimeError(f"request {rid} did not finish: {record}")
+
+        return list(await asyncio.gather(*(one(r, t) for r, t in submitted.items())))
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        submitted: dict[str, float] = {}
+        sem = asyncio.Semaphore(concurrency)
+        async with self._backends() as (queue, store):
+            async with _session(concurrency) as s:
+
+                async def one() -> None:
+                    async with sem:
+                        rid, t = await self._submit(s)
+                        submitted[rid] = t
+
+                await asyncio.gather(*(one() for _ in range(n)))
+            await self._drained(queue)
+            meter.stop()
+            return await self._finished(store, submitted)
+
+    async def _wait_one(self, store: Any, rid: str, t: float, interval: float) -> float:
+        while True:
+            record = await store.get(self.api, rid)
+            if record is not None and record.finished_at is not None:
+                if record.status != "completed":
+                    raise RuntimeError(f"request {rid} {record.status}: {record.error}")
+                return float(record.finished_at) - t
+            await asyncio.sleep(interval)
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        latencies = []
+        async with self._backends() as (_, store), _session(1) as s:
+            for _ in range(n):
+                rid, t = await self._submit(s)
+                latencies.append(await self._wait_one(store, rid, t, 0.0005))
+            meter.stop()
+        return latencies
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        async with self._backends() as (_, store), _session(1) as s:
+            rid, t = await self._submit(s, _large_body(size))
+            took = await self._wait_one(store, rid, t, 0.01)
+            meter.stop()
+        return [took]
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        sent: dict[str, float] = {}
+        async with self._backends() as (_, store), _session(1) as s:
+            for _ in range(n):
+                await asyncio.sleep(gap)
+                rid, t = await self._submit(s)
+                sent[rid] = t
+            for rid, t in sent.items():
+                await self._wait_one(store, rid, t, 0.01)
+            meter.stop()
+        seen = await arrivals(self.container_url)
+        return [seen[rid] - t for rid, t in sent.items()]
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        """``clients`` clients each submit one request and wait for its result through the
+        gateway: ``GET …?wait=`` when the gateway has it, else GET every 50 ms."""
+        long_poll = self.poll_mode == "wait" or (
+            self.poll_mode == "auto" and gateway_has_long_poll()
+        )
+        latencies: list[float] = []
+        async with _session(clients) as s:
+
+            async def one() -> None:
+                rid, _ = await self._submit(s)
+                t = time.perf_counter()
+                url = f"{self.gateway_url}/{self.api}/{rid}" + ("?wait=20" if long_poll else "")
+                while True:
+                    async with s.get(url) as r:
+                        body = await r.json()
+                    if body["status"] == "completed":
+                        latencies.append(time.perf_counter() - t)
+                        return
+                    if body["status"] not in ("in_queue", "in_progress"):
+                        raise RuntimeError(f"request {rid}: {body}")
+                    if not long_poll:
+                        await asyncio.sleep(0.05)
+
+            await asyncio.gather(*(one() for _ in range(clients)))
+        meter.stop()
+        return latencies
+
+
+# -- Celery -----------------------------------------------------------------------------------
+
+
+class CeleryRedis(System):
+    name = "celery-redis"
+
+    def __init__(
+        self, container: Proc, container_url: str, *, redis_url: str, logs: Path, pool: int
+    ) -> None:
+        super().__init__(container, container_url)
+        self.redis_url = redis_url
+        self.logs = logs
+        self.pool = pool
+        self.redis = RedisStats(redis_url)
+        self.procs["backend"] = Proc("redis-server", self.redis.pid)
+        self.env = {"CHUTE_BENCH_CELERY_REDIS": redis_url, "CHUTE_BENCH_CONTAINER": container_url}
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        import os
+
+        os.environ.update(self.env)
+        from benchmarks import celery_app
+
+        celery_app.app.conf.broker_url = celery_app.app.conf.result_backend = self.redis_url
+        self.app = celery_app.app
+        self.task = celery_app.call_container
+        self.results = self.redis.client.__class__.from_url(self.redis_url)
+        self.results.flushdb()
+        worker = start(
+            "celery-worker",
+            [sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker"]
+            + ["--pool", "prefork", "--concurrency", str(self.pool), "--loglevel", "WARNING"],
+            self.logs,
+            tree=True,
+            env=self.env,
+            cwd=ROOT,
+        )
+        self.procs["celery"] = worker
+        try:
+            deadline = time.monotonic() + 60
+            while not self.app.control.ping(timeout=0.5):
+                if (
+                    worker.popen and worker.popen.poll() is not None
+                ) or time.monotonic() > deadline:
+                    raise RuntimeError("the Celery worker did not start; see celery-worker.log")
+            yield
+        finally:
+            worker.stop()
+            self.results.flushdb()
+
+    def _done(self, ids: list[str]) -> dict[str, float]:
+        """Task id → date_done (epoch seconds) for the finished ones."""
+        out: dict[str, float] = {}
+        keys = [f"celery-task-meta-{i}" for i in ids]
+        for tid, raw in zip(ids, self.results.mget(keys), strict=True):
+            if raw is not None:
+                meta = json.loads(raw)
+                if meta["status"] != "SUCCESS":
+                    raise RuntimeError(f"Celery task {tid}: {meta}")
+                out[tid] = datetime.fromisoformat(meta["date_done"]).timestamp()
+        return out
+
+    def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
+        done: dict[str, float] = {}
+        pending = list(submitted)
+        while pending:
+            for i in range(0, len(pending), 1000):
+                done.update(self._done(pending[i : i + 1000]))
+            pending = [t for t in pending if t not in done]
+            if pending:
+                time.sleep(interval)
+        return done
+
+    def _submit(self) -> tuple[str, float]:
+        t = time.time()
+        return str(self.task.delay(PAYLOAD).id), t
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        submitted = dict(self._submit() for _ in range(n))
+        done = self._collect(submitted, 0.02)
+        meter.stop()
+        return [done[t] - submitted[t] for t in submitted]
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            tid, t = self._submit()
+            latencies.append(self._collect({tid: t}, 0.0005)[tid] - t)
+        meter.stop()
+        return latencies
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        raise Skip("a Celery message is not made for a 100 MiB payload (users store it elsewhere)")
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        sent: dict[str, float] = {}
+        for _ in range(n):
+            await asyncio.sleep(gap)
+            tid, t = self._submit()
+            sent[tid] = t
+        self._collect(sent, 0.01)
+        meter.stop()
+        seen = await arrivals(self.container_url)
+        return [seen[tid] - t for tid, t in sent.items()]
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        raise Skip("Celery clients read results from Redis, not over HTTP")
