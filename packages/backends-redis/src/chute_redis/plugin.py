@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chute import hookimpl
+from chute_redis.keda import chute_keda_trigger  # the KEDA trigger hook, registered from here
+
+__all__ = ["chute_keda_trigger", "chute_register_backends", "open_queue", "open_store"]
 
 if TYPE_CHECKING:
     from chute.backends.base import Queue, Store

@@ -13,6 +13,14 @@ from types import ModuleType
 from chute._version import __version__
 from chute.errors import ChuteError
 
+#: Subcommands that first-party distributions add, and the extra that installs each.
+PLUGIN_COMMANDS = {
+    "render": "chute[k8s]",
+    "deploy": "chute[k8s]",
+    "delete": "chute[k8s]",
+    "status": "chute[k8s]",
+}
+
 
 def _subcommand_modules() -> list[ModuleType]:
     """Every module in this package defines one subcommand (``register`` and ``ORDER``)."""
@@ -32,11 +40,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _subcommand_modules():
         module.register(sub)
+    _add_plugin_commands(sub)
     return parser
+
+
+def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Subcommands from plugins (hook ``chute_add_commands``). A broken plugin is reported and
+    skipped, so that core's own commands keep working."""
+    from chute.registry import plugin_manager
+
+    manager = plugin_manager()
+    try:
+        _ = manager.backends  # loads every entry point in group "chute"
+    except ChuteError as exc:
+        print(f"chute: warning: {exc}", file=sys.stderr)
+        return
+    manager.pm.hook.chute_add_commands(subparsers=sub)
+
+
+def _missing_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
+    """The install hint for a plugin subcommand that is not installed, if ``argv`` asks for one."""
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    if command not in PLUGIN_COMMANDS:
+        return None
+    for action in parser._actions:  # argparse has no public way to list subcommands
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return None
+    extra = PLUGIN_COMMANDS[command]
+    return f'chute: {command!r} comes with {extra}; install it with: pip install "{extra}"'
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    hint = _missing_command(parser, sys.argv[1:] if argv is None else argv)
+    if hint is not None:
+        print(hint, file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
