@@ -9,7 +9,10 @@ forwards it:
 * ``text``: ``200 text/plain``;
 * ``invalid-json``: ``200 application/json`` with a body that is not JSON;
 * ``charset``: ``200 application/json; charset=utf-8``;
-* ``sleep:<seconds>``: echo after sleeping;
+* ``sleep:<seconds>``: echo after sleeping; if the dequeuer closes the connection meanwhile,
+  the call records ``disconnected`` (the time) and answers nothing;
+* ``flaky:<code>:<n>``: the first ``n`` calls for this request id answer ``<code>``, later
+  ones echo;
 * ``exit``: the process dies mid-request (a crashed container).
 
 ``GET /healthz`` is ready while ``$READY_FILE`` exists (always, when it is unset).
@@ -32,6 +35,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 CALLS: list[dict[str, Any]] = []
+SEEN: dict[str, int] = {}  # calls per request id
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,8 +78,19 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
     content_type = lookup.get("content-type")
     behaviour = lookup.get("x-behaviour", "")
     echo = {"body": body.decode("utf-8", "replace"), "content_type": content_type}
+    if call["id"] is not None:
+        SEEN[call["id"]] = SEEN.get(call["id"], 0) + 1
     if behaviour.startswith("sleep:"):
-        await asyncio.sleep(float(behaviour.partition(":")[2]))
+        gone = asyncio.ensure_future(disconnected(receive))
+        done, _ = await asyncio.wait({gone}, timeout=float(behaviour.partition(":")[2]))
+        if done:
+            call["disconnected"] = call["finished"] = time.time()
+            return
+        gone.cancel()
+    if behaviour.startswith("flaky:"):
+        _, code, times = behaviour.split(":")
+        if SEEN.get(call["id"] or "", 0) <= int(times):
+            behaviour = f"status:{code}"
     call["finished"] = time.time()
     if behaviour == "exit":
         os._exit(3)
@@ -90,6 +105,12 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, json.dumps(echo).encode(), "application/json; charset=utf-8")
     else:
         await respond(send, 200, json.dumps(echo).encode(), "application/json")
+
+
+async def disconnected(receive: Receive) -> None:
+    """Return when the client closes the connection (the body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def respond(send: Send, status: int, body: bytes, content_type: str) -> None:

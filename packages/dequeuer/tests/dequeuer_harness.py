@@ -94,8 +94,15 @@ class Container:
 
 
 def write_api_file(
-    path: Path, port: int, *, max_concurrency: int = 1, failure_threshold: int = 1
+    path: Path,
+    port: int,
+    *,
+    max_concurrency: int = 1,
+    failure_threshold: int = 1,
+    extra: str = "",
 ) -> Path:
+    """The test API; ``extra`` is YAML added at the API's top level (indented two spaces),
+    e.g. ``retries:`` or ``webhook:``."""
     path.write_text(
         f"""
 - name: {API}
@@ -112,7 +119,7 @@ def write_api_file(
             port: {port}
           period_seconds: 1
           failure_threshold: {failure_threshold}
-"""
+{extra}"""
     )
     return path
 
@@ -193,8 +200,10 @@ class Backend:
         content_type: str | None = "application/json",
         headers: list[tuple[str, str]] | None = None,
         request_id: str | None = None,
+        **fields: Any,
     ) -> str:
-        """Store a record and its payload (in two chunks), as the gateway does."""
+        """Store a record and its payload (in two chunks), as the gateway does; ``fields``
+        set more of the record (``queue_deadline``, ``timeout``, ``extra``)."""
         t = now()
         record = RequestRecord(
             id=request_id or new_request_id(),
@@ -204,6 +213,7 @@ class Backend:
             expires_at=t + DEFAULT_RETENTION,
             content_type=content_type,
             headers=[("User-Agent", "test-client"), *(headers or [])],
+            **fields,
         )
 
         async def chunks() -> AsyncIterator[bytes]:

@@ -1,0 +1,139 @@
+"""``chute dead-letter list|requeue|purge API``: the requests given up after their last attempt."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ORDER = 55
+#: ``requeue`` without ids takes up to this many at a time (run it again for more).
+REQUEUE_ALL_LIMIT = 10_000
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "dead-letter",
+        help="list, requeue or purge the requests an API gave up on",
+        description=(
+            "Requests that failed their last attempt for a retryable reason are moved to the "
+            "API's dead letter. List them, send them back to the queue (each gets a fresh "
+            "retry budget), or delete them for good. See docs/retries.md."
+        ),
+    )
+    sub = parser.add_subparsers(dest="dead_letter_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("api", metavar="API", help="the API's name")
+        p.add_argument("--queue", help="queue URL (default: $CHUTE_QUEUE_URL, else SQLite)")
+        p.add_argument("--store", help="store URL (default: $CHUTE_STORE_URL, else SQLite)")
+
+    listing = sub.add_parser("list", help="show the dead letters, oldest first")
+    common(listing)
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(run=run_list)
+
+    requeue = sub.add_parser(
+        "requeue",
+        help="send dead letters back to the queue (all, or the ids given)",
+        description=(
+            "Put each dead-lettered request back to in_queue and its message back in the "
+            "queue. Requests whose record is gone or no longer a dead letter are left where "
+            "they are and reported."
+        ),
+    )
+    common(requeue)
+    requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all)")
+    requeue.set_defaults(run=run_requeue)
+
+    purge = sub.add_parser(
+        "purge",
+        help="delete every dead letter of the API (the failed records stay until retention)",
+    )
+    common(purge)
+    purge.set_defaults(run=run_purge)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    import anyio
+    import msgspec
+
+    from chute.protocol import rfc3339
+    from chute.registry import open_queue, resolve_url
+
+    url = resolve_url("queue", args.queue)
+
+    async def main() -> None:
+        async with open_queue(url) as queue:
+            dead = await queue.list_dead(args.api, limit=args.limit)
+        if args.json:
+            for item in dead:
+                sys.stdout.write(msgspec.json.encode(item).decode() + "\n")
+            return
+        if not dead:
+            print(f"no dead letters for {args.api}")
+            return
+        print(f"{'ID':<40} {'DEAD AT':<25} {'ATTEMPTS':>8}  REASON")
+        for item in dead:
+            when = rfc3339(item.dead_at)
+            print(f"{item.request_id:<40} {when:<25} {item.attempts:>8}  {item.reason}")
+
+    anyio.run(main)
+    return 0
+
+
+def run_requeue(args: argparse.Namespace) -> int:
+    import anyio
+
+    from chute.errors import NotFound, TransitionRejected
+    from chute.registry import open_queue, open_store, resolve_url
+
+    queue_url = resolve_url("queue", args.queue)
+    store_url = resolve_url("store", args.store)
+
+    async def main() -> int:
+        async with open_queue(queue_url) as queue, open_store(store_url) as store:
+            wanted = list(args.ids)
+            if not wanted:
+                dead = await queue.list_dead(args.api, limit=REQUEUE_ALL_LIMIT)
+                wanted = [d.request_id for d in dead]
+            ready: list[str] = []
+            problems = 0
+            for request_id in wanted:
+                # The record first: once the message is back, a dequeuer may take it at once.
+                try:
+                    await store.requeue(args.api, request_id)
+                except NotFound:
+                    print(f"{request_id}: record gone (past its retention?); left as is")
+                    problems += 1
+                    continue
+                except TransitionRejected as exc:
+                    print(f"{request_id}: {exc}; left in the dead letter")
+                    problems += 1
+                    continue
+                ready.append(request_id)
+            moved = await queue.requeue_dead(args.api, ready) if ready else 0
+            print(f"requeued {moved} request{'s' if moved != 1 else ''} of {args.api}")
+            if moved < len(ready):
+                print(f"{len(ready) - moved} were not in the dead letter (requeued already?)")
+                problems += 1
+            return 1 if problems else 0
+
+    code: int = anyio.run(main)
+    return code
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    import anyio
+
+    from chute.registry import open_queue, resolve_url
+
+    url = resolve_url("queue", args.queue)
+
+    async def main() -> int:
+        async with open_queue(url) as queue:
+            return await queue.purge_dead(args.api)
+
+    count = anyio.run(main)
+    print(f"purged {count} dead letter{'s' if count != 1 else ''} of {args.api}")
+    return 0
