@@ -54,6 +54,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--soak", type=int, default=0, help="requests in the memory soak (0: none)")
     p.add_argument("--soak-on", default="redis", help="backends soaked")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="record py-spy stacks of the gateway and dequeuer during each flood into DIR",
+    )
     p.add_argument("--quick", action="store_true", help="small numbers, one round (~2 min)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = p.parse_args(argv)
@@ -110,7 +117,13 @@ async def run_scenario(
     system.reset_peaks()
     meter = system.meter()
     meter.start()
-    if scenario == "flood":
+    if scenario == "flood" and args.profile is not None and system.rss_roles:
+        from benchmarks.profile import recording
+
+        roles = {role: system.procs[role] for role in system.rss_roles}
+        with recording(roles, args.profile, f"{system.name}-r{rnd + 1}"):
+            lat = await system.flood(args.requests, args.concurrency, meter)
+    elif scenario == "flood":
         lat = await system.flood(args.requests, args.concurrency, meter)
     elif scenario == "serial":
         lat = await system.serial(args.serial, meter)
