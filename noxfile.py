@@ -18,6 +18,7 @@ SUITES = {
     "core": "packages/core/tests",
     "dequeuer": "packages/dequeuer/tests",
     "redis": "packages/backends-redis/tests",
+    "gcs": "packages/backends-gcs/tests",
     "e2e": "tests",
 }
 

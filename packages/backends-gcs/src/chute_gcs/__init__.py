@@ -1,1 +1,5 @@
-"""chute_gcs: a placeholder; it will hold the GCS store (issue 8). No code yet."""
+"""chute's store on Google Cloud Storage: ``--store gs://bucket/prefix`` with any queue.
+
+The plugin module (``chute_gcs.plugin``) registers the ``gs`` scheme for the store role; see
+docs/gcs.md for the object layout, the generation preconditions and retention.
+"""
