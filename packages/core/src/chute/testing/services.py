@@ -387,3 +387,41 @@ GCS = ServiceSpec(
     container_port=4443,
     docker_command="-scheme http -port 4443 -backend memory",
 )
+
+
+def aws_probe(host: str, port: int) -> bool:
+    """True when moto's server (``/moto-api/``) or LocalStack (``/_localstack/health``) answers
+    at host:port: an endpoint that serves SQS and S3."""
+    import http.client
+
+    for path in ("/moto-api/data.json", "/_localstack/health"):
+        connection = http.client.HTTPConnection(host, port, timeout=1.0)
+        try:
+            connection.request("GET", path)
+            if connection.getresponse().status == 200:
+                return True
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+    return False
+
+
+def _moto_command(executable: str, port: int, workdir: Path) -> list[str]:
+    return [executable, "-H", "127.0.0.1", "-p", str(port)]
+
+
+#: An SQS + S3 endpoint: moto's server (``moto_server`` from ``moto[server]``), else LocalStack.
+#: Clients need credentials and a region even for moto: any values do (see docs/sqs.md).
+MOTO = ServiceSpec(
+    name="moto",
+    env_var="CHUTE_TEST_MOTO_URL",
+    default_port=5000,
+    url=lambda host, port: f"http://{host}:{port}",
+    probe=aws_probe,
+    binary="moto_server",
+    command=_moto_command,
+    docker_image="localstack/localstack:3",
+    container_port=4566,
+    start_timeout=30.0,
+)

@@ -1,0 +1,51 @@
+"""The SQS queue and the S3 store pass chute's backend contract suite against a real endpoint
+(moto's server, or LocalStack)."""
+
+from __future__ import annotations
+
+import pytest
+
+from chute.testing import QueueContract, StoreContract
+from chute.testing.services import free_port
+
+
+def closed_endpoint() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class TestSqsQueue(QueueContract):
+    #: Visibility timeouts and long-poll waits are whole seconds on SQS.
+    lease_seconds = 1.0
+    short_wait = 1.0
+    #: SQS's counters are approximate (on AWS they lag by up to a minute; moto is exact).
+    depth_settle_seconds = 2.0
+
+    @pytest.fixture
+    def backend_url(self, sqs_url: str) -> str:
+        return sqs_url
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        return f"sqs://nowhere?endpoint_url={closed_endpoint()}&region=us-east-1"
+
+    @pytest.mark.xfail(
+        reason="SQS counts a message hidden by ChangeMessageVisibility as in flight "
+        "(ApproximateNumberOfMessagesNotVisible), not as delayed: a release with a delay is "
+        "reported as in_flight until the delay passes (the hiding and the next attempt hold: "
+        "test_queue.py::test_release_with_delay_hides_the_message)"
+    )
+    async def test_release_with_delay(self) -> None:
+        raise NotImplementedError
+
+
+class TestS3Store(StoreContract):
+    #: Objects are removed by the bucket's lifecycle rule, on S3's own schedule.
+    purge_removes_expired = False
+
+    @pytest.fixture
+    def backend_url(self, s3_url: str) -> str:
+        return s3_url
+
+    @pytest.fixture
+    def unreachable_url(self) -> str:
+        return f"s3://nowhere/x?endpoint_url={closed_endpoint()}&region=us-east-1"
