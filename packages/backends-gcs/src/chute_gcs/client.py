@@ -356,7 +356,7 @@ class GcsClient:
         resubmits)."""
         sent = 0
         while True:
-            piece = data[sent:]
+            piece = data if sent == 0 else data[sent:]  # a copy only to resend a remainder
             start = offset + sent
             if not piece:
                 content_range = f"bytes */{total}"

@@ -106,7 +106,8 @@ class GcsStore(Store):
                             content_type=content_type,
                             doing=doing,
                         )
-                    chunk = bytes(buffer[:chunk_size])
+                    with memoryview(buffer) as view:  # one copy of the chunk, not two
+                        chunk = bytes(view[:chunk_size])
                     del buffer[:chunk_size]
                     await client.put_chunk(session, chunk, offset=sent, total=None, doing=doing)
                     sent += len(chunk)
