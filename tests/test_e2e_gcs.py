@@ -1,0 +1,172 @@
+"""The hello-world example end to end with Redis as the queue and Cloud Storage (the
+fake-gcs-server emulator) as the store: ``chute dev`` with a 50 MiB payload, and a duplicate
+delivery through real dequeuers whose late outcome must not touch the stored one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import anyio
+import httpx
+import pytest
+from e2e_support import (
+    API,
+    EXAMPLE,
+    EXAMPLE_DIR,
+    PATIENCE,
+    PY,
+    Proc,
+    Processes,
+    calls_by_request,
+    eventually,
+    free_port,
+    http_ok,
+    redis_backend_url,
+    request_status,
+    start_chute_dev,
+    write_api_file,
+)
+
+from chute.registry import open_queue
+from chute.testing.services import GCS, FoundService, service_fixture, unavailable
+
+gcs_service = service_fixture(GCS)
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gcs_store_url(gcs_service: FoundService) -> str:
+    """A bucket of this module's own on the emulator, as a ``gs://`` store URL."""
+    try:
+        import chute_gcs  # noqa: F401
+    except ImportError:
+        unavailable("the GCS backend (chute-gcs) is not installed")
+    endpoint = gcs_service.url.rstrip("/")
+    bucket = f"chute-e2e-{uuid.uuid4().hex[:10]}"
+    response = httpx.post(
+        f"{endpoint}/storage/v1/b", params={"project": "e2e"}, json={"name": bucket}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return f"gs://{bucket}/e2e-{uuid.uuid4().hex[:6]}?{urlencode({'endpoint_url': endpoint})}"
+
+
+@pytest.fixture
+def redis_url(redis_service: FoundService) -> str:
+    return redis_backend_url(redis_service)
+
+
+def test_chute_dev_with_redis_and_gcs_carries_a_50_mib_payload(
+    processes: Processes, tmp_path: Path, redis_url: str, gcs_store_url: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    dev = start_chute_dev(processes, EXAMPLE, state, "--queue", redis_url, "--store", gcs_store_url)
+    dev.wait_ready()
+    blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
+    body = json.dumps({"text": "big", "blob": blob}).encode()
+    assert len(body) > 50 * MiB
+    with httpx.Client(base_url=dev.url, timeout=PATIENCE) as http:
+        submitted = http.post(f"/{API}", content=body, headers={"content-type": "application/json"})
+        assert submitted.status_code == 200, submitted.text
+        request_id = submitted.json()["id"]
+
+        def done() -> dict[str, object] | None:
+            answer = http.get(f"/{API}/{request_id}").json()
+            return None if answer["status"] in ("in_queue", "in_progress") else answer
+
+        answer = eventually(done, "the 50 MiB request to finish")
+    assert answer["status"] == "completed", {k: v for k, v in answer.items() if k != "result"}
+    result = answer["result"]
+    assert result["message"] == "hello, big!"
+    assert result["request_id"] == request_id
+    assert result["echo"]["blob"] == blob  # the container got every byte, in order
+
+
+def _start_stack(
+    processes: Processes, tmp_path: Path, queue: str, store: str
+) -> tuple[str, Path, int, Proc]:
+    port = free_port()
+    api_file = write_api_file(tmp_path / "api.yaml", port)
+    argv = [PY, "-m", "hypercorn", "app:app", "--bind", f"127.0.0.1:{port}"]
+    container = processes.start("container", argv, cwd=EXAMPLE_DIR, env={"CORTEX_PORT": str(port)})
+    gateway = f"http://127.0.0.1:{free_port()}"
+    argv = [PY, "-m", "chute", "gateway", str(api_file), "--port", gateway.rsplit(":", 1)[1]]
+    processes.start("gateway", [*argv, "--queue", queue, "--store", store])
+    eventually(lambda: http_ok(f"{gateway}/healthz"), "the gateway's /healthz")
+    return gateway, api_file, port, container
+
+
+def _dequeuer(
+    processes: Processes, name: str, api_file: Path, port: int, queue: str, store: str
+) -> Proc:
+    argv = [PY, "-m", "chute_dequeuer", "--api-file", str(api_file), "--api", API]
+    argv += ["--user-port", str(port), "--admin-port", str(free_port()), "--lease", "1"]
+    return processes.start(name, [*argv, "--queue", queue, "--store", store])
+
+
+@pytest.fixture
+def frozen() -> Iterator[list[int]]:
+    """Processes the test stopped with SIGSTOP: always continued, so they can be stopped."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_a_duplicate_delivery_cannot_overwrite_the_stored_outcome(
+    processes: Processes, tmp_path: Path, redis_url: str, gcs_store_url: str, frozen: list[int]
+) -> None:
+    """Dequeuer 1 starts a slow request and freezes (SIGSTOP) mid-call; its lease lapses and
+    dequeuer 2 gets the request again (attempt 2), calls the container and completes it. When
+    dequeuer 1 wakes up, its own outcome for attempt 1 is refused (or abandoned on its lost
+    lease): the record stays completed by attempt 2, with attempt 2's result. A late duplicate
+    message after that is dropped without reaching the container."""
+    gateway, api_file, port, container = _start_stack(processes, tmp_path, redis_url, gcs_store_url)
+    dequeuer_1 = _dequeuer(processes, "dequeuer-1", api_file, port, redis_url, gcs_store_url)
+    first = dequeuer_1.pid
+    response = httpx.post(f"{gateway}/{API}", json={"text": "dup", "sleep": 2}, timeout=30)
+    request_id = response.json()["id"]
+    eventually(
+        lambda: request_status(gateway, request_id)["status"] == "in_progress",
+        "attempt 1 to start",
+    )
+    os.kill(first, signal.SIGSTOP)
+    frozen.append(first)
+    dequeuer_2 = _dequeuer(processes, "dequeuer-2", api_file, port, redis_url, gcs_store_url)
+    answer = eventually(
+        lambda: (a := request_status(gateway, request_id))["status"] == "completed" and a,
+        "attempt 2 to complete",
+    )
+    assert answer["attempts"] == 2
+    calls = calls_by_request(container.output())[request_id]
+    assert len(calls) == 2, calls  # both deliveries reached the container
+    assert answer["result"]["call"] == calls[1]  # the stored result is attempt 2's
+
+    os.kill(first, signal.SIGCONT)
+    frozen.remove(first)
+    eventually(
+        lambda: "outcome not stored" in dequeuer_1.output() or "lease lost" in dequeuer_1.output(),
+        "dequeuer 1 to give up its stale attempt",
+    )
+    assert dequeuer_1.running()
+    assert request_status(gateway, request_id) == answer  # unchanged, result and all
+
+    async def send_again() -> None:
+        async with open_queue(redis_url) as queue:
+            await queue.send(API, request_id)
+
+    anyio.run(send_again)
+    eventually(
+        lambda: "already completed" in dequeuer_2.output() + dequeuer_1.output(),
+        "the late duplicate to be dropped",
+    )
+    assert request_status(gateway, request_id) == answer
+    assert len(calls_by_request(container.output())[request_id]) == 2
