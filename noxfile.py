@@ -19,6 +19,7 @@ SUITES = {
     "dequeuer": "packages/dequeuer/tests",
     "redis": "packages/backends-redis/tests",
     "gcs": "packages/backends-gcs/tests",
+    "k8s": "packages/k8s/tests",
     "e2e": "tests",
 }
 

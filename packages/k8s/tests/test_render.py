@@ -338,7 +338,9 @@ def test_namespace_objects(cluster: Cluster, manager: PluginManager) -> None:
 
     text = by_kind(objects, "ConfigMap", "chute-apis")["data"]["api.yaml"]
     assert loads_apis(text) == sorted(apis, key=lambda a: a.name)
-    client = msgspec.yaml.decode(by_kind(objects, "ConfigMap", "chute-client-config")["data"]["cli.yaml"])
+    client = msgspec.yaml.decode(
+        by_kind(objects, "ConfigMap", "chute-client-config")["data"]["cli.yaml"]
+    )
     assert client == {
         "default_environment": "default",
         "environments": [
@@ -352,7 +354,9 @@ def test_namespace_objects(cluster: Cluster, manager: PluginManager) -> None:
     hpa = by_kind(objects, "HorizontalPodAutoscaler")["spec"]
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 90
     assert by_kind(objects, "ServiceMonitor")["metadata"]["labels"]["release"] == "prometheus"
-    dashboard = msgspec.json.decode(by_kind(objects, "ConfigMap", "chute-dashboard")["data"]["chute.json"])
+    dashboard = msgspec.json.decode(
+        by_kind(objects, "ConfigMap", "chute-dashboard")["data"]["chute.json"]
+    )
     titles = {p["title"] for p in dashboard["panels"]}
     assert {"Queue depth", "Container latency", "Failures by reason", "Replicas"} <= titles
     rules = by_kind(objects, "PrometheusRule")["spec"]["groups"][0]["rules"]
@@ -377,7 +381,8 @@ def test_a_spec_change_rolls_the_pods(cluster: Cluster, manager: PluginManager) 
         )
 
     old, new = hashes(before), hashes(after)
-    assert old[0] != new[0] and old[1] != new[1]
+    assert old[0] != new[0]
+    assert old[1] != new[1]
 
 
 def test_output_is_byte_stable(cluster: Cluster, manager: PluginManager) -> None:
@@ -386,7 +391,8 @@ def test_output_is_byte_stable(cluster: Cluster, manager: PluginManager) -> None
     again = to_yaml(render(list(reversed(apis)), cluster, manager=manager))
     assert first == again
     assert first.startswith("---\napiVersion: v1\nkind: ConfigMap\n")
-    assert "&id" not in first and "*id" not in first  # no YAML anchors
+    assert "&id" not in first
+    assert "*id" not in first
 
 
 def test_hello_world_example(cluster: Cluster, manager: PluginManager) -> None:
@@ -467,5 +473,7 @@ def test_a_queue_without_a_trigger_says_so(manager: PluginManager) -> None:
 
     manager.register(Other(), "nats")
     cluster = loads_cluster("queue_url: nats://nats:4222\n")
-    with pytest.raises(ConfigError, match=r"no installed plugin supplies a KEDA trigger for nats://"):
+    with pytest.raises(
+        ConfigError, match=r"no installed plugin supplies a KEDA trigger for nats://"
+    ):
         render(one_api(ZERO_API), cluster, manager=manager)
