@@ -91,14 +91,18 @@ async def test_retries_exhausted_go_to_the_dead_letter(
     await eventually_dead(backend, rid, attempts=3)
 
 
-async def eventually_dead(backend: Backend, rid: str, *, attempts: int) -> None:
+async def dead_letters(backend: Backend, count: int) -> list[Any]:
+    """The dead letters, once there are ``count`` (the move follows the record's)."""
     with anyio.fail_after(10):
         while True:
             dead = await backend.queue.list_dead(API)
-            if dead:
-                break
+            if len(dead) >= count:
+                return dead
             await anyio.sleep(0.05)
-    [item] = dead
+
+
+async def eventually_dead(backend: Backend, rid: str, *, attempts: int) -> None:
+    [item] = await dead_letters(backend, 1)
     assert (item.request_id, item.attempts) == (rid, attempts)
     assert item.reason.startswith("container_status: got status code 503")
 
@@ -143,9 +147,7 @@ async def test_dead_letter_cli_list_requeue_purge(
     hopeless = await backend.submit(headers=behaviour("status:503"))
     await backend.wait_status(rid, Status.FAILED)
     await backend.wait_status(hopeless, Status.FAILED)
-    with anyio.fail_after(10):
-        while len(await backend.queue.list_dead(API)) < 2:
-            await anyio.sleep(0.05)
+    await dead_letters(backend, 2)
 
     listing = await chute_cli("dead-letter", "list", API, "--queue", db_url, "--json")
     rows = [json.loads(line) for line in listing.splitlines()]
