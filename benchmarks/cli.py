@@ -227,13 +227,23 @@ async def main_async(args: argparse.Namespace) -> int:
 
         rows: list[report.Row] = []
         skipped: dict[str, str] = {}
+        broken: dict[str, str] = {}
         for rnd in range(args.rounds):
             # Rotate the order each round, so that no system always runs first or last.
             k = rnd % len(systems)
             for system in systems[k:] + systems[:k]:
+                if system.name in broken:
+                    continue
                 print(f"round {rnd + 1}/{args.rounds}: {system.name}", file=sys.stderr)
                 ctx = getattr(system, "running", contextlib.nullcontext)
-                with ctx():
+                try:
+                    started = contextlib.ExitStack()
+                    started.enter_context(ctx())
+                except Exception as exc:  # a system that cannot start must not stop the run
+                    broken[system.name] = f"did not start: {exc} (logs: {logs})"
+                    print(f"skipping {system.name}: {broken[system.name]}", file=sys.stderr)
+                    continue
+                with started:
                     for scenario in scenarios:
                         try:
                             r = await run_scenario(system, scenario, args, rnd)
@@ -268,6 +278,7 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     print()
     print(report.table(meds))
+    skipped.update(broken)
     reasons = sorted(set(skipped.items()), key=lambda kv: kv[0])
     if reasons:
         print()

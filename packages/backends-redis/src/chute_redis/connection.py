@@ -174,6 +174,10 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object
 _clients = weakref.WeakKeyDictionary()
 
 
+#: Connections one process opens to one Redis; more concurrent operations wait for one.
+MAX_CONNECTIONS = 100
+
+
 def _new_client(settings: RedisSettings) -> aioredis.Redis:
     tls: dict[str, Any] = {}
     if settings.tls:
@@ -185,7 +189,7 @@ def _new_client(settings: RedisSettings) -> aioredis.Redis:
     # Reconnect with backoff (0.05 s doubling to 1 s): a Redis restart of a second or two
     # is ridden out inside one call. Operations are bounded by our own deadline instead of
     # socket_timeout, because receive blocks on BLPOP for as long as the caller asked.
-    return aioredis.Redis(
+    client = aioredis.Redis(
         host=settings.host,
         port=settings.port,
         db=settings.db,
@@ -199,6 +203,17 @@ def _new_client(settings: RedisSettings) -> aioredis.Redis:
         client_name="chute",
         **tls,
     )
+    # redis-py's default pool fails a call ("Too many connections") once 100 are in use: a
+    # gateway with more requests in flight must wait for a connection instead (the wait counts
+    # against the operation's deadline). Same connections, same settings, a blocking pool.
+    default = client.connection_pool
+    client.connection_pool = aioredis.BlockingConnectionPool(
+        connection_class=default.connection_class,
+        max_connections=MAX_CONNECTIONS,
+        timeout=None,
+        **default.connection_kwargs,
+    )
+    return client
 
 
 class Connection:
