@@ -1,0 +1,234 @@
+"""The hello-world example end to end on SQS + S3 (moto's server, or LocalStack): ``chute
+storage init`` prepares the bucket, ``chute dev --queue sqs://… --store s3://…`` carries
+ordinary requests and a 50 MiB payload, and a dequeuer SIGKILLed mid-request loses nothing."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from e2e_support import (
+    API,
+    EXAMPLE,
+    EXAMPLE_DIR,
+    PATIENCE,
+    PY,
+    Proc,
+    Processes,
+    calls_by_request,
+    eventually,
+    free_port,
+    http_ok,
+    request_status,
+    start_chute_dev,
+    wait_finished,
+    write_api_file,
+)
+
+import chute
+from chute.backends.base import QueueDepth
+from chute.testing.services import MOTO, FoundService, service_fixture, unavailable
+
+moto_service = service_fixture(MOTO)
+MiB = 1024 * 1024
+#: moto accepts any credentials, but clients need some; never real ones in tests.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="module")
+def aws(moto_service: FoundService) -> Iterator[str]:
+    """The endpoint, with test credentials in this process's environment (and so in every
+    process the tests start)."""
+    try:
+        import chute_sqs  # noqa: F401
+    except ImportError:
+        unavailable("the SQS backend (chute-sqs) is not installed")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in AWS_TEST_ENV.items():
+            patch.setenv(name, value)
+        yield moto_service.url
+
+
+@pytest.fixture(scope="module")
+def store_url(aws: str) -> str:
+    """A bucket of this module's own, created and given its lifecycle rule by
+    ``chute storage init``, as the user would."""
+    url = f"s3://chute-e2e-{uuid.uuid4().hex[:10]}/e2e?endpoint_url={aws}"
+    init = subprocess.run(
+        [PY, "-m", "chute", "storage", "init", "--store", url],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+    assert init.returncode == 0, init.stderr
+    assert "created the bucket" in init.stdout
+    assert "expire after 7 d" in init.stdout
+    return url
+
+
+@pytest.fixture
+def queue_url(aws: str) -> str:
+    return f"sqs://e2e-{uuid.uuid4().hex[:10]}?endpoint_url={aws}"
+
+
+def test_chute_dev_on_sqs_and_s3_with_a_50_mib_payload(
+    processes: Processes, tmp_path: Path, queue_url: str, store_url: str
+) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    dev = start_chute_dev(processes, EXAMPLE, state, "--queue", queue_url, "--store", store_url)
+    dev.wait_ready()
+    blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
+    big = json.dumps({"text": "big", "blob": blob}).encode()
+    assert len(big) > 50 * MiB
+    small = [{"text": f"request {i}", "token": secrets.token_hex(4)} for i in range(20)]
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any], list[str], str]:
+        async with httpx.AsyncClient(base_url=dev.url, timeout=PATIENCE) as http:
+            ids: list[str] = [""] * len(small)
+
+            async def submit(i: int) -> None:
+                response = await http.post(f"/{API}", json=small[i])
+                assert response.status_code == 200, response.text
+                ids[i] = response.json()["id"]
+
+            async with anyio.create_task_group() as tg:
+                for i in range(len(small)):
+                    tg.start_soon(submit, i)
+            response = await http.post(
+                f"/{API}", content=big, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 200, response.text
+            big_id = response.json()["id"]
+
+            async def done(request_id: str) -> dict[str, Any]:
+                with anyio.fail_after(PATIENCE * 2):
+                    while True:
+                        body: dict[str, Any] = (await http.get(f"/{API}/{request_id}")).json()
+                        if body["status"] not in ("in_queue", "in_progress"):
+                            return body
+                        await anyio.sleep(0.1)
+
+            bodies = [await done(i) for i in ids]
+            return bodies, await done(big_id), ids, big_id
+
+    bodies, big_answer, ids, big_id = anyio.run(run)
+    for i, body in enumerate(bodies):
+        assert body["status"] == "completed", body
+        assert body["result"]["echo"] == small[i]
+        assert body["result"]["request_id"] == ids[i]
+    assert big_answer["status"] == "completed", {
+        k: v for k, v in big_answer.items() if k != "result"
+    }
+    assert big_answer["result"]["request_id"] == big_id
+    assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
+
+
+def _start_stack(
+    processes: Processes, tmp_path: Path, queue: str, store: str
+) -> tuple[str, Path, int, Proc]:
+    port = free_port()
+    api_file = write_api_file(tmp_path / "api.yaml", port)
+    argv = [PY, "-m", "hypercorn", "app:app", "--bind", f"127.0.0.1:{port}"]
+    container = processes.start("container", argv, cwd=EXAMPLE_DIR, env={"CORTEX_PORT": str(port)})
+    gateway = f"http://127.0.0.1:{free_port()}"
+    argv = [PY, "-m", "chute", "gateway", str(api_file), "--port", gateway.rsplit(":", 1)[1]]
+    processes.start("gateway", [*argv, "--queue", queue, "--store", store])
+    eventually(lambda: http_ok(f"{gateway}/healthz"), "the gateway's /healthz")
+    return gateway, api_file, port, container
+
+
+def _dequeuer(
+    processes: Processes, name: str, api_file: Path, port: int, queue: str, store: str
+) -> Proc:
+    argv = [PY, "-m", "chute_dequeuer", "--api-file", str(api_file), "--api", API]
+    argv += ["--user-port", str(port), "--admin-port", str(free_port())]
+    argv += ["--workers", "4", "--lease", "2", "--queue", queue, "--store", store]
+    return processes.start(name, argv)
+
+
+def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
+    processes: Processes, tmp_path: Path, queue_url: str, store_url: str
+) -> None:
+    """The dequeuer dies mid-request; its SQS visibility timeouts (2 s leases) lapse and a
+    new dequeuer completes every request, each once in the store, with its latest call's
+    result."""
+    gateway, api_file, port, container = _start_stack(processes, tmp_path, queue_url, store_url)
+    first = _dequeuer(processes, "dequeuer-1", api_file, port, queue_url, store_url)
+    payloads = {}
+    for i in range(8):
+        payload = {"text": f"slow {i}", "sleep": 1.5, "token": secrets.token_hex(4)}
+        response = httpx.post(f"{gateway}/{API}", json=payload, timeout=30)
+        assert response.status_code == 200, response.text
+        payloads[response.json()["id"]] = payload
+
+    running = eventually(
+        lambda: (calls := calls_by_request(container.output())) and len(calls) >= 4 and calls,
+        "the container to be working on 4 requests",
+    )
+    first.signal(signal.SIGKILL)
+    first.wait()
+    interrupted = {i for i in running if request_status(gateway, i)["status"] != "completed"}
+    assert interrupted, "the kill came too late: every request seen had already completed"
+
+    _dequeuer(processes, "dequeuer-2", api_file, port, queue_url, store_url)
+    finals = wait_finished(gateway, list(payloads), "every request to finish")
+    assert all(b["status"] == "completed" for b in finals.values()), finals
+    calls = calls_by_request(container.output())
+    for request_id, body in finals.items():
+        assert body["result"]["echo"] == payloads[request_id]
+        assert body["result"]["call"] == calls[request_id][-1]
+    for request_id in interrupted:
+        assert len(calls[request_id]) >= 2, calls[request_id]
+        assert finals[request_id]["attempts"] >= 2
+
+    async def check_backends() -> None:
+        async with chute.open_store(store_url) as store, chute.open_queue(queue_url) as queue:
+            records = [await store.get(API, i) for i in payloads]
+            assert all(r is not None and r.status is chute.Status.COMPLETED for r in records)
+            # Every message acked: nothing waits, runs or died (moto's counts are exact).
+            assert await queue.depth(API) == QueueDepth(queued=0, in_flight=0, dead=0)
+
+    anyio.run(check_backends)
+
+
+def _status(url: str) -> int:
+    try:
+        return httpx.get(url, timeout=PATIENCE).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def test_an_unreachable_store_is_503_not_a_crash(processes: Processes, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    api_file = write_api_file(tmp_path / "api.yaml", free_port())
+    argv = [PY, "-m", "chute", "gateway", str(api_file), "--port", str(port)]
+    argv += [
+        "--queue",
+        f"sqs://e2e?endpoint_url={dead}",
+        "--store",
+        f"s3://nowhere/x?endpoint_url={dead}",
+    ]
+    gateway = processes.start("gateway", argv, env=AWS_TEST_ENV)
+    eventually(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 503, "/healthz to be 503")
+    response = httpx.post(f"http://127.0.0.1:{port}/{API}", json={"text": "hi"}, timeout=PATIENCE)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"]
+    missing = httpx.get(f"http://127.0.0.1:{port}/{API}/{secrets.token_hex(12)}", timeout=PATIENCE)
+    assert missing.status_code == 503, missing.text
+    assert gateway.running()
