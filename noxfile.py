@@ -18,6 +18,7 @@ SUITES = {
     "core": "packages/core/tests",
     "dequeuer": "packages/dequeuer/tests",
     "redis": "packages/backends-redis/tests",
+    "sqs": "packages/backends-sqs/tests",
     "gcs": "packages/backends-gcs/tests",
     "k8s": "packages/k8s/tests",
     "e2e": "tests",
