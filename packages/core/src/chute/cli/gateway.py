@@ -78,6 +78,18 @@ def register(subparsers: Any) -> None:
         default="hypercorn",
         help="the ASGI server (%(default)s); uvicorn and granian must be installed",
     )
+    parser.add_argument(
+        "--api-keys-file",
+        metavar="PATH",
+        default=None,
+        help="global API keys, one per line (also: $CHUTE_API_KEYS, comma-separated); "
+        "with no keys anywhere the gateway is open (docs/auth.md)",
+    )
+    parser.add_argument(
+        "--protect-admin",
+        action="store_true",
+        help="require a global API key on /metrics and /queues/* too",
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, …")
     parser.set_defaults(run=run)
 
@@ -87,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from chute.config import load_apis
     from chute.gateway import Gateway, serve
+    from chute.gateway.auth import global_keys
     from chute.logs import configure_logging
     from chute.registry import resolve_url
 
@@ -97,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         queue_url=resolve_url("queue", args.queue),
         store_url=resolve_url("store", args.store),
         max_body_size=args.max_body_size,
+        api_keys=global_keys(args.api_keys_file),
+        protect_admin=args.protect_admin,
     )
 
     async def main() -> None:

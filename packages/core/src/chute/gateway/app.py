@@ -3,35 +3,60 @@
 One queue and one store client per process, opened at lifespan startup and closed at
 shutdown. ``POST <endpoint>`` streams the body into the store and enqueues the id;
 ``GET <endpoint>/<id>`` reads the record and splices the stored result bytes into the answer
-without decoding them. See docs/gateway.md.
+without decoding them (``?wait=`` long-polls through one shared watch per id);
+``DELETE <endpoint>/<id>`` cancels. See docs/gateway.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
 
 from chute.backends.base import DEFAULT_RETENTION, Queue, Store
 from chute.config import API
-from chute.errors import BackendUnavailable, ChuteError, InvalidRequestId, PayloadTooLarge
+from chute.errors import (
+    BackendUnavailable,
+    ChuteError,
+    ConfigError,
+    Conflict,
+    InvalidRequestId,
+    NotFound,
+    PayloadTooLarge,
+    TransitionRejected,
+)
+from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
+from chute.gateway.controls import (
+    IDEMPOTENCY_HEADER,
+    ControlError,
+    Controls,
+    idempotent_id,
+    is_control,
+    parse_controls,
+)
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.openapi import openapi_document
 from chute.gateway.responses import (
     HealthResponse,
     HTTPError,
+    QueueResponse,
     Response,
     encoder,
     error,
 )
 from chute.gateway.routing import METHODS, Kind, Route, Router
+from chute.gateway.watch import MAX_WAIT, Observation, Watcher
 from chute.protocol import (
+    EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
     RequestRecord,
     Status,
@@ -42,6 +67,7 @@ from chute.protocol import (
     validate_request_id,
 )
 from chute.registry import open_queue, open_store
+from chute.webhooks import WebhookSender
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -60,6 +86,11 @@ DRAIN_TIME = 5.0
 DRAIN_GRACE = 1.0
 #: What a 503 tells clients to wait before retrying, in seconds.
 RETRY_AFTER = b"1"
+#: The ``WWW-Authenticate`` challenge of a 401 (RFC 6750).
+CHALLENGE = b'Bearer realm="chute"'
+#: ``RequestRecord.extra`` keys of an idempotent submit: its key and its body's SHA-256.
+EXTRA_IDEMPOTENCY_KEY = "idempotency_key"
+EXTRA_BODY_SHA256 = "body_sha256"
 
 # RFC 9110 media type: token "/" token, then optional parameters.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -127,19 +158,49 @@ async def _finish_early(send: Send, start: Message, body: bytes, receive: _Recei
 
 class _Body:
     """Streams an ASGI request body to the store, never holding more than one chunk, and
-    stops at ``limit`` bytes. Flags say why it stopped, whatever the store wraps it in."""
+    stops at ``limit`` bytes. Flags say why it stopped, whatever the store wraps it in.
 
-    __slots__ = ("disconnected", "limit", "receive", "size", "too_large")
+    With ``digest_into`` (a dict), the body's SHA-256 is computed on the way and written into
+    it under ``body_sha256`` once the last chunk has been read: a store fills in
+    ``payload_size`` after the body's end, so a record that holds that dict as its ``extra``
+    is stored with the hash (the gateway checks, and annotates the record otherwise).
+    """
 
-    def __init__(self, receive: Receive, limit: int) -> None:
+    __slots__ = (
+        "digest_into",
+        "disconnected",
+        "ended",
+        "hasher",
+        "limit",
+        "receive",
+        "size",
+        "too_large",
+    )
+
+    def __init__(
+        self, receive: Receive, limit: int, digest_into: dict[str, Any] | None = None
+    ) -> None:
         self.receive = receive
         self.limit = limit
         self.size = 0
         self.too_large = False
         self.disconnected = False
+        self.ended = False
+        self.digest_into = digest_into
+        self.hasher = hashlib.sha256() if digest_into is not None else None
+
+    @property
+    def sha256(self) -> str:
+        assert self.hasher is not None
+        return self.hasher.hexdigest()
+
+    async def drain(self) -> None:
+        """Read (and hash) the rest of the body, within the limit, keeping nothing."""
+        async for _ in self.chunks():
+            pass
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        more = True
+        more = not self.ended
         while more:
             message = await self.receive()
             if message["type"] == "http.disconnect":
@@ -152,7 +213,12 @@ class _Body:
                 if self.size > self.limit:
                     self.too_large = True
                     raise PayloadTooLarge(self.limit)
+                if self.hasher is not None:
+                    self.hasher.update(chunk)
                 yield chunk
+        self.ended = True
+        if self.digest_into is not None:
+            self.digest_into[EXTRA_BODY_SHA256] = self.sha256
 
 
 class Gateway:
@@ -163,6 +229,11 @@ class Gateway:
     again on the next request that needs it, so the gateway starts (and reports 503 and an
     unhealthy ``/healthz``) while a backend is down. Any other startup error (an unknown
     scheme, a bad URL) fails the startup and is kept in :attr:`startup_error`.
+
+    ``api_keys`` are the global API keys; an API's ``auth:`` keys (read here, at construction)
+    replace them for that API. No keys at all: the gateway is open. ``protect_admin`` puts
+    ``/metrics`` and ``/queues/*`` behind the global keys too. The ASGI lifespan must run
+    (any ASGI server does it): long-polls and webhooks live in it.
     """
 
     def __init__(
@@ -173,6 +244,8 @@ class Gateway:
         store_url: str,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         retention: float = DEFAULT_RETENTION,
+        api_keys: Sequence[str] = (),
+        protect_admin: bool = False,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
@@ -182,18 +255,42 @@ class Gateway:
         self.store_url = store_url
         self.max_body_size = max_body_size
         self.retention = retention
+        self.global_keys = KeyRing(api_keys)
+        if protect_admin and not self.global_keys:
+            raise ConfigError(
+                "--protect-admin needs global API keys (--api-keys-file or $CHUTE_API_KEYS)"
+            )
+        self.protect_admin = protect_admin
+        self._keys = {
+            api.name: KeyRing(read_api_keys(api)) or self.global_keys for api in self.apis
+        }
+        self._queue_deadlines = {api.name: api.deadlines.queue_seconds for api in self.apis}
         self.metrics = GatewayMetrics([api.name for api in self.apis])
-        self.openapi = encoder.encode(openapi_document(self.apis, max_body_size=max_body_size))
+        self.openapi = encoder.encode(
+            openapi_document(
+                self.apis,
+                max_body_size=max_body_size,
+                secured={name for name, ring in self._keys.items() if ring},
+                protect_admin=protect_admin,
+            )
+        )
         self.queue: Queue | None = None
         self.store: Store | None = None
         self.startup_error: BaseException | None = None
+        self.watcher = Watcher(self._watch_observe)
+        self._by_name = {api.name: api for api in self.apis}
+        self.webhooks: WebhookSender | None = None
         self._open_lock = anyio.Lock()
-        self._handlers: dict[Kind, Callable[[Scope, Receive, Route], Awaitable[Response]]] = {
-            Kind.SUBMIT: self._submit,
-            Kind.RESULT: self._result,
-            Kind.HEALTH: self._health,
-            Kind.METRICS: self._metrics,
-            Kind.OPENAPI: self._openapi,
+        self._handlers: dict[
+            tuple[Kind, str], Callable[[Scope, _Receive, Route], Awaitable[Response]]
+        ] = {
+            (Kind.SUBMIT, "POST"): self._submit,
+            (Kind.RESULT, "GET"): self._result,
+            (Kind.RESULT, "DELETE"): self._cancel,
+            (Kind.HEALTH, "GET"): self._health,
+            (Kind.METRICS, "GET"): self._metrics,
+            (Kind.OPENAPI, "GET"): self._openapi,
+            (Kind.QUEUE, "GET"): self._queue_depth,
         }
 
     # -- ASGI ------------------------------------------------------------------------------
@@ -208,20 +305,25 @@ class Gateway:
             await send({"type": "websocket.close", "code": 1003})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
+        async with self.watcher.serving():
             message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    self.startup_error = exc
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
+            if message["type"] != "lifespan.startup":  # pragma: no cover (ASGI says so)
                 return
+            try:
+                await self.startup()
+            except Exception as exc:
+                self.startup_error = exc
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            async with WebhookSender(observe=self._count_webhook) as sender:
+                self.webhooks = sender
+                await send({"type": "lifespan.startup.complete"})
+                while (await receive())["type"] != "lifespan.shutdown":
+                    pass
+                self.webhooks = None
+            # Pending deliveries had their chance (they annotate records): close the backends.
+            await self.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
 
     async def startup(self) -> None:
         """Open the queue and the store (see the class docstring for unreachable ones)."""
@@ -234,8 +336,13 @@ class Gateway:
                     extra={"role": role, "error": str(exc)},
                 )
 
+    def stopping(self) -> None:
+        """The server stops taking requests: answer every waiting long-poll now."""
+        self.watcher.release_all()
+
     async def shutdown(self) -> None:
         """Close the backend clients."""
+        self.watcher.release_all()
         for backend in (self.queue, self.store):
             if backend is None:
                 continue
@@ -266,6 +373,25 @@ class Gateway:
 
     # -- dispatch --------------------------------------------------------------------------
 
+    def _authorize(self, scope: Scope, route: Route) -> None:
+        """Raise 401 unless the request carries a key valid for its route."""
+        if route.kind in (Kind.SUBMIT, Kind.RESULT):
+            assert route.api is not None
+            ring = self._keys[route.api.name]
+        elif route.kind in (Kind.METRICS, Kind.QUEUE) and self.protect_admin:
+            ring = self.global_keys
+        else:
+            return
+        if not ring:
+            return
+        token = bearer_token(scope["headers"])
+        if not ring.accepts(token):
+            # Never the key itself in a message or a log line.
+            message = "a valid API key is required: Authorization: Bearer <key>"
+            if token is not None:
+                message = "the API key is not valid for this route"
+            raise HTTPError(401, "unauthorized", message, ((b"www-authenticate", CHALLENGE),))
+
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
@@ -282,7 +408,8 @@ class Gateway:
                     f"{method} is not allowed on {scope['path']}; allowed: {', '.join(allowed)}",
                     ((b"allow", ", ".join(allowed).encode()),),
                 )
-            response = await self._handlers[route.kind](scope, tracked, route)
+            self._authorize(scope, route)
+            response = await self._handlers[route.kind, method](scope, tracked, route)
         except HTTPError as exc:
             response = exc.response()
         except BackendUnavailable as exc:
@@ -303,23 +430,33 @@ class Gateway:
             *response.headers,
         ]
         start = {"type": "http.response.start", "status": response.status, "headers": headers}
+        long_poll = scope.get("chute.long_poll", False)
         if tracked.done or not _has_body(scope):
             await send(start)
             await send({"type": "http.response.body", "body": response.body})
-            self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
+            self.metrics.observe(
+                api_label,
+                method,
+                response.status,
+                time.perf_counter() - started,
+                long_poll=long_poll,
+            )
         else:
             headers.append((b"connection", b"close"))
             self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
             await _finish_early(send, start, response.body, tracked)
 
-    # -- handlers --------------------------------------------------------------------------
+    # -- submit ----------------------------------------------------------------------------
 
-    async def _submit(self, scope: Scope, receive: Receive, route: Route) -> Response:
+    async def _submit(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         api = route.api.name
+        # The key was consumed by the gateway when the API has keys: it is not the container's.
+        strip_authorization = bool(self._keys[api])
         content_type: str | None = None
         content_length: bytes | None = None
         headers: list[tuple[str, str]] = []
+        controls: list[tuple[str, str]] = []
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
             if name == "content-type":
@@ -330,8 +467,16 @@ class Gateway:
                     raise error(415, f"Content-Type {content_type!r} is not a valid media type")
             elif name == "content-length":
                 content_length = raw_value
+            elif is_control(name):
+                controls.append((name, raw_value.decode("latin-1")))
+            elif name == "authorization" and strip_authorization:
+                continue
             elif name not in HOP_BY_HOP_HEADERS:
                 headers.append((name, raw_value.decode("latin-1")))
+        try:
+            control = parse_controls(controls)
+        except ControlError as exc:
+            raise error(400, str(exc)) from None
 
         store = await self._store()
         limit = self.max_body_size
@@ -346,20 +491,45 @@ class Gateway:
                 raise error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
 
         created = now()
+        queue_timeout = control.queue_timeout or self._queue_deadlines[api]
+        extra: dict[str, Any] = {}
+        if control.webhook_url is not None:
+            extra[EXTRA_WEBHOOK_URL] = control.webhook_url
+        key = control.idempotency_key
+        if key is not None:
+            extra[EXTRA_IDEMPOTENCY_KEY] = key
         record = RequestRecord(
-            id=new_request_id(),
+            id=new_request_id() if key is None else idempotent_id(api, key),
             api=api,
             status=Status.IN_QUEUE,
             created_at=created,
             expires_at=created + self.retention,
             content_type=content_type,
             headers=headers,
+            queue_deadline=None if queue_timeout is None else created + queue_timeout,
+            timeout=control.execution_timeout,
+            extra=extra,
         )
-        body = _Body(receive, limit)
+        body = _Body(receive, limit, digest_into=extra if key is not None else None)
+        if key is not None:
+            replayed = await self._replay(store, record, control, body, before_create=True)
+            if replayed is not None:
+                return replayed
         try:
-            await store.create(record, body.chunks())
+            stored = await store.create(record, body.chunks())
         except PayloadTooLarge as exc:
             raise error(413, f"body exceeds the limit of {exc.limit} bytes") from None
+        except Conflict:
+            if key is None:
+                raise
+            # Another submit with the same key created it first: this one is its repeat.
+            replayed = await self._replay(store, record, control, body, before_create=False)
+            if replayed is None:
+                raise BackendUnavailable(
+                    f"a request with this {IDEMPOTENCY_HEADER} was being submitted and was "
+                    "not queued; retry"
+                ) from None
+            return replayed
         except Exception:
             # The store may wrap what our body iterator raised; the flags say what happened.
             if body.disconnected:
@@ -367,6 +537,9 @@ class Gateway:
             if body.too_large:
                 raise error(413, f"body exceeds the limit of {limit} bytes") from None
             raise
+        if key is not None and stored.extra.get(EXTRA_BODY_SHA256) != body.sha256:
+            # A store that copied the record before the body ended: record the hash now.
+            await store.annotate(api, record.id, **{EXTRA_BODY_SHA256: body.sha256})
 
         # Shielded: once stored, the record must be either queued or removed, even if the
         # server cancels this task (shutdown), or it would stay in_queue forever.
@@ -385,6 +558,46 @@ class Gateway:
                 raise
         return Response(200, encoder.encode(SubmitResponse(record.id)))
 
+    async def _replay(
+        self,
+        store: Store,
+        record: RequestRecord,
+        control: Controls,
+        body: _Body,
+        *,
+        before_create: bool,
+    ) -> Response | None:
+        """Answer a repeated Idempotency-Key: the first request's id if the body is the same
+        (nothing is queued again), 409 if not. None when there is no live first request.
+
+        ``before_create``: look before creating; a first request past its retention that the
+        store still holds is removed, so the key starts a new request.
+        """
+        api, key = record.api, control.idempotency_key
+        found = await store.read(api, record.id)
+        if found is None:
+            return None
+        existing = found[0]
+        if existing.expires_at <= now():
+            if before_create:
+                await store.delete(api, record.id)
+            return None
+        try:
+            await body.drain()
+        except PayloadTooLarge:
+            raise error(413, f"body exceeds the limit of {body.limit} bytes") from None
+        if (
+            existing.extra.get(EXTRA_IDEMPOTENCY_KEY) != key
+            or existing.extra.get(EXTRA_BODY_SHA256) != body.sha256
+        ):
+            raise error(
+                409,
+                f"{IDEMPOTENCY_HEADER} was already used for request {record.id} with a "
+                "different body",
+            )
+        self.metrics.idempotent_replays.labels(api).inc()
+        return Response(200, encoder.encode(SubmitResponse(existing.id)))
+
     async def _forget(self, store: Store, api: str, request_id: str) -> None:
         """Remove a record whose enqueue failed: the client gets an error, never its id."""
         try:
@@ -396,31 +609,147 @@ class Gateway:
                 extra={"api": api, "request_id": request_id},
             )
 
-    async def _result(self, scope: Scope, receive: Receive, route: Route) -> Response:
-        assert route.api is not None
-        api = route.api.name
-        request_id = route.request_id
+    # -- one request -----------------------------------------------------------------------
+
+    async def _observe(self, store: Store, api: str, request_id: str) -> Observation:
+        """The request now: its live record (expired lazily when its queue deadline passed
+        while it was still queued) and, once completed, its result bytes."""
+        record = await store.get(api, request_id)
+        if record is not None and self._queue_deadline_passed(record):
+            record = await self._end(store, record, Status.EXPIRED)
+        result: bytes | None = None
+        if record is not None and record.status is Status.COMPLETED:
+            result = await store.result(api, request_id)
+            if result is None:
+                logger.error(
+                    "completed record has no result", extra={"api": api, "request_id": request_id}
+                )
+        return Observation(record, result)
+
+    def _queue_deadline_passed(self, record: RequestRecord) -> bool:
+        """Still waiting for its first start past its queue deadline (the dequeuer applies the
+        same rule at pickup): a request that ran once (a retry) never expires."""
+        if record.status is not Status.IN_QUEUE or record.started_at is not None:
+            return False
+        deadline = record.queue_deadline
+        limit = self._queue_deadlines.get(record.api)
+        if deadline is None and limit is not None:
+            deadline = record.created_at + limit
+        return deadline is not None and deadline <= now()
+
+    async def _end(self, store: Store, record: RequestRecord, to: Status) -> RequestRecord | None:
+        """Move a live request to ``to`` (cancelled, expired) and send its webhook; if it moved
+        elsewhere meanwhile, the record as it is now. None if it is gone."""
+        api = record.api
         try:
-            validate_request_id(request_id)
+            ended = await store.transition(api, record.id, to)
+        except TransitionRejected:
+            return await store.get(api, record.id)  # someone else moved it: take theirs
+        except NotFound:
+            return None
+        logger.info(
+            f"request {to.value}", extra={"api": api, "request_id": record.id, "by": "gateway"}
+        )
+        self._notify(store, ended)
+        return ended
+
+    def _notify(self, store: Store, record: RequestRecord) -> None:
+        """Queue the webhook of a transition the gateway made (cancelled, expired)."""
+        if self.webhooks is None:
+            logger.warning(
+                "webhook not sent: the gateway's lifespan is not running",
+                extra={"api": record.api, "request_id": record.id},
+            )
+            return
+        self.webhooks.notify(store, self._by_name[record.api], record)
+
+    def _count_webhook(self, outcome: str) -> None:
+        self.metrics.webhooks.labels(outcome).inc()
+
+    async def _watch_observe(self, api: str, request_id: str) -> Observation:
+        self.metrics.watch_reads.inc()
+        return await self._observe(await self._store(), api, request_id)
+
+    def _request_id(self, route: Route) -> str:
+        assert route.api is not None
+        try:
+            return validate_request_id(route.request_id)
         except InvalidRequestId:
             # Such an id can never have been issued: to the client it is simply not found.
-            raise error(404, f"request {request_id!r} of API {api} not found") from None
-        store = await self._store()
-        record = await store.get(api, request_id)
+            raise error(
+                404, f"request {route.request_id!r} of API {route.api.name} not found"
+            ) from None
+
+    async def _result(self, scope: Scope, receive: _Receive, route: Route) -> Response:
+        assert route.api is not None
+        api = route.api.name
+        request_id = self._request_id(route)
+        wait = _wait_seconds(scope)
+        if wait is None:
+            return self._answer(
+                api, request_id, await self._observe(await self._store(), api, request_id)
+            )
+        scope["chute.long_poll"] = True
+        await self._store()  # a 503 at once, not after the wait, when the store is down
+        seen = await self._long_poll(receive, api, request_id, wait)
+        if seen is None:
+            raise _Disconnected
+        return self._answer(api, request_id, seen)
+
+    async def _long_poll(
+        self, receive: _Receive, api: str, request_id: str, wait: float
+    ) -> Observation | None:
+        """Wait on the shared watch; None if the client went away meanwhile."""
+        seen: Observation | None = None
+        self.metrics.long_poll_waiters.inc()
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def disconnect() -> None:
+                    # A GET has no body: the next message after it is the disconnect.
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(disconnect)
+                seen = await self.watcher.wait(api, request_id, wait)
+                tg.cancel_scope.cancel()
+        finally:
+            self.metrics.long_poll_waiters.dec()
+            self.metrics.watched_requests.set(self.watcher.watched)
+        return seen
+
+    def _answer(self, api: str, request_id: str, seen: Observation) -> Response:
+        record = seen.record
         if record is None:
             raise error(404, f"request {request_id} of API {api} not found (or expired)")
         result: Any = msgspec.UNSET
         if record.status is Status.COMPLETED:
-            stored = await store.result(api, request_id)
-            if stored is None:
-                logger.error(
-                    "completed record has no result", extra={"api": api, "request_id": request_id}
-                )
             # The stored bytes are JSON already: spliced in as they are, never re-encoded.
-            result = msgspec.Raw(stored if stored is not None else b"null")
+            result = msgspec.Raw(seen.result if seen.result is not None else b"null")
         return Response(200, encoder.encode(result_response(record, result)))
 
-    async def _health(self, scope: Scope, receive: Receive, route: Route) -> Response:
+    async def _cancel(self, scope: Scope, receive: _Receive, route: Route) -> Response:
+        assert route.api is not None
+        api = route.api.name
+        request_id = self._request_id(route)
+        store = await self._store()
+        record = (await self._observe(store, api, request_id)).record
+        if record is not None and not record.status.terminal:
+            record = await self._end(store, record, Status.CANCELLED)
+        if record is None:
+            raise error(404, f"request {request_id} of API {api} not found (or expired)")
+        if record.status is not Status.CANCELLED:
+            raise error(
+                409,
+                f"request {request_id} is already {record.status.value}; "
+                "only a queued or running request can be cancelled",
+            )
+        return Response(200, encoder.encode(result_response(record)))
+
+    # -- the gateway's own routes ----------------------------------------------------------
+
+    async def _health(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         async def check() -> None:
             queue = await self._queue()
             store = await self._store()
@@ -440,13 +769,50 @@ class Gateway:
             raise BackendUnavailable(str(exc)) from exc
         return Response(200, encoder.encode(HealthResponse()))
 
-    async def _metrics(self, scope: Scope, receive: Receive, route: Route) -> Response:
+    async def _metrics(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         try:
             queue: Queue | None = await self._queue()
         except BackendUnavailable:
             queue = None  # the scrape still answers, without queue depth
+        self.metrics.watched_requests.set(self.watcher.watched)
         body = await self.metrics.render(queue)
         return Response(200, body, METRICS_CONTENT_TYPE.encode())
 
-    async def _openapi(self, scope: Scope, receive: Receive, route: Route) -> Response:
+    async def _openapi(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         return Response(200, self.openapi)
+
+    async def _queue_depth(self, scope: Scope, receive: _Receive, route: Route) -> Response:
+        assert route.api is not None
+        queue = await self._queue()
+        try:
+            depth = await queue.depth(route.api.name)
+        except BackendUnavailable:
+            raise
+        except ChuteError as exc:
+            raise BackendUnavailable(str(exc)) from exc
+        answer = QueueResponse(route.api.name, depth.queued, depth.in_flight, depth.dead)
+        return Response(200, encoder.encode(answer))
+
+
+def _wait_seconds(scope: Scope) -> float | None:
+    """The ``?wait=SECONDS`` of a GET (None without one); 400 unless 0 < SECONDS <= 60."""
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return None
+    values = [
+        v for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k == "wait"
+    ]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise error(400, "more than one wait parameter")
+    try:
+        wait = float(values[0])
+    except ValueError:
+        wait = math.nan
+    if not (0 < wait <= MAX_WAIT):  # also rejects nan and inf
+        raise error(
+            400,
+            f"wait must be a number of seconds above 0 and at most {MAX_WAIT:g}, got {values[0]!r}",
+        )
+    return wait

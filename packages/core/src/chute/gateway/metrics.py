@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 
 import anyio
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 #: Latency buckets (seconds): a submit is a store write and a queue send, a GET one read.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Long-poll buckets (seconds): a ``?wait=`` GET lasts up to 60 s by design.
+LONG_POLL_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0)
 
 logger = logging.getLogger("chute.gateway")
 
@@ -108,20 +110,62 @@ class GatewayMetrics:
             buckets=BUCKETS,
             registry=self.registry,
         )
+        # Long-polls last up to a minute on purpose: kept out of the latency histogram above.
+        self.long_poll = Histogram(
+            "chute_gateway_long_poll_duration_seconds",
+            "Time a GET with ?wait= was held before its answer, by API.",
+            ["api"],
+            buckets=LONG_POLL_BUCKETS,
+            registry=self.registry,
+        )
+        self.long_poll_waiters = Gauge(
+            "chute_gateway_long_poll_waiters",
+            "GETs with ?wait= waiting now.",
+            registry=self.registry,
+        )
+        self.watched_requests = Gauge(
+            "chute_gateway_watched_requests",
+            "Request ids watched now for long-polls (one store read each per poll interval).",
+            registry=self.registry,
+        )
+        self.watch_reads = Counter(
+            "chute_gateway_watch_reads",
+            "Store reads made by long-poll watches, shared by every waiter of a request.",
+            registry=self.registry,
+        )
+        self.idempotent_replays = Counter(
+            "chute_gateway_idempotent_replays",
+            "Submits answered with an earlier request's id (same Idempotency-Key and body).",
+            ["api"],
+            registry=self.registry,
+        )
+        self.webhooks = Counter(
+            "chute_gateway_webhooks",
+            "Webhook deliveries of the gateway's own transitions (cancelled, expired), by "
+            "final outcome: delivered, failed, dropped.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.queue_depth = QueueDepthCollector(apis)
         self.registry.register(self.queue_depth)
         # labels() costs a lock and a tuple build; the hot path looks children up here instead.
         self._counters: dict[tuple[str, str, int], Counter] = {}
         self._histograms: dict[tuple[str, str], Histogram] = {}
 
-    def observe(self, api: str, method: str, status_code: int, seconds: float) -> None:
+    def observe(
+        self, api: str, method: str, status_code: int, seconds: float, *, long_poll: bool = False
+    ) -> None:
         """Record one answered request. ``api`` is ``""`` for the gateway's own routes and for
-        paths that matched no API (so unknown paths cannot blow up the label cardinality)."""
+        paths that matched no API (so unknown paths cannot blow up the label cardinality).
+        A long-poll's duration goes to its own histogram."""
         key = (api, method, status_code)
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = self.requests.labels(api, method, str(status_code))
         counter.inc()
+        if long_poll:
+            self.long_poll.labels(api).observe(seconds)
+            return
         hkey = (api, method)
         histogram = self._histograms.get(hkey)
         if histogram is None:

@@ -20,6 +20,15 @@ class HealthResponse(msgspec.Struct, frozen=True):
     status: Literal["ok"] = "ok"
 
 
+class QueueResponse(msgspec.Struct, frozen=True):
+    """``GET /queues/<api-name>``: the API's queue depth (KEDA's metrics-api scaler reads it)."""
+
+    api: str
+    queued: int
+    in_flight: int
+    dead: int
+
+
 class Response(NamedTuple):
     """A complete response; the gateway sends every response in one place, whole."""
 
@@ -53,9 +62,18 @@ class HTTPError(Exception):
 #: The error ``type`` the gateway uses for each status it answers, as documented in
 #: docs/gateway.md and in ``/openapi.json``.
 ERROR_TYPES: dict[int, tuple[str, str]] = {
-    400: ("bad_request", "The request is malformed (e.g. an invalid Content-Length)."),
+    400: (
+        "bad_request",
+        "The request is malformed (an invalid Content-Length, control header or ?wait=).",
+    ),
+    401: ("unauthorized", "An API key is required: `Authorization: Bearer <key>`."),
     404: ("not_found", "No such API, or no such request id (unknown, malformed or expired)."),
     405: ("method_not_allowed", "The route exists but not for this method; see Allow."),
+    409: (
+        "conflict",
+        "The request is already finished (DELETE), or the Idempotency-Key was used with "
+        "another body.",
+    ),
     413: ("payload_too_large", "The body is larger than the gateway's or the store's limit."),
     415: ("unsupported_media_type", "The Content-Type header is not a valid media type."),
     500: ("internal_error", "An unexpected error; it is logged by the gateway."),

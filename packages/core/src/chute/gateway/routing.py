@@ -3,8 +3,9 @@
 Routes, as Cortex's Istio VirtualService and gateway laid them out:
 
 * ``<endpoint>`` and ``<endpoint>/``: the API's collection (``POST`` submits);
-* ``<endpoint>/<id>``: one request (``GET`` reads it);
-* ``/healthz``, ``/metrics``, ``/openapi.json``: the gateway's own, which no API may shadow.
+* ``<endpoint>/<id>``: one request (``GET`` reads it, ``DELETE`` cancels it);
+* ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/queues/<api-name>`` (queue depth, for
+  KEDA's metrics-api scaler): the gateway's own, which no API may shadow.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Kind(enum.Enum):
     HEALTH = "health"
     METRICS = "metrics"
     OPENAPI = "openapi"
+    QUEUE = "queue"
 
 
 #: The gateway's own paths: kind and the methods each accepts.
@@ -31,14 +33,17 @@ OWN_ROUTES: dict[str, Kind] = {
     "/metrics": Kind.METRICS,
     "/openapi.json": Kind.OPENAPI,
 }
+#: Paths under this prefix are the gateway's too: ``/queues/<api-name>``.
+QUEUES_PREFIX = "/queues"
 
 #: Methods each kind of route accepts (anything else is 405 with an ``Allow`` header).
 METHODS: dict[Kind, tuple[str, ...]] = {
     Kind.SUBMIT: ("POST",),
-    Kind.RESULT: ("GET",),
+    Kind.RESULT: ("GET", "DELETE"),
     Kind.HEALTH: ("GET",),
     Kind.METRICS: ("GET",),
     Kind.OPENAPI: ("GET",),
+    Kind.QUEUE: ("GET",),
 }
 
 
@@ -53,12 +58,14 @@ class Router:
 
     def __init__(self, apis: Sequence[API]) -> None:
         self.by_endpoint: dict[str, API] = {}
+        self.by_name: dict[str, API] = {api.name: api for api in apis}
         for api in apis:
             endpoint = api.endpoint
-            if endpoint in OWN_ROUTES:
+            if endpoint in OWN_ROUTES or _under(endpoint, QUEUES_PREFIX):
+                reserved = ", ".join([*OWN_ROUTES, f"{QUEUES_PREFIX}/…"])
                 raise ConfigError(
                     f"API {api.name!r}: endpoint {endpoint} is reserved by the gateway "
-                    f"(reserved: {', '.join(OWN_ROUTES)}); set networking.endpoint"
+                    f"(reserved: {reserved}); set networking.endpoint"
                 )
             other = self.by_endpoint.get(endpoint)
             if other is not None:
@@ -72,6 +79,10 @@ class Router:
         own = OWN_ROUTES.get(path)
         if own is not None:
             return Route(own)
+        if _under(path, QUEUES_PREFIX):
+            name = path[len(QUEUES_PREFIX) + 1 :].rstrip("/")
+            api = self.by_name.get(name)
+            return None if api is None else Route(Kind.QUEUE, api)
         # "/a/" and "/a" are the same collection; "/" stays "/" (an API at the root).
         trimmed = path.rstrip("/") or "/"
         api = self.by_endpoint.get(trimmed)
@@ -83,3 +94,7 @@ class Router:
             if api is not None:
                 return Route(Kind.RESULT, api, request_id)
         return None
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
