@@ -166,11 +166,17 @@ async def test_dead_letter_cli_list_requeue_purge(
     again = await chute_cli(
         "dead-letter", "requeue", API, rid, "--queue", db_url, "--store", db_url, code=1
     )
-    assert "only a failed, dead-lettered request can be requeued" in again
+    assert f"{rid}: not in the dead letter of echo" in again
 
     out = await chute_cli("dead-letter", "purge", API, "--queue", db_url)
     assert "purged 1 dead letter of echo" in out
     assert await backend.queue.list_dead(API) == []
+    # A purged request cannot be requeued: its record is not moved without a message.
+    gone = await chute_cli(
+        "dead-letter", "requeue", API, hopeless, "--queue", db_url, "--store", db_url, code=1
+    )
+    assert "not in the dead letter" in gone
+    assert "requeued 0 requests" in gone
     assert (await backend.record(hopeless)).status is Status.FAILED
 
 

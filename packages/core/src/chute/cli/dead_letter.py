@@ -93,13 +93,16 @@ def run_requeue(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
-            wanted = list(args.ids)
-            if not wanted:
-                dead = await queue.list_dead(args.api, limit=REQUEUE_ALL_LIMIT)
-                wanted = [d.request_id for d in dead]
+            dead = {d.request_id for d in await queue.list_dead(args.api, limit=REQUEUE_ALL_LIMIT)}
+            wanted = list(args.ids) or sorted(dead)
             ready: list[str] = []
             problems = 0
             for request_id in wanted:
+                if request_id not in dead:
+                    # Never move a record without its message: it would wait in_queue forever.
+                    print(f"{request_id}: not in the dead letter of {args.api}; left as is")
+                    problems += 1
+                    continue
                 # The record first: once the message is back, a dequeuer may take it at once.
                 try:
                     await store.requeue(args.api, request_id)
