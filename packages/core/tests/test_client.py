@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import msgspec
 import pytest
 
@@ -59,7 +60,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CHUTE_GATEWAY_URL", "CORTEX_CLI_CONFIG_DIR", "CORTEX_VERSION"):
+    for name in ("CHUTE_GATEWAY_URL", "CORTEX_CLI_CONFIG_DIR", "CORTEX_VERSION", "CHUTE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -354,7 +355,8 @@ def chute_cli(
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("CHUTE_GATEWAY_URL", "CORTEX_CLI_CONFIG_DIR", "CORTEX_VERSION")
+        if k
+        not in ("CHUTE_GATEWAY_URL", "CORTEX_CLI_CONFIG_DIR", "CORTEX_VERSION", "CHUTE_API_KEY")
     }
     return subprocess.run(
         [sys.executable, "-m", "chute", *args],
@@ -460,3 +462,126 @@ def test_cli_finds_the_gateway_from_the_cortex_config_and_warns(
     assert done.stdout.strip()
     assert "VersionMismatchWarning" in done.stderr
     assert "0.42.1" in done.stderr
+
+
+# -- cancel, idempotency, long-poll, API keys -------------------------------------------------
+
+
+def long_polls(gateway: GatewayProcess) -> tuple[float, float]:
+    """How many long-polls and how many GETs of ``hello`` the gateway has answered."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    polls = gets = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("api") != "hello":
+                continue
+            if sample.name == "chute_gateway_long_poll_duration_seconds_count":
+                polls += sample.value
+            if sample.name == "chute_gateway_requests_total" and sample.labels["method"] == "GET":
+                gets += sample.value
+    return polls, gets
+
+
+def test_wait_long_polls_instead_of_polling(
+    client: Client, gateway: GatewayProcess, db_url: str
+) -> None:
+    request_id = client.submit("hello", json={})
+    polls, gets = long_polls(gateway)
+
+    def work() -> None:
+        time.sleep(1.5)
+        anyio.run(lambda: _finish(db_url, "hello", request_id, Status.COMPLETED, result=b"7"))
+
+    threading.Thread(target=work, daemon=True).start()
+    result = client.wait("hello", request_id, timeout=30)
+    assert result.status is Status.COMPLETED
+    assert result.result == 7
+    after_polls, after_gets = long_polls(gateway)
+    # One held GET answered when the result landed (a polling loop makes one every 0.1-2 s).
+    assert after_polls - polls == 1
+    assert after_gets - gets == 1
+
+
+def test_cancel(client: Client, db_url: str) -> None:
+    request_id = client.submit("hello", json={})
+    cancelled = client.cancel("hello", request_id)
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.done
+    assert client.wait("hello", request_id, timeout=5).status is Status.CANCELLED
+    finished = client.submit("hello", json={})
+    anyio.run(lambda: _finish(db_url, "hello", finished, Status.COMPLETED, result=b"1"))
+    with pytest.raises(APIError) as info:
+        client.cancel("hello", finished)
+    assert (info.value.status_code, info.value.type) == (409, "conflict")
+    with pytest.raises(APIError) as info:
+        client.cancel("hello", "0123456789abcdef")
+    assert info.value.status_code == 404
+
+
+def test_submit_with_an_idempotency_key(client: Client) -> None:
+    key = f"job-{time.time_ns()}"
+    first = client.submit("hello", json={"n": 1}, idempotency_key=key)
+    assert client.submit("hello", json={"n": 1}, idempotency_key=key) == first
+    with pytest.raises(APIError) as info:
+        client.submit("hello", json={"n": 2}, idempotency_key=key)
+    assert info.value.status_code == 409
+
+
+@pytest.mark.anyio
+async def test_async_cancel_wait_and_idempotency(gateway: GatewayProcess, db_url: str) -> None:
+    async with AsyncClient(gateway.url, timeout=30) as client:
+        key = f"async-{time.time_ns()}"
+        request_id = await client.submit("hello", json={}, idempotency_key=key)
+        assert await client.submit("hello", json={}, idempotency_key=key) == request_id
+        finish_later(db_url, "hello", request_id, Status.COMPLETED, result=b'"ok"')
+        assert (await client.wait("hello", request_id, timeout=30)).result == "ok"
+        other = await client.submit("hello", json={})
+        assert (await client.cancel("hello", other)).status is Status.CANCELLED
+        with pytest.raises(WaitTimeout):
+            await client.wait("hello", await client.submit("hello", json={}), timeout=0.3)
+
+
+def test_api_key_argument_and_environment(
+    api_file: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = f"k-{time.time_ns()}"
+    with gateway_process(
+        api_file, queue_url=db_url, store_url=db_url, env={"CHUTE_API_KEYS": key}
+    ) as running:
+        with Client(running.url) as anonymous, pytest.raises(APIError) as info:
+            anonymous.submit("hello", json={})
+        assert (info.value.status_code, info.value.type) == (401, "unauthorized")
+        with Client(running.url, api_key=key) as keyed:
+            request_id = keyed.submit("hello", json={})
+            assert keyed.get("hello", request_id).status is Status.IN_QUEUE
+        monkeypatch.setenv("CHUTE_API_KEY", key)
+        with Client(running.url) as from_env:
+            assert from_env.cancel("hello", request_id).status is Status.CANCELLED
+        done = chute_cli("submit", "hello", "--json", "{}", "--gateway", running.url)
+        assert done.returncode == 1
+        assert "401 unauthorized" in done.stderr
+        done = chute_cli(
+            "submit", "hello", "--json", "{}", "--gateway", running.url, env={"CHUTE_API_KEY": key}
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_cli_cancel_and_idempotency_key(gateway: GatewayProcess, db_url: str) -> None:
+    key = f"cli-{time.time_ns()}"
+    args = ("submit", "hello", "--json", "{}", "--idempotency-key", key, "--gateway", gateway.url)
+    first = chute_cli(*args)
+    assert first.returncode == 0, first.stderr
+    again = chute_cli(*args)
+    assert again.stdout == first.stdout
+    request_id = first.stdout.strip()
+    cancelled = chute_cli("cancel", "hello", request_id, "--gateway", gateway.url)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert msgspec.json.decode(cancelled.stdout)["status"] == "cancelled"
+    finished = chute_cli("submit", "hello", "--json", "{}", "--gateway", gateway.url)
+    finished_id = finished.stdout.strip()
+    anyio.run(lambda: _finish(db_url, "hello", finished_id, Status.COMPLETED, result=b"1"))
+    refused = chute_cli("cancel", "hello", finished_id, "--gateway", gateway.url)
+    assert refused.returncode == 1
+    assert "already completed" in refused.stderr

@@ -37,6 +37,10 @@ from chute.protocol import ErrorInfo, ErrorResponse, Status, SubmitResponse, val
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8888"
 #: Seconds for connect, read and write of one HTTP call (large uploads need room).
 DEFAULT_TIMEOUT = 60.0
+#: The longest long-poll the gateway accepts (``GET …?wait=``), in seconds.
+MAX_WAIT = 60.0
+#: The environment variable :class:`Client` takes its API key from when not given one.
+API_KEY_ENV = "CHUTE_API_KEY"
 
 ApiRef = str | API
 
@@ -170,11 +174,13 @@ def _decode(decoder: msgspec.json.Decoder[Any], response: httpx.Response) -> Any
 
 
 def _submit_args(
-    json: Any, content: Any, headers: Mapping[str, str] | None
+    json: Any, content: Any, headers: Mapping[str, str] | None, idempotency_key: str | None
 ) -> tuple[Any, dict[str, str]]:
     if json is not None and content is not None:
         raise ValueError("pass json= or content=, not both")
     merged = dict(headers or {})
+    if idempotency_key is not None:
+        merged["Idempotency-Key"] = idempotency_key
     if json is not None:
         content = msgspec.json.encode(json)
         if not any(k.lower() == "content-type" for k in merged):
@@ -187,16 +193,80 @@ def _unreachable(base_url: str, exc: httpx.TransportError) -> GatewayUnreachable
 
 
 class _Base:
-    def __init__(self, base_url: str | None, headers: Mapping[str, str] | None) -> None:
+    def __init__(
+        self, base_url: str | None, headers: Mapping[str, str] | None, api_key: str | None
+    ) -> None:
         self.base_url = gateway_url(base_url).rstrip("/")
         self._headers = {"User-Agent": f"chute/{__version__}", **(headers or {})}
+        key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if key and not any(name.lower() == "authorization" for name in self._headers):
+            self._headers["Authorization"] = f"Bearer {key}"
+
+    @staticmethod
+    def _path(api: ApiRef, request_id: str) -> str:
+        return f"{api_path(api).rstrip('/')}/{validate_request_id(request_id)}"
+
+
+class _Wait:
+    """The long-poll loop of ``wait``: ``GET …?wait=`` of at most :data:`MAX_WAIT` seconds,
+    again and again, until the request is terminal or the whole wait's deadline passes.
+
+    A gateway that does not long-poll (older chute, Cortex) answers at once: then the loop
+    sleeps between calls, backing off from ``poll_interval`` to ``max_poll_interval``.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        timeout: float | None,
+        read_timeout: float | None,
+        poll_interval: float,
+        max_poll_interval: float,
+    ) -> None:
+        self.request_id = request_id
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.read_timeout = read_timeout
+        self.delays = poll_delays(poll_interval, max_poll_interval)
+        self.asked = 0.0
+        self.started = 0.0
+
+    def next_call(self, last: Result | None) -> tuple[dict[str, str], float | None]:
+        """The query and the read timeout of the next call; WaitTimeout when time is up."""
+        seconds = MAX_WAIT
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0 and last is not None:
+                raise WaitTimeout(
+                    f"request {self.request_id} is still {last.status.value} after the wait's "
+                    "timeout"
+                )
+            seconds = min(MAX_WAIT, max(remaining, 0.001))
+        self.asked = seconds
+        self.started = time.monotonic()
+        read = None if self.read_timeout is None else self.read_timeout + seconds
+        return {"wait": f"{seconds:.3f}"}, read
+
+    def pause(self) -> float:
+        """Seconds to sleep before the next call: none after a real long-poll, a backed-off
+        delay after an answer that came back well before the wait it asked for."""
+        if time.monotonic() - self.started >= self.asked / 2:
+            return 0.0
+        delay = next(self.delays)
+        if self.deadline is not None:
+            delay = min(delay, max(self.deadline - time.monotonic(), 0.0))
+        return delay
+
+
+def _timeout_with_read(base: httpx.Timeout, read: float | None) -> httpx.Timeout:
+    return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
 
 class AsyncClient(_Base):
     """Submit to and read from a chute gateway, asynchronously (one pooled httpx client).
 
     ``base_url`` defaults as :func:`gateway_url` explains; ``headers`` are sent with every
-    call (e.g. ``Authorization``). Use it as ``async with AsyncClient() as client: ...`` or
+    call. ``api_key`` (default: ``$CHUTE_API_KEY``) is sent as ``Authorization: Bearer <key>``
+    for a gateway with API keys. Use it as ``async with AsyncClient() as client: ...`` or
     call :meth:`aclose`.
     """
 
@@ -206,8 +276,9 @@ class AsyncClient(_Base):
         *,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(base_url, headers)
+        super().__init__(base_url, headers, api_key)
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout, headers=self._headers
         )
@@ -219,13 +290,17 @@ class AsyncClient(_Base):
         json: Any = None,
         content: bytes | str | AsyncIterable[bytes] | Iterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue a request to ``api`` (a name, an endpoint path or an API) and return its id.
 
         ``json`` is encoded as JSON (``Content-Type: application/json``); ``content`` is sent
-        as is (bytes, or an iterator of chunks, streamed). ``headers`` reach the container.
+        as is (bytes, or an iterator of chunks, streamed). ``headers`` reach the container
+        (except the gateway's own ``X-Chute-*`` controls). With ``idempotency_key``, a repeat
+        with the same key and body returns the first request's id and queues nothing (a
+        different body raises APIError 409): safe to retry after a network error.
         """
-        body, merged = _submit_args(json, content, headers)
+        body, merged = _submit_args(json, content, headers, idempotency_key)
         try:
             response = await self._http.post(api_path(api), content=body, headers=merged)
         except httpx.TransportError as exc:
@@ -235,9 +310,18 @@ class AsyncClient(_Base):
 
     async def get(self, api: ApiRef, request_id: str) -> Result:
         """The request's current status (and its result once completed)."""
-        path = f"{api_path(api).rstrip('/')}/{validate_request_id(request_id)}"
         try:
-            response = await self._http.get(path)
+            response = await self._http.get(self._path(api, request_id))
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        result: Result = _decode(_result_decoder, response)
+        return result
+
+    async def cancel(self, api: ApiRef, request_id: str) -> Result:
+        """Cancel a queued or running request (``DELETE``) and return it, ``cancelled``.
+        A finished request raises APIError 409 (``conflict``); an unknown one 404."""
+        try:
+            response = await self._http.delete(self._path(api, request_id))
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from exc
         result: Result = _decode(_result_decoder, response)
@@ -252,17 +336,26 @@ class AsyncClient(_Base):
         poll_interval: float = 0.1,
         max_poll_interval: float = 2.0,
     ) -> Result:
-        """Poll until the request is terminal and return it (check ``.status``: a failed
-        request is returned, not raised). Polls start ``poll_interval`` apart and back off to
-        ``max_poll_interval``. Raises :class:`~chute.errors.WaitTimeout` after ``timeout``
-        seconds (None: wait for as long as it takes)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for delay in poll_delays(poll_interval, max_poll_interval):
-            result = await self.get(api, request_id)
-            if result.done:
-                return result
-            await anyio.sleep(_next_sleep(delay, deadline, request_id, result))
-        raise AssertionError("unreachable")  # poll_delays never ends
+        """Wait until the request is terminal and return it (check ``.status``: a failed
+        request is returned, not raised), with long-polls (``GET …?wait=``) that the gateway
+        answers the moment the request ends. Raises :class:`~chute.errors.WaitTimeout` after
+        ``timeout`` seconds (None: wait for as long as it takes). ``poll_interval`` and
+        ``max_poll_interval`` pace the calls only against a gateway that does not long-poll."""
+        path = self._path(api, request_id)
+        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        last: Result | None = None
+        while True:
+            params, read = loop.next_call(last)
+            try:
+                response = await self._http.get(
+                    path, params=params, timeout=_timeout_with_read(self._http.timeout, read)
+                )
+            except httpx.TransportError as exc:
+                raise _unreachable(self.base_url, exc) from exc
+            last = _decode(_result_decoder, response)
+            if last.done:
+                return last
+            await anyio.sleep(loop.pause())
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -292,8 +385,9 @@ class Client(_Base):
         *,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
+        api_key: str | None = None,
     ) -> None:
-        super().__init__(base_url, headers)
+        super().__init__(base_url, headers, api_key)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self._headers)
 
     def submit(
@@ -303,9 +397,10 @@ class Client(_Base):
         json: Any = None,
         content: bytes | str | Iterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
         """Queue a request to ``api`` and return its id (see :meth:`AsyncClient.submit`)."""
-        body, merged = _submit_args(json, content, headers)
+        body, merged = _submit_args(json, content, headers, idempotency_key)
         try:
             response = self._http.post(api_path(api), content=body, headers=merged)
         except httpx.TransportError as exc:
@@ -315,9 +410,17 @@ class Client(_Base):
 
     def get(self, api: ApiRef, request_id: str) -> Result:
         """The request's current status (and its result once completed)."""
-        path = f"{api_path(api).rstrip('/')}/{validate_request_id(request_id)}"
         try:
-            response = self._http.get(path)
+            response = self._http.get(self._path(api, request_id))
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        result: Result = _decode(_result_decoder, response)
+        return result
+
+    def cancel(self, api: ApiRef, request_id: str) -> Result:
+        """Cancel a queued or running request (see :meth:`AsyncClient.cancel`)."""
+        try:
+            response = self._http.delete(self._path(api, request_id))
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from exc
         result: Result = _decode(_result_decoder, response)
@@ -332,14 +435,23 @@ class Client(_Base):
         poll_interval: float = 0.1,
         max_poll_interval: float = 2.0,
     ) -> Result:
-        """Poll until the request is terminal and return it (see :meth:`AsyncClient.wait`)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for delay in poll_delays(poll_interval, max_poll_interval):
-            result = self.get(api, request_id)
-            if result.done:
-                return result
-            time.sleep(_next_sleep(delay, deadline, request_id, result))
-        raise AssertionError("unreachable")  # poll_delays never ends
+        """Wait until the request is terminal and return it, with long-polls (see
+        :meth:`AsyncClient.wait`)."""
+        path = self._path(api, request_id)
+        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        last: Result | None = None
+        while True:
+            params, read = loop.next_call(last)
+            try:
+                response = self._http.get(
+                    path, params=params, timeout=_timeout_with_read(self._http.timeout, read)
+                )
+            except httpx.TransportError as exc:
+                raise _unreachable(self.base_url, exc) from exc
+            last = _decode(_result_decoder, response)
+            if last.done:
+                return last
+            time.sleep(loop.pause())
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -355,15 +467,3 @@ class Client(_Base):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _next_sleep(delay: float, deadline: float | None, request_id: str, last: Result) -> float:
-    """How long to sleep before the next poll; WaitTimeout once the deadline has passed."""
-    if deadline is None:
-        return delay
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise WaitTimeout(
-            f"request {request_id} is still {last.status.value} after the wait's timeout"
-        )
-    return min(delay, remaining)

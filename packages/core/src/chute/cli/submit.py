@@ -10,15 +10,19 @@ from typing import Any
 ORDER = 40
 
 
-def add_gateway_option(parser: argparse.ArgumentParser) -> None:
-    """``--gateway URL``, shared by ``chute submit`` and ``chute get``."""
+def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True) -> None:
+    """``--gateway URL`` (and ``--timeout``), shared by ``chute submit``, ``get`` and
+    ``cancel``. The API key, if the gateway wants one, comes from ``$CHUTE_API_KEY`` (never a
+    flag: command lines are visible to every user of the machine)."""
     parser.add_argument(
         "--gateway",
         metavar="URL",
         default=None,
         help="the gateway's URL (default: $CHUTE_GATEWAY_URL, else $CORTEX_CLI_CONFIG_DIR/"
-        "cli.yaml, else http://127.0.0.1:8888)",
+        "cli.yaml, else http://127.0.0.1:8888); API key: $CHUTE_API_KEY",
     )
+    if not timeout:
+        return
     parser.add_argument(
         "--timeout",
         type=float,
@@ -52,6 +56,13 @@ def register(subparsers: Any) -> None:
         default=[],
         metavar="NAME:VALUE",
         help="a request header (repeatable), e.g. 'Content-Type: text/csv'",
+    )
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        default=None,
+        help="a repeat with the same key and body returns the first request's id and queues "
+        "nothing (safe retries)",
     )
     parser.add_argument(
         "--wait", action="store_true", help="wait until the request finishes; print it as JSON"
@@ -109,7 +120,13 @@ def run(args: argparse.Namespace) -> int:
     elif args.data is not None:
         content = read_data(args.data)
     with Client(args.gateway) as client:
-        request_id = client.submit(args.api, json=json, content=content, headers=headers)
+        request_id = client.submit(
+            args.api,
+            json=json,
+            content=content,
+            headers=headers,
+            idempotency_key=args.idempotency_key,
+        )
         if not args.wait:
             print(request_id)
             return 0

@@ -1,0 +1,44 @@
+"""``chute cancel API ID``: cancel a queued or running request through the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+ORDER = 42
+
+
+def register(subparsers: Any) -> None:
+    from chute.cli.submit import add_gateway_option
+
+    parser = subparsers.add_parser(
+        "cancel",
+        help="cancel a queued or running request",
+        description=(
+            "DELETE <endpoint>/<id> and print the cancelled request as JSON. A queued request "
+            "never runs; a running one is cut off by its dequeuer. Exit status: 0 when "
+            "cancelled, 1 when the request had already finished (or any error)."
+        ),
+    )
+    parser.add_argument("api", metavar="API", help="API name, or endpoint path")
+    parser.add_argument("request_id", metavar="ID", help="the id `chute submit` printed")
+    add_gateway_option(parser, timeout=False)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from chute.cli.submit import print_result
+    from chute.client import Client
+    from chute.errors import APIError
+
+    with Client(args.gateway) as client:
+        try:
+            result = client.cancel(args.api, args.request_id)
+        except APIError as exc:
+            if exc.status_code != 409:
+                raise
+            print(f"chute cancel: {exc.message}", file=sys.stderr)
+            return 1
+    print_result(result)
+    return 0
