@@ -32,7 +32,7 @@ class TestSqsQueue(QueueContract):
         reason="SQS counts a message hidden by ChangeMessageVisibility as in flight "
         "(ApproximateNumberOfMessagesNotVisible), not as delayed: a release with a delay is "
         "reported as in_flight until the delay passes (the hiding and the next attempt hold: "
-        "test_queue.py::test_release_with_delay_hides_the_message)"
+        "test_sqs.py::test_release_with_delay_hides_the_message)"
     )
     async def test_release_with_delay(self) -> None:
         raise NotImplementedError

@@ -15,7 +15,7 @@ import anyio
 import msgspec
 import pytest
 
-from chute.errors import Conflict, NotFound
+from chute.errors import Conflict, NotFound, PayloadTooLarge
 from chute.protocol import Status
 from chute.registry import open_store
 from chute.testing import body_of, new_record
@@ -202,3 +202,17 @@ async def test_store_objects_share_one_client_per_loop(s3_url: str) -> None:
         assert isinstance(a, S3Store)
         assert isinstance(b, S3Store)
         assert await a._clients.get() is await b._clients.get()
+
+
+async def test_max_payload_size_from_the_url(s3_url: str, s3_client: Any, bucket: str) -> None:
+    """Above the URL's limit, create raises PayloadTooLarge, even mid-multipart, and leaves
+    no object and no unfinished upload; the id stays free."""
+    limit = PART_SIZE + MiB
+    async with open_store(f"{s3_url}&max_payload_size={limit}") as store:
+        assert store.max_payload_size == limit
+        record = new_record("limit")
+        with pytest.raises(PayloadTooLarge):
+            await store.create(record, body_of(b"x" * (limit + 1)))
+        assert await store.get("limit", record.id) is None
+        assert (await store.create(record, body_of(b"{}"))).payload_size == 2
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
