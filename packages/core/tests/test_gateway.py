@@ -365,6 +365,8 @@ def test_openapi_document_is_valid_and_complete(http: httpx.Client) -> None:
         "/hello/{request_id}",
         "/v1/other",
         "/v1/other/{request_id}",
+        "/queues/hello",
+        "/queues/other",
         "/healthz",
         "/metrics",
         "/openapi.json",

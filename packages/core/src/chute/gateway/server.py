@@ -14,7 +14,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -54,14 +55,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _until_signal() -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.info(
-                "stopping: no new connections, finishing in-flight requests",
-                extra={"signal": signal.Signals(signum).name},
-            )
-            return
+async def _first_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        logger.info(
+            "stopping: no new connections, finishing in-flight requests",
+            extra={"signal": signal.Signals(signum).name},
+        )
+        return
 
 
 async def serve(
@@ -84,12 +84,27 @@ async def serve(
     """
     if server not in SERVERS:
         raise ConfigError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
+    if shutdown_trigger is None:
+        # Catch SIGTERM/SIGINT from before the socket listens: one that came while the server
+        # starts (a request may already be in the backlog) would otherwise kill the process.
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await serve(
+                app,
+                host=host,
+                port=port,
+                graceful_timeout=graceful_timeout,
+                on_listening=on_listening,
+                shutdown_trigger=partial(_first_signal, signals),
+                server=server,
+            )
+        return
     try:
         sock = bind(host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     url = url_of(sock)
-    trigger = shutdown_trigger or _until_signal
+    trigger = shutdown_trigger
+    assert trigger is not None  # the signals' trigger, set above, when none was given
     if server == "uvicorn":
         await _serve_uvicorn(app, sock, url, graceful_timeout, on_listening, trigger)
         return
@@ -104,7 +119,6 @@ async def serve(
     logger.info(f"chute gateway listening on {url}", extra={"url": url})
     if on_listening is not None:
         on_listening(url)
-    trigger = shutdown_trigger or _until_signal
 
     async def stop() -> None:
         await trigger()
