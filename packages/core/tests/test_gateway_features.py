@@ -66,15 +66,29 @@ def api_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def backend(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'chute.db'}"
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'chute.db'}"
+        return
     if importlib.util.find_spec("chute_redis") is None:
         unavailable("the Redis backend (chute-redis) is not installed")
     service: FoundService = request.getfixturevalue("redis_service")
     parts = urlsplit(service.url)
-    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": f"gwf-{secrets.token_hex(6)}"})
-    return urlunsplit(parts._replace(path="/13", query=query))
+    prefix = f"gwf-{secrets.token_hex(6)}"
+    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": prefix})
+    yield urlunsplit(parts._replace(path="/13", query=query))
+    # Our own keys only (database 13, this prefix): nothing is left behind.
+    import redis
+
+    client = redis.Redis.from_url(urlunsplit(parts._replace(path="/13", query="")))
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -77,15 +77,27 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'chute.db'}"
+        yield f"sqlite:///{tmp_path / 'chute.db'}"
+        return
     if importlib.util.find_spec("chute_redis") is None:
         unavailable("the Redis backend (chute-redis) is not installed")
     service: FoundService = request.getfixturevalue("redis_service")
     parts = urlsplit(service.url)
-    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": f"lp-{secrets.token_hex(6)}"})
-    return urlunsplit(parts._replace(path="/13", query=query))
+    prefix = f"lp-{secrets.token_hex(6)}"
+    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": prefix})
+    yield urlunsplit(parts._replace(path="/13", query=query))
+    # Our own keys only (database 13, this prefix): nothing is left behind.
+    import redis
+
+    client = redis.Redis.from_url(urlunsplit(parts._replace(path="/13", query="")))
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    finally:
+        client.close()
 
 
 @asynccontextmanager
