@@ -54,7 +54,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
     """mypy --strict over every package's sources."""
-    sync(session, "types", "test")
+    sync(session, "types", "test", "bench")  # bench: the optional ASGI servers
     session.run("mypy", *(f"--package={p}" for p in PACKAGES))
 
 
