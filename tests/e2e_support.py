@@ -180,7 +180,24 @@ def backend_url(kind: str, directory: Path, request: pytest.FixtureRequest) -> s
         return sqlite_url(directory)
     if importlib.util.find_spec("chute_redis") is None:
         unavailable("the Redis backend (chute-redis) is not installed")
-    return redis_backend_url(request.getfixturevalue("redis_service"))
+    url = redis_backend_url(request.getfixturevalue("redis_service"))
+    request.addfinalizer(lambda: delete_redis_keys(url))
+    return url
+
+
+def delete_redis_keys(url: str) -> None:
+    """Remove every key a test's Redis URL wrote (its own prefix), so shared servers stay clean."""
+    import redis
+
+    parts = urlsplit(url)
+    prefix = dict(parse_qsl(parts.query))["prefix"]
+    client = redis.Redis.from_url(urlunsplit(parts._replace(query="")))
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
 
 
 # -- chute dev --------------------------------------------------------------------------------
