@@ -275,3 +275,11 @@ def test_webhook_struct_defaults() -> None:
     hook = Webhook(url="https://example.com/")
     assert hook.events == ("completed", "failed", "cancelled", "expired")
     assert hook.secret_env is None
+
+
+@pytest.mark.anyio
+async def test_a_sender_closed_right_after_opening_closes_cleanly() -> None:
+    """A process that starts and stops at once (a failed startup) must not crash on exit."""
+    sender = WebhookSender()
+    await sender.__aenter__()
+    await sender.aclose()

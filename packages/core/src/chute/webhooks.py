@@ -187,7 +187,7 @@ class WebhookSender:
         )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._dispatch)
+        self._tg.start_soon(self._dispatch, self._tg)
         return self
 
     async def __aexit__(
@@ -274,12 +274,11 @@ class WebhookSender:
         if self._closing and not self._pending and self._active == 0:
             self._done.set()
 
-    async def _dispatch(self) -> None:
+    async def _dispatch(self, tg: anyio.abc.TaskGroup) -> None:
         """The only task that takes jobs off the queue: one delivery task per job, at most
-        ``max_in_flight`` at a time."""
+        ``max_in_flight`` at a time. (``tg`` is passed in: ``aclose`` may already have cleared
+        ``self._tg`` by the time this task first runs.)"""
         slots = anyio.Semaphore(self.max_in_flight)
-        assert self._tg is not None
-        tg = self._tg
         while True:
             while not self._pending:
                 if self._closing:
