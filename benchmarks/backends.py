@@ -150,6 +150,11 @@ def redis_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
         _clean_redis(queue)
 
 
+#: Backends served by a local emulator (moto, fake-gcs-server): the emulator, not chute, is
+#: what such a run measures, so their scenarios run with at most these numbers of requests.
+EMULATED = {"sqs", "redis+gcs"}
+EMULATED_REQUESTS = 500
+
 #: Backend name → setup. Order is the table's order.
 BACKENDS: dict[str, Setup] = {
     "sqlite": sqlite,

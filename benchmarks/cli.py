@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.backends import BACKENDS, Unavailable, skip
+from benchmarks.backends import BACKENDS, EMULATED, EMULATED_REQUESTS, Unavailable, skip
 from benchmarks.procs import Proc, free_port, start, wait_http
 from benchmarks.systems import CeleryRedis, Chute, Direct, Skip, System
 
@@ -114,7 +114,18 @@ def write_api_file(path: Path, port: int, workers: int) -> None:
 async def run_scenario(
     system: System, scenario: str, args: argparse.Namespace, rnd: int
 ) -> report.Row | None:
+    if isinstance(system, Chute) and system.backend in EMULATED:
+        cap = EMULATED_REQUESTS
+        args = argparse.Namespace(
+            **{
+                **vars(args),
+                "requests": min(args.requests, cap),
+                "serial": min(args.serial, cap // 10),
+                "clients": min(args.clients, cap // 5),
+            }
+        )
     system.reset_peaks()
+    before = system.rss()
     meter = system.meter()
     meter.start()
     if scenario == "flood" and args.profile is not None and system.rss_roles:
@@ -135,7 +146,7 @@ async def run_scenario(
         lat = await system.poll(args.clients, meter)
     else:
         raise SystemExit(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
-    return report.row(system.name, scenario, rnd, lat, meter.stop(), system.peaks())
+    return report.row(system.name, scenario, rnd, lat, meter.stop(), system.peaks(), before)
 
 
 async def soak(system: Chute, total: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -286,6 +297,9 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"skipped {what}: {why}")
     print()
     print("Targets (issue 6, chute-redis on hypercorn):")
+    for m in meds:
+        if m["scenario"] == "large":
+            m["payload_mib"] = args.large_mib
     for line in report.targets(meds, soaked or None):
         print(f"- {line}")
     report.write_json(
