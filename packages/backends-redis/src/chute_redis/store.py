@@ -126,6 +126,12 @@ class RedisStore(Store):
     async def write_if(
         self, record: RequestRecord, version: object, *, result: bytes | None = None
     ) -> bool:
+        return await self.write_next(record, version, result=result) is not None
+
+    async def write_next(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> int | None:
+        # The script answers with the new version: a following move needs no read.
         keys = self._keys(record.api, record.id)
         if not isinstance(version, int):
             raise TypeError(f"a Redis record version is an int, not {type(version).__name__}")
@@ -138,8 +144,8 @@ class RedisStore(Store):
         ]
         client = self._conn.client()
         with self._conn.op(f"updating request {record.id} of {record.api}"):
-            written = await scripts.STORE_WRITE_IF(client, [keys.record, keys.payload], args)
-        return bool(written)
+            written = int(await scripts.STORE_WRITE_IF(client, [keys.record, keys.payload], args))
+        return written or None
 
     async def payload(self, api: str, request_id: str) -> AsyncIterator[bytes]:
         keys = self._keys(api, request_id)

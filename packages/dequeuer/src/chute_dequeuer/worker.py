@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from chute.backends.base import Delivery, Queue, Store
+from chute.backends.base import Delivery, Queue, Store, Versioned
 from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
 from chute.lifecycle import EXTRA_REQUEUE_BASE
@@ -75,6 +75,9 @@ class Job:
         #: The container call, while it runs: cancelled when the request is.
         self.call_scope: anyio.CancelScope | None = None
         self.cancelled = False  # the record was cancelled (or deleted) while the call ran
+        #: The record and its version as this worker last read or wrote it: the next move is
+        #: written conditionally on it, without re-reading (a stale one is re-read by the store).
+        self.held: Versioned | None = None
 
 
 class Dispatcher:
@@ -258,13 +261,17 @@ class Dispatcher:
     async def _handle(self, job: Job) -> str:
         d = job.delivery
         try:
-            record = await self.outage.call("read", lambda: self.store.get(d.api, d.request_id))
+            found = await self.outage.call(
+                "read", lambda: self.store.read_live(d.api, d.request_id)
+            )
         except InvalidRequestId as exc:
             job.log.error("message is not a valid request id; dropped", extra={"error": str(exc)})
             return await self._drop(job)
-        if record is None:
+        if found is None:
             job.log.warning("record missing or expired; dropped without calling the container")
             return await self._drop(job)
+        job.held = found
+        record = found[0]
         if record.status.terminal:
             job.log.info(
                 "record already %s; dropped without calling the container", record.status.value
@@ -274,12 +281,13 @@ class Dispatcher:
             return await self._expire(job)
 
         try:
-            record = await self.outage.call(
+            job.held = await self.outage.call(
                 "start",
-                lambda: self.store.transition(
-                    d.api, d.request_id, Status.IN_PROGRESS, attempt=d.attempt
+                lambda: self.store.transition_versioned(
+                    d.api, d.request_id, Status.IN_PROGRESS, attempt=d.attempt, current=job.held
                 ),
             )
+            record = job.held[0]
         except NotFound:
             job.log.warning("record vanished before it started; dropped")
             return await self._drop(job)
@@ -354,7 +362,10 @@ class Dispatcher:
         d = job.delivery
         try:
             record = await self.outage.call(
-                "expire", lambda: self.store.transition(d.api, d.request_id, Status.EXPIRED)
+                "expire",
+                lambda: self.store.transition(
+                    d.api, d.request_id, Status.EXPIRED, current=job.held
+                ),
             )
         except (NotFound, TransitionRejected) as exc:
             job.log.info("not expired: %s; dropped", exc)
@@ -390,7 +401,12 @@ class Dispatcher:
             await self.outage.call(
                 "retry",
                 lambda: self.store.transition(
-                    d.api, d.request_id, Status.IN_QUEUE, attempt=d.attempt, error=error
+                    d.api,
+                    d.request_id,
+                    Status.IN_QUEUE,
+                    attempt=d.attempt,
+                    error=error,
+                    current=job.held,
                 ),
             )
         except NotFound:
@@ -451,6 +467,7 @@ class Dispatcher:
                     result=result,
                     error=error,
                     extra=extra,
+                    current=job.held,
                 ),
             )
         except NotFound:

@@ -23,6 +23,19 @@ from chute.errors import NotFound, TransitionRejected
 from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
 
+
+#: The version of a record that was written but whose new version the backend did not tell
+#: (see :meth:`Store.write_next`): a transition from it reads the record first.
+class _UnknownVersion:
+    def __repr__(self) -> str:
+        return "UNKNOWN_VERSION"
+
+
+UNKNOWN_VERSION: object = _UnknownVersion()
+
+#: A record and the opaque version it was read (or written) at, as :meth:`Store.read` returns.
+Versioned = tuple[RequestRecord, object]
+
 #: How long results are kept unless an API says otherwise (Cortex's 7 days).
 DEFAULT_RETENTION = 7 * 24 * 3600.0
 
@@ -181,6 +194,18 @@ class Store(_AsyncClosing, abc.ABC):
     async def delete(self, api: str, request_id: str) -> bool:
         """Remove the record, payload and result; False if there was nothing."""
 
+    async def write_next(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> object | None:
+        """:meth:`write_if` that also tells the record's new version: ``None`` when the record
+        moved (nothing written), else the version a following write may name, or
+        :data:`UNKNOWN_VERSION` when the backend cannot tell it without a read (the default:
+        the next :meth:`transition` from it then reads the record first). Backends whose
+        conditional write knows the new version override this; it saves a read per move."""
+        if await self.write_if(record, version, result=result):
+            return UNKNOWN_VERSION
+        return None
+
     async def initialize(self, *, retention: float = DEFAULT_RETENTION) -> list[str]:
         """Prepare the storage for chute (``chute storage init``): for example install a bucket
         lifecycle rule that deletes objects ``retention`` seconds after they were written.
@@ -200,10 +225,16 @@ class Store(_AsyncClosing, abc.ABC):
 
     async def get(self, api: str, request_id: str) -> RequestRecord | None:
         """The live record, or None if unknown or past its retention."""
+        found = await self.read_live(api, request_id)
+        return None if found is None else found[0]
+
+    async def read_live(self, api: str, request_id: str) -> Versioned | None:
+        """:meth:`get` with the record's version: a caller that moves the request next passes
+        it to :meth:`transition` as ``current`` and saves the store a read."""
         found = await self.read(api, validate_request_id(request_id))
         if found is None or found[0].expires_at <= now():
             return None
-        return found[0]
+        return found
 
     async def transition(
         self,
@@ -215,14 +246,46 @@ class Store(_AsyncClosing, abc.ABC):
         error: ErrorInfo | None = None,
         result: bytes | None = None,
         extra: Mapping[str, Any] | None = None,
+        current: Versioned | None = None,
     ) -> RequestRecord:
         """Move a request to ``to`` under the rules of ``chute.lifecycle``, atomically, merging
         ``extra`` into the record's ``extra`` with the move.
+
+        ``current`` is the record and version the caller already holds (from
+        :meth:`read_live` or :meth:`transition_versioned`): the move is computed from it and
+        written conditionally on its version, without a read; if the record moved meanwhile,
+        the store reads it and decides again, exactly as without ``current``.
 
         Raises NotFound for an unknown or expired id and TransitionRejected when the move is
         not allowed from the state the store holds (for example a late duplicate delivery
         trying to overwrite a terminal record).
         """
+        moved = await self.transition_versioned(
+            api,
+            request_id,
+            to,
+            attempt=attempt,
+            error=error,
+            result=result,
+            extra=extra,
+            current=current,
+        )
+        return moved[0]
+
+    async def transition_versioned(
+        self,
+        api: str,
+        request_id: str,
+        to: Status,
+        *,
+        attempt: int | None = None,
+        error: ErrorInfo | None = None,
+        result: bytes | None = None,
+        extra: Mapping[str, Any] | None = None,
+        current: Versioned | None = None,
+    ) -> Versioned:
+        """:meth:`transition`, returning the new record with its new version (possibly
+        :data:`UNKNOWN_VERSION`), for the caller's next move."""
         if result is not None and to is not Status.COMPLETED:
             raise ValueError("a result is stored only with the completed status")
         return await self._update(
@@ -232,6 +295,7 @@ class Store(_AsyncClosing, abc.ABC):
                 record, to, attempt=attempt, at=now(), error=error, extra=extra
             ),
             result=result,
+            current=current,
         )
 
     async def annotate(self, api: str, request_id: str, **extra: Any) -> RequestRecord:
@@ -239,17 +303,21 @@ class Store(_AsyncClosing, abc.ABC):
         and result never change), on any record, terminal ones included: for example the
         outcome of a webhook delivery. Concurrent annotations and transitions are not lost:
         each is a conditional write, retried on a conflict. Raises NotFound."""
-        return await self._update(
+        updated = await self._update(
             api,
             request_id,
             lambda record: msgspec.structs.replace(record, extra={**record.extra, **extra}),
         )
+        return updated[0]
 
     async def requeue(self, api: str, request_id: str) -> RequestRecord:
         """Bring a dead-lettered ``failed`` record back to ``in_queue`` (the operator's
         ``chute dead-letter requeue``; see ``chute.lifecycle.apply_requeue``). The caller then
         requeues the message. Raises NotFound, or TransitionRejected for any other record."""
-        return await self._update(api, request_id, lambda record: apply_requeue(record, at=now()))
+        updated = await self._update(
+            api, request_id, lambda record: apply_requeue(record, at=now())
+        )
+        return updated[0]
 
     async def _update(
         self,
@@ -258,15 +326,31 @@ class Store(_AsyncClosing, abc.ABC):
         change: Callable[[RequestRecord], RequestRecord],
         *,
         result: bytes | None = None,
-    ) -> RequestRecord:
-        """Read, change, write back if nobody wrote meanwhile; retry on a conflict."""
+        current: Versioned | None = None,
+    ) -> Versioned:
+        """Read, change, write back if nobody wrote meanwhile; retry on a conflict. A
+        ``current`` the caller holds stands in for the first read."""
         validate_request_id(request_id)
+        found = current if current is not None and current[1] is not UNKNOWN_VERSION else None
+        if found is not None and (found[0].api != api or found[0].id != request_id):
+            raise ValueError(f"current is the record of {found[0].id}, not of {request_id}")
+        given = found is not None
         for _ in range(16):
-            found = await self.read(api, request_id)
+            if found is None:
+                found = await self.read(api, request_id)
             if found is None or found[0].expires_at <= now():
                 raise NotFound(f"request {request_id} of API {api} not found")
             record, version = found
-            updated = change(record)
-            if await self.write_if(updated, version, result=result):
-                return updated
+            try:
+                updated = change(record)
+            except TransitionRejected:
+                if not given:
+                    raise
+                given, found = False, None  # judged on what the caller held: ask the store
+                continue
+            given = False
+            written = await self.write_next(updated, version, result=result)
+            if written is not None:
+                return updated, written
+            found = None  # the record moved: read it again and decide again
         raise TransitionRejected(f"request {request_id}: too much contention, gave up")

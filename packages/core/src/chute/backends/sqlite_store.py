@@ -185,6 +185,15 @@ class SqliteStore(Store):
 
         return await self._db.run(update)
 
+    async def write_next(
+        self, record: RequestRecord, version: object, *, result: bytes | None = None
+    ) -> int | None:
+        # The UPDATE moves the version from exactly ``version`` to ``version + 1``.
+        if await self.write_if(record, version, result=result):
+            assert isinstance(version, int)
+            return version + 1
+        return None
+
     async def delete(self, api: str, request_id: str) -> bool:
         validate_request_id(request_id)
 

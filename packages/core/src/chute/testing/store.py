@@ -263,6 +263,68 @@ class StoreContract(BackendContract):
         queued = await self.created(store, api)
         assert (await store.transition(api, queued.id, Status.EXPIRED)).status is Status.EXPIRED
 
+    async def test_transition_from_what_the_caller_holds(self, store: Store, api: str) -> None:
+        """``transition(current=…)`` moves from the record and version the caller read (the
+        dequeuer's path: ``read_live`` → start → finish, without re-reading), and the version
+        ``transition_versioned`` returns is good for the next move. If this fails, the
+        dequeuer's moves fail or store the wrong record."""
+        record = await self.created(store, api)
+        held = await store.read_live(api, record.id)
+        assert held is not None
+        assert held[0] == record
+        started, version = await store.transition_versioned(
+            api, record.id, Status.IN_PROGRESS, attempt=1, current=held
+        )
+        assert started.status is Status.IN_PROGRESS
+        assert started.attempt == 1
+        assert await self.get(store, api, record.id) == started
+        done = await store.transition(
+            api, record.id, Status.COMPLETED, attempt=1, result=b"1", current=(started, version)
+        )
+        assert done.status is Status.COMPLETED
+        assert await self.get(store, api, record.id) == done
+        assert await store.result(api, record.id) == b"1"
+        assert await store.read_live(api, new_request_id()) is None
+
+    async def test_transition_from_a_stale_record_decides_on_the_stored_one(
+        self, store: Store, api: str
+    ) -> None:
+        """A ``current`` that is out of date (someone wrote since it was read) never wins
+        over the store: the move is decided again on the stored record, so a cancelled or
+        superseded request is not overwritten, and an allowed move still happens. If this
+        fails, the fast path loses cancellations or newer attempts' outcomes."""
+        record = await self.created(store, api)
+        stale = await store.read_live(api, record.id)
+        assert stale is not None
+        await store.transition(api, record.id, Status.CANCELLED)
+        with pytest.raises(TransitionRejected):
+            await store.transition(api, record.id, Status.IN_PROGRESS, attempt=1, current=stale)
+        assert (await self.get(store, api, record.id)).status is Status.CANCELLED
+
+        # Stale and rejected on what it says, allowed on what the store holds.
+        other = await self.created(store, api)
+        await store.transition(api, other.id, Status.IN_PROGRESS, attempt=1)
+        old = await store.read_live(api, other.id)
+        assert old is not None
+        await store.transition(api, other.id, Status.IN_QUEUE, attempt=1)
+        await store.transition(api, other.id, Status.IN_PROGRESS, attempt=2)
+        with pytest.raises(TransitionRejected):  # attempt 1 is superseded in the store
+            await store.transition(
+                api, other.id, Status.COMPLETED, attempt=1, result=b"1", current=old
+            )
+        started = await store.transition(api, other.id, Status.IN_PROGRESS, attempt=3, current=old)
+        assert started.attempt == 3
+        assert (await self.get(store, api, other.id)).attempt == 3
+
+        # Stale but allowed on both: written on the stored record, keeping what others wrote.
+        third = await self.created(store, api)
+        held = await store.read_live(api, third.id)
+        assert held is not None
+        await store.annotate(api, third.id, note="kept")
+        moved = await store.transition(api, third.id, Status.IN_PROGRESS, attempt=1, current=held)
+        assert moved.extra == {"note": "kept"}
+        assert await self.get(store, api, third.id) == moved
+
     async def test_transition_merges_extra(self, store: Store, api: str) -> None:
         """``extra`` given with a move is merged into the record's ``extra`` atomically with
         it. If this fails, a dead-lettered request cannot be recognised for a requeue."""
