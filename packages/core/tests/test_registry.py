@@ -19,7 +19,7 @@ from chute.errors import (
     UnknownSchemeError,
 )
 from chute.hookspecs import hookimpl
-from chute.registry import KNOWN_EXTRAS, BackendRegistry, PluginManager
+from chute.registry import BackendRegistry, PluginManager
 
 
 class _Plugin:
@@ -72,17 +72,31 @@ def test_factories_get_the_whole_url_and_schemes_ignore_case() -> None:
 
 
 def test_unknown_scheme_names_the_known_schemes_and_the_extra_to_install() -> None:
-    pm = PluginManager()
-    missing = sorted(s for s in KNOWN_EXTRAS if s not in pm.backends.queues)
-    if not missing:
-        pytest.skip("every first-party backend is installed here")
-    scheme = missing[0]
+    """A first-party scheme whose distribution is not installed: the error lists what is
+    available and the extra that adds the missing one."""
+    pm = isolated(("sqlite", _Plugin("sqlite")))
     with pytest.raises(UnknownSchemeError) as caught:
-        pm.open_queue(f"{scheme}://somewhere/prefix")
+        pm.open_queue("redis://somewhere:6379/0")
     message = str(caught.value)
-    assert f"{scheme}://" in message
-    assert "sqlite://" in message  # what is available instead
-    assert f'pip install "{KNOWN_EXTRAS[scheme]}"' in message
+    assert "no queue backend handles redis://" in message
+    assert "known queue schemes: sqlite://" in message  # what is available instead
+    assert 'pip install "chute[redis]"' in message
+
+
+@pytest.mark.parametrize(
+    ("scheme", "role", "other"),
+    [("gs", "queue", "store"), ("s3", "queue", "store"), ("sqs", "store", "queue")],
+)
+def test_a_scheme_given_in_the_wrong_role_says_so(scheme: str, role: str, other: str) -> None:
+    """A bucket URL passed as the queue (a common slip) must not advise installing an extra
+    that cannot help, installed or not."""
+    for pm in (isolated(("sqlite", _Plugin("sqlite"))), PluginManager()):
+        open_ = pm.open_queue if role == "queue" else pm.open_store
+        with pytest.raises(UnknownSchemeError) as caught:
+            open_(f"{scheme}://bucket/prefix")
+        message = str(caught.value)
+        assert f"{scheme}:// is a {other} backend, not a {role}" in message
+        assert "pip install" not in message
 
 
 def test_unknown_third_party_scheme_has_no_install_hint() -> None:

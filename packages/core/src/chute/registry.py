@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import pluggy
@@ -34,6 +34,16 @@ KNOWN_EXTRAS = {
     "sqs": "chute[sqs]",
     "s3": "chute[sqs]",
     "gs": "chute[gcs]",
+}
+
+#: The roles each first-party scheme serves, so a bucket URL given as a queue gets the right
+#: advice ("pass it to --store") instead of an install hint that cannot help.
+KNOWN_ROLES = {
+    "redis": frozenset({"queue", "store"}),
+    "rediss": frozenset({"queue", "store"}),
+    "sqs": frozenset({"queue"}),
+    "s3": frozenset({"store"}),
+    "gs": frozenset({"store"}),
 }
 
 #: Used wherever no URL is given: the embedded backend, under ./.chute/.
@@ -131,24 +141,30 @@ class PluginManager:
                 ) from exc
 
     def open_queue(self, url: str) -> Queue:
-        return _factory(self.backends.queues, "queue", url)(url)
+        backends = self.backends
+        return _factory(backends.queues, backends.stores, "queue", url)(url)
 
     def open_store(self, url: str) -> Store:
-        return _factory(self.backends.stores, "store", url)(url)
+        backends = self.backends
+        return _factory(backends.stores, backends.queues, "store", url)(url)
 
 
-def _factory(claims: _Claims[_F], role: str, url: str) -> _F:
+def _factory(claims: _Claims[_F], others: _Claims[Any], role: str, url: str) -> _F:
     scheme = urlsplit(url).scheme.lower()
     if not scheme:
         raise ConfigError(f"{role} URL {url!r} has no scheme (expected e.g. {DEFAULT_URL})")
     if scheme in claims:
         return claims[scheme][0]
     known = ", ".join(f"{s}://" for s in sorted(claims)) or "none"
-    hint = KNOWN_EXTRAS.get(scheme)
-    install = f'; install it with: pip install "{hint}"' if hint else ""
+    other = "store" if role == "queue" else "queue"
+    if scheme in others or role not in KNOWN_ROLES.get(scheme, {role}):
+        advice = f"; {scheme}:// is a {other} backend, not a {role}: pass it as the {other} URL"
+    elif scheme in KNOWN_EXTRAS:
+        advice = f'; install it with: pip install "{KNOWN_EXTRAS[scheme]}"'
+    else:
+        advice = ""
     raise UnknownSchemeError(
-        f"no {role} backend handles {scheme}:// (in {url!r}); known {role} schemes: {known}"
-        f"{install}"
+        f"no {role} backend handles {scheme}:// (in {url!r}); known {role} schemes: {known}{advice}"
     )
 
 
