@@ -29,3 +29,15 @@ def test_retention_syntax(text: str, seconds: float) -> None:
 def test_bad_retention_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         parse_retention("a week")
+
+
+def test_dead_letter_commands_refuse_a_database_that_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run from the wrong directory, an admin command must say so, not report an empty dead
+    letter from a database it just created."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CHUTE_QUEUE_URL", raising=False)
+    assert main(["dead-letter", "list", "hello-world"]) == 1
+    assert "no chute database at" in capsys.readouterr().err
+    assert not (tmp_path / ".chute").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from chute.cli._backends import existing_url, url_help
+
 ORDER = 55
 #: ``requeue`` without ids takes up to this many at a time (run it again for more).
 REQUEUE_ALL_LIMIT = 10_000
@@ -24,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("api", metavar="API", help="the API's name")
-        p.add_argument("--queue", help="queue URL (default: $CHUTE_QUEUE_URL, else SQLite)")
-        p.add_argument("--store", help="store URL (default: $CHUTE_STORE_URL, else SQLite)")
+        p.add_argument("--queue", help=url_help("queue"))
+        p.add_argument("--store", help=url_help("store"))
 
     listing = sub.add_parser("list", help="show the dead letters, oldest first")
     common(listing)
@@ -59,9 +61,9 @@ def run_list(args: argparse.Namespace) -> int:
     import msgspec
 
     from chute.protocol import rfc3339
-    from chute.registry import open_queue, resolve_url
+    from chute.registry import open_queue
 
-    url = resolve_url("queue", args.queue)
+    url = existing_url("queue", args.queue)
 
     async def main() -> None:
         async with open_queue(url) as queue:
@@ -86,10 +88,10 @@ def run_requeue(args: argparse.Namespace) -> int:
     import anyio
 
     from chute.errors import NotFound, TransitionRejected
-    from chute.registry import open_queue, open_store, resolve_url
+    from chute.registry import open_queue, open_store
 
-    queue_url = resolve_url("queue", args.queue)
-    store_url = resolve_url("store", args.store)
+    queue_url = existing_url("queue", args.queue)
+    store_url = existing_url("store", args.store)
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
@@ -129,9 +131,9 @@ def run_requeue(args: argparse.Namespace) -> int:
 def run_purge(args: argparse.Namespace) -> int:
     import anyio
 
-    from chute.registry import open_queue, resolve_url
+    from chute.registry import open_queue
 
-    url = resolve_url("queue", args.queue)
+    url = existing_url("queue", args.queue)
 
     async def main() -> int:
         async with open_queue(url) as queue:

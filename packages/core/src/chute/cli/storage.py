@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from chute.cli._backends import url_help
+
 ORDER = 60
 
 
@@ -22,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "requests after the retention. Safe to run again."
         ),
     )
-    init.add_argument("--store", help="store URL (default: $CHUTE_STORE_URL, else SQLite)")
+    init.add_argument("--store", help=url_help("store"))
     init.add_argument(
         "--retention",
         default="7d",

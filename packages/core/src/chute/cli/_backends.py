@@ -1,0 +1,32 @@
+"""Backend URLs for the commands that inspect or manage existing data (``dead-letter``).
+
+Such a command must not quietly create an empty embedded database: run from the wrong
+directory, it would report "nothing there" about a database it just made.
+"""
+
+from __future__ import annotations
+
+from chute.errors import ConfigError
+from chute.registry import DEFAULT_URL, URL_ENV, resolve_url
+
+URL_HELP = "{role} URL (default: ${env}, else " + DEFAULT_URL + ", relative to this directory)"
+
+
+def url_help(role: str) -> str:
+    return URL_HELP.format(role=role, env=URL_ENV[role])
+
+
+def existing_url(role: str, explicit: str | None) -> str:
+    """Resolve the ``role`` URL like the gateway does, refusing an embedded database that does
+    not exist yet."""
+    url = resolve_url(role, explicit)
+    if url.startswith("sqlite:"):
+        from chute.backends.sqlite_db import parse_url
+
+        path, _ = parse_url(url)
+        if not path.exists():
+            raise ConfigError(
+                f"no chute database at {path}: run this where `chute dev` ran, or pass "
+                f"--{role} (or set ${URL_ENV[role]}) to the {role} your gateway uses"
+            )
+    return url
