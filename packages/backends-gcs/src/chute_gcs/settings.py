@@ -41,7 +41,6 @@ DEFAULT_CHUNK = 8 * 1024 * 1024
 # Bucket names: 3-63 characters (222 with dots), lowercase letters, digits, '-', '_', '.'.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -137,13 +136,3 @@ def _query_value(url: str, name: str, raw: str) -> object:
         return number
     except ValueError as exc:
         raise ConfigError(f"{where}: bad value {raw!r}: {exc}") from exc
-
-
-def check_name(api: str) -> str:
-    """An API name is a path segment of every object name; refuse names that could escape it."""
-    if not _NAME.match(api):
-        raise ConfigError(
-            f"API name {api!r} cannot be used in a GCS object name: expected 1 to 128 "
-            "letters, digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return api

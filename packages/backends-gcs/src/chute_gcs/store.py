@@ -36,11 +36,12 @@ from chute.protocol import (
     now,
     record_decoder,
     record_encoder,
+    validate_api_name,
     validate_request_id,
 )
 from chute_gcs.client import GcsClient, PreconditionFailed, io_error
 from chute_gcs.retention import merge_rules, retention_days
-from chute_gcs.settings import check_name, parse_url
+from chute_gcs.settings import parse_url
 
 RECORD = "record.json"
 PAYLOAD = "payload"
@@ -67,7 +68,7 @@ class GcsStore(Store):
 
     def _name(self, api: str, request_id: str, leaf: str) -> str:
         validate_request_id(request_id)
-        return f"{self.settings.prefix}/{check_name(api)}/{request_id}/{leaf}"
+        return f"{self.settings.prefix}/{validate_api_name(api)}/{request_id}/{leaf}"
 
     # -- create ----------------------------------------------------------------------------
 

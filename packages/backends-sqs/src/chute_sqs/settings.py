@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from chute.backends.base import DEFAULT_RETENTION
 from chute.cli.storage import parse_retention
 from chute.errors import ConfigError
+from chute.protocol import validate_api_name
 
 #: SQS keeps a message at most 14 days.
 SQS_MAX_RETENTION: Final = 14 * 24 * 3600
@@ -81,7 +82,8 @@ class SqsSettings:
 
     def queue_name(self, api: str) -> str:
         """The SQS queue of ``api``: ``<prefix>-<api>``."""
-        name = f"{self.prefix}-{api}"
+        name = f"{self.prefix}-{validate_api_name(api)}"
+        # SQS names are stricter than chute's (no dots) and short.
         if not _SQS_NAME.match(api) or len(name) + len(DLQ_SUFFIX) > SQS_MAX_NAME:
             raise ConfigError(
                 f"API name {api!r} cannot name an SQS queue with prefix {self.prefix!r}: "

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from chute.backends.base import DEFAULT_RETENTION, Store
-from chute.errors import ConfigError, Conflict, NotFound, PayloadTooLarge
-from chute.protocol import RequestRecord, now, validate_request_id
+from chute.errors import Conflict, NotFound, PayloadTooLarge
+from chute.protocol import RequestRecord, now, validate_api_name, validate_request_id
 from chute_sqs.client import Clients, error_code, http_status, sdk_errors
 from chute_sqs.settings import parse_s3_url
 
@@ -47,7 +46,6 @@ READ_CHUNK: Final = 256 * 1024
 META_EXPIRES: Final = "chute-expires-at"
 RECORD: Final = "record.json"
 PAYLOAD: Final = "payload"
-_API = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LOST_RACE: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
 
 
@@ -87,12 +85,7 @@ class S3Store(Store):
 
     def _base(self, api: str, request_id: str) -> str:
         validate_request_id(request_id)
-        if not _API.match(api):
-            raise ConfigError(
-                f"API name {api!r} cannot be used in an S3 key: expected 1 to 128 letters, "
-                "digits, '.', '_' or '-', starting with a letter or digit"
-            )
-        return f"{self.settings.prefix}/{api}/{request_id}/"
+        return f"{self.settings.prefix}/{validate_api_name(api)}/{request_id}/"
 
     # -- create ----------------------------------------------------------------------------
 

@@ -80,6 +80,14 @@ class InvalidRequestId(ProtocolError):
     """A request id is malformed; it never reaches a storage key."""
 
 
+class InvalidAPIName(ProtocolError, ConfigError):
+    """An API name cannot be part of a storage key or queue name.
+
+    Also a ConfigError: API names come from configuration, and callers that report bad
+    configuration (``chute validate``, a dequeuer at startup) catch that.
+    """
+
+
 # --- talking to a gateway (chute.Client) ---------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from chute.errors import InvalidRequestId
+from chute.errors import InvalidAPIName, InvalidRequestId
 
 #: Header carrying the request id to the user's container (Cortex's name, kept as is).
 REQUEST_ID_HEADER = "X-Cortex-Request-ID"
@@ -54,6 +54,8 @@ HOP_BY_HOP_HEADERS = frozenset(
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 MAX_ID_LENGTH = 128
+_API_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # with fullmatch
+MAX_API_NAME_LENGTH = 128
 
 
 class Status(enum.StrEnum):
@@ -93,6 +95,23 @@ def validate_request_id(request_id: str) -> str:
             "of letters, digits, '-' and '_', starting with a letter or digit"
         )
     return request_id
+
+
+def validate_api_name(api: str) -> str:
+    """Return ``api`` if it is safe to put in a storage key or queue name, else raise
+    InvalidAPIName.
+
+    Safe means: 1..128 characters of ``[A-Za-z0-9._-]``, starting with a letter or digit (so
+    no path separators, no traversal, no ``{}`` hash tags, nothing that needs quoting). Every
+    valid ``api.yaml`` name passes; a backend with stricter names (SQS: no dots) checks more.
+    """
+    if not isinstance(api, str) or not _API_NAME_PATTERN.fullmatch(api):
+        raise InvalidAPIName(
+            f"API name {api!r} cannot be used in a storage key: expected 1 to "
+            f"{MAX_API_NAME_LENGTH} letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit"
+        )
+    return api
 
 
 def now() -> float:
