@@ -10,6 +10,17 @@ from typing import Any
 ORDER = 40
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type for a duration in seconds that must be above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
+    return value
+
+
 def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True) -> None:
     """``--gateway URL`` (and ``--timeout``), shared by ``chute submit``, ``get`` and
     ``cancel``. The API key, if the gateway wants one, comes from ``$CHUTE_API_KEY`` (never a
@@ -25,7 +36,7 @@ def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True)
         return
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="with --wait: give up after this long (exit status 2); default: wait forever",

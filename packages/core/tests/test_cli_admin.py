@@ -1,4 +1,4 @@
-"""``chute storage init`` on the embedded backend, and the retention syntax it accepts."""
+"""Admin commands (`chute storage init`, `chute dead-letter`) and CLI argument checks."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def test_dead_letter_commands_refuse_a_database_that_does_not_exist(
     assert main(["dead-letter", "list", "hello-world"]) == 1
     assert "no chute database at" in capsys.readouterr().err
     assert not (tmp_path / ".chute").exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "soon"])
+def test_wait_timeouts_must_be_positive_seconds(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["get", "hello-world", "abc", "--wait", "--timeout", value])
+    assert exited.value.code == 2
+    assert "--timeout" in capsys.readouterr().err
