@@ -42,6 +42,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--backends", default=",".join(BACKENDS), help="chute backends to try")
     p.add_argument(
+        "--container",
+        choices=sorted(CONTAINERS),
+        default="echo",
+        help="the container every system calls: a minimal echo app (default) or the "
+        "hello-world example; both under uvicorn (httptools, uvloop)",
+    )
+    p.add_argument(
         "--servers", default="hypercorn,uvicorn,granian", help="gateway ASGI servers to compare"
     )
     p.add_argument("--servers-on", default="redis", help="backends run on every --servers")
@@ -94,6 +101,13 @@ def private_redis(logs: Path) -> Iterator[tuple[str, Proc | None]]:
         yield f"redis://127.0.0.1:{port}/0", proc
     finally:
         proc.stop()
+
+
+#: Container name → (ASGI app, working directory, whether it records arrivals for ``idle``).
+CONTAINERS = {
+    "echo": ("benchmarks.echo_app:app", ROOT, True),
+    "example": ("app:app", ROOT / "examples" / "hello-world", False),
+}
 
 
 def write_api_file(path: Path, port: int, workers: int) -> None:
@@ -173,17 +187,22 @@ async def main_async(args: argparse.Namespace) -> int:
     logs = tmp / "logs"
     logs.mkdir()
     scenarios = [s for s in args.scenarios.split(",") if s]
+    app, app_dir, records_arrivals = CONTAINERS[args.container]
+    if "idle" in scenarios and not records_arrivals:
+        print(f"idle: skipped, the {args.container} container does not record arrivals")
+        scenarios.remove("idle")
     with contextlib.ExitStack() as stack:
         if args.redis_url is None:
             args.redis_url, _ = stack.enter_context(private_redis(logs))
         cport = free_port()
         container = start(
             "container",
-            [sys.executable, "-m", "uvicorn", "benchmarks.echo_app:app", "--port", str(cport)]
+            [sys.executable, "-m", "uvicorn", app, "--port", str(cport)]
             + ["--no-access-log", "--log-level", "warning", "--loop", "uvloop"]
             + ["--http", "httptools", "--lifespan", "off"],
             logs,
-            cwd=ROOT,
+            cwd=app_dir,
+            env={"CORTEX_PORT": str(cport)},
         )
         stack.callback(container.stop)
         container_url = f"http://127.0.0.1:{cport}/"
