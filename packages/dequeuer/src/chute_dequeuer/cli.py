@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _loop_options() -> dict[str, object]:
+    """uvloop when it is installed: it halves the event loop's own share of the dequeuer's
+    CPU per request (docs/performance.md)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chute-dequeuer`` console script."""
     args = build_parser().parse_args(argv)
@@ -111,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from chute_dequeuer.service import serve
 
-        code: int = anyio.run(lambda: serve(resolved, admin_host=args.admin_host))
+        code: int = anyio.run(
+            lambda: serve(resolved, admin_host=args.admin_host), backend_options=_loop_options()
+        )
     except ChuteError as exc:
         log.error("%s", exc)
         return 1
