@@ -14,11 +14,9 @@ store can check whether the object now holds its own write.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import secrets
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,6 +27,7 @@ import anyio
 import msgspec
 from multidict import CIMultiDictProxy
 
+from chute.backends.pool import LoopHandle, LoopShared
 from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
 from chute_gcs.settings import GcsSettings
 
@@ -72,20 +71,24 @@ class Reply:
 
 
 class _Shared:
+    """One endpoint's session and, once fetched, its credentials."""
+
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
         self.token: Any = None  # gcloud.aio.auth.Token, created on the first authorised call
-        self.users = 0
 
 
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], _Shared]]
-_sessions = weakref.WeakKeyDictionary()
+async def _close(shared: _Shared) -> None:
+    await shared.session.close()
 
 
-def _new_session() -> aiohttp.ClientSession:
+_sessions: LoopShared[_Shared] = LoopShared(usable=lambda shared: not shared.session.closed)
+
+
+def _new_shared() -> _Shared:
     # Generous pool: the gateway and the dequeuer each run many requests at once.
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, keepalive_timeout=30)
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False)
+    return _Shared(aiohttp.ClientSession(connector=connector, auto_decompress=False))
 
 
 class GcsClient:
@@ -97,39 +100,18 @@ class GcsClient:
         self._objects = f"{base}/storage/v1/b/{quote(settings.bucket, safe='')}/o"
         self._uploads = f"{base}/upload/storage/v1/b/{quote(settings.bucket, safe='')}/o"
         self._bucket = f"{base}/storage/v1/b/{quote(settings.bucket, safe='')}"
-        self._held: dict[asyncio.AbstractEventLoop, _Shared] = {}
-        self._closed = False
+        self._handle = LoopHandle(
+            _sessions, settings.session_key, _close, closed_message="this GCS store is closed"
+        )
 
     # -- session and credentials ---------------------------------------------------------
 
     def _shared(self) -> _Shared:
-        if self._closed:
-            raise BackendError("this GCS store is closed")
-        loop = asyncio.get_running_loop()
-        held = self._held.get(loop)
-        if held is None:
-            per_loop = _sessions.setdefault(loop, {})
-            held = per_loop.get(self.settings.session_key)
-            if held is None or held.session.closed:
-                held = per_loop[self.settings.session_key] = _Shared(_new_session())
-            held.users += 1
-            self._held[loop] = held
-        return held
+        return self._handle.get_now(_new_shared)
 
     async def aclose(self) -> None:
         """Give the session back; close it if nobody else in this loop uses it."""
-        self._closed = True
-        held, self._held = self._held, {}
-        loop = asyncio.get_running_loop()
-        for owner, shared in held.items():
-            shared.users -= 1
-            if shared.users == 0:
-                per_loop = _sessions.get(owner, {})
-                if per_loop.get(self.settings.session_key) is shared:
-                    del per_loop[self.settings.session_key]
-                if owner is loop:  # a session of a finished loop died with it
-                    with contextlib.suppress(Exception):
-                        await shared.session.close()
+        await self._handle.aclose()
 
     async def _auth(self, shared: _Shared, doing: str) -> dict[str, str]:
         """The Authorization header: none for an emulator, else an Application Default

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore import exceptions as bexc
 
+from chute.backends.pool import LoopHandle, LoopShared
 from chute.errors import BackendError, BackendUnavailable, ChuteError, Conflict, NotFound
 from chute_sqs.settings import AwsEndpoint
 
@@ -126,17 +126,18 @@ def default_region() -> str | None:
 
 
 class _Shared:
+    """An open aiobotocore client and the context manager that closes it."""
+
     def __init__(self, context: Any, client: Any) -> None:
         self.context = context
         self.client = client
-        self.users = 0
 
 
-_Key = tuple[str, str | None, str | None]
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, _Shared]]
-_clients = weakref.WeakKeyDictionary()
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock]
-_locks = weakref.WeakKeyDictionary()
+_clients: LoopShared[_Shared] = LoopShared()
+
+
+async def _close(shared: _Shared) -> None:
+    await shared.context.__aexit__(None, None, None)
 
 
 def _config(service: str, endpoint: AwsEndpoint) -> AioConfig:
@@ -170,47 +171,28 @@ class Clients:
             )
         self.endpoint = AwsEndpoint(region=region, endpoint_url=endpoint.endpoint_url)
         self.where = self.endpoint.describe(service.upper())
-        self._key: _Key = (service, region, endpoint.endpoint_url)
-        self._held: dict[asyncio.AbstractEventLoop, _Shared] = {}
-        self._closed = False
+        self._handle = LoopHandle(
+            _clients,
+            (service, region, endpoint.endpoint_url),
+            _close,
+            closed_message=f"this {self.where} queue or store is closed",
+        )
+
+    async def _open(self) -> _Shared:
+        context = session().create_client(
+            self.service,
+            region_name=self.endpoint.region,
+            endpoint_url=self.endpoint.endpoint_url,
+            config=_config(self.service, self.endpoint),
+        )
+        with sdk_errors(self.where, "creating a client"):
+            client = await context.__aenter__()
+        return _Shared(context, client)
 
     async def get(self) -> Any:
         """The shared client for the running event loop (an aiobotocore client)."""
-        if self._closed:
-            raise BackendError(f"this {self.where} queue or store is closed")
-        loop = asyncio.get_running_loop()
-        held = self._held.get(loop)
-        if held is not None:
-            return held.client
-        lock = _locks.setdefault(loop, asyncio.Lock())
-        async with lock:  # two first users must not create two clients
-            per_loop = _clients.setdefault(loop, {})
-            held = per_loop.get(self._key)
-            if held is None:
-                context = session().create_client(
-                    self.service,
-                    region_name=self.endpoint.region,
-                    endpoint_url=self.endpoint.endpoint_url,
-                    config=_config(self.service, self.endpoint),
-                )
-                with sdk_errors(self.where, "creating a client"):
-                    client = await context.__aenter__()
-                held = per_loop[self._key] = _Shared(context, client)
-            held.users += 1
-            self._held[loop] = held
-        return held.client
+        return (await self._handle.get(self._open)).client
 
     async def aclose(self) -> None:
         """Give the client back; close it if nobody else in this loop uses it."""
-        self._closed = True
-        held, self._held = self._held, {}
-        loop = asyncio.get_running_loop()
-        for owner, shared in held.items():
-            shared.users -= 1
-            if shared.users == 0:
-                per_loop = _clients.get(owner, {})
-                if per_loop.get(self._key) is shared:
-                    del per_loop[self._key]
-                if owner is loop:  # a client of a finished loop died with it
-                    with contextlib.suppress(Exception):
-                        await shared.context.__aexit__(None, None, None)
+        await self._handle.aclose()
