@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chute.testing import QueueContract, StoreContract
+from chute.testing import JointContract, QueueContract, StoreContract
 from chute.testing.services import free_port
 
 
@@ -31,3 +31,9 @@ class TestRedisStore(StoreContract):
     @pytest.fixture
     def unreachable_url(self) -> str:
         return _closed_port_url()
+
+
+class TestRedisJoint(JointContract):
+    @pytest.fixture
+    def backend_url(self, redis_url: str) -> str:
+        return redis_url

@@ -7,6 +7,8 @@ one call). It counts our own calls on a real server; nothing is replaced.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import pytest
 from redis.asyncio.connection import AbstractConnection
 from redis_helpers import body, new_record
@@ -116,3 +118,56 @@ async def test_a_large_payload_costs_one_more_round_trip_per_mebibyte(
         assert stored.payload_size == 3 * UPLOAD_PIECE
         # three 1 MiB appends (the last one without the EXPIRE, pipelined anyway) + the script
         assert create.count == 4
+
+
+async def _joint_cycle(queue: RedisQueue, store: RedisStore, trips: RoundTrips) -> dict[str, int]:
+    """The same life on the joint fast path (queue and store on one server), as the
+    dequeuer takes it."""
+    joint = store.joint(queue)
+    assert joint is not None
+    record = new_record(API)
+    await store.create(record, body(b'{"x": 1}'))
+    await queue.send(API, record.id)
+    counts: dict[str, int] = {}
+    with trips.measure() as take:
+        # Receive, record and (small) payload in one script; then the start's compare-and-set.
+        [received] = await joint.receive(API, wait=1.0, lease=30.0)
+        assert received.payload == b'{"x": 1}'
+        d = received.delivery
+        held = await store.transition_versioned(
+            API, record.id, Status.IN_PROGRESS, attempt=d.attempt, current=received.found
+        )
+    counts["start"] = take.count
+    with trips.measure() as complete:
+        acking = joint.acking(d)
+        await store.transition_versioned(
+            API,
+            record.id,
+            Status.COMPLETED,
+            attempt=d.attempt,
+            result=b"2",
+            current=held,
+            write=acking,
+        )
+        assert acking.acked
+    counts["complete"] = complete.count
+    return counts
+
+
+async def test_joint_path_round_trips(redis_url: str, round_trips: RoundTrips) -> None:
+    async with RedisQueue(redis_url) as queue, RedisStore(redis_url) as store:
+        await _joint_cycle(queue, store, round_trips)
+        counts = await _joint_cycle(queue, store, round_trips)
+    # start: joint receive script + compare-and-set; complete: the write-and-ack script.
+    assert counts == {"start": 2, "complete": 1}
+
+
+async def test_no_joint_path_across_servers_or_databases(redis_url: str) -> None:
+    """The joint scripts touch queue and store keys together: only on one server and db."""
+    parts = urlsplit(redis_url)
+    db = int(parts.path.strip("/") or 0)
+    other_db = parts._replace(path=f"/{(db + 1) % 16}").geturl()
+    async with RedisStore(redis_url) as store, RedisQueue(redis_url) as queue:
+        assert store.joint(queue) is not None
+        async with RedisQueue(other_db) as elsewhere:
+            assert store.joint(elsewhere) is None

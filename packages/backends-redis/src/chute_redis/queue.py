@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 import msgspec
@@ -59,6 +59,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def delivery_of(api: str, row: Sequence[Any]) -> Delivery:
+    """The delivery a receive script's row starts with: id, attempt, receipt."""
+    return Delivery(api, _text(row[0]), int(row[1]), _text(row[2]))
+
+
 class RedisQueue(Queue):
     """chute's :class:`~chute.backends.base.Queue` on a Redis server (``redis://``, ``rediss://``)."""
 
@@ -85,23 +90,40 @@ class RedisQueue(Queue):
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Delivery]:
+        rows = await self.receive_rows(
+            api, scripts.QUEUE_RECEIVE, [], 3, max_messages=max_messages, wait=wait, lease=lease
+        )
+        return [delivery_of(api, row) for row in rows]
+
+    async def receive_rows(
+        self,
+        api: str,
+        script: scripts.Script,
+        extra: list[bytes | str | int | float],
+        width: int,
+        *,
+        max_messages: int,
+        wait: float,
+        lease: float,
+    ) -> list[list[Any]]:
+        """The receive loop with ``script``: queue_receive.lua, or a script that runs it and
+        adds to each delivery (``chute_redis.joint``), called with the receive's keys and
+        arguments followed by ``extra``. Returns the reply's rows of ``width`` values, the
+        first three of each being id, attempt and receipt."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         keys = self._keys(api)
         client = self._conn.client()
         script_keys = [keys.ready, keys.leased, keys.receipts, keys.attempts, keys.wake]
-        args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), ""]
+        args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), "", *extra]
         end = anyio.current_time() + max(0.0, wait)
         doing = f"receiving from {api}"
         while True:
             args[2] = secrets.token_hex(8)
             with self._conn.op(doing):
-                reply = await scripts.QUEUE_RECEIVE(client, script_keys, args)
+                reply = await script(client, script_keys, args)
             if len(reply) > 1:
-                return [
-                    Delivery(api, _text(reply[i]), int(reply[i + 1]), _text(reply[i + 2]))
-                    for i in range(1, len(reply), 3)
-                ]
+                return [reply[i : i + width] for i in range(1, len(reply), width)]
             remaining = end - anyio.current_time()
             if remaining <= 0:
                 return []
@@ -111,6 +133,11 @@ class RedisQueue(Queue):
             block = max(block, 0.01)  # BLPOP's 0 would mean "forever"
             with self._conn.op(doing, wait=block):
                 await client.blpop([keys.wake], timeout=block)
+
+    def ack_keys(self, api: str) -> list[str]:
+        """The keys queue_ack.lua takes."""
+        k = self._keys(api)
+        return [k.ready, k.leased, k.receipts, k.attempts]
 
     async def _holder_script(
         self, script: scripts.Script, delivery: Delivery, keys: list[str], *extra: str | int
@@ -132,10 +159,7 @@ class RedisQueue(Queue):
         )
 
     async def ack(self, delivery: Delivery) -> None:
-        k = self._keys(delivery.api)
-        await self._holder_script(
-            scripts.QUEUE_ACK, delivery, [k.ready, k.leased, k.receipts, k.attempts]
-        )
+        await self._holder_script(scripts.QUEUE_ACK, delivery, self.ack_keys(delivery.api))
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         k = self._keys(delivery.api)

@@ -32,8 +32,19 @@ class Script:
             return await client.eval(self.source, len(keys), *keys, *args)
 
 
-def _load(name: str) -> Script:
-    source = (files("chute_redis") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+def _source(name: str) -> str:
+    return (files("chute_redis") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _load(name: str, **uses: str) -> Script:
+    """The script ``lua/<name>.lua``; ``uses`` maps a local function name to another script
+    it calls (``receive="queue_receive"``): that script's source becomes the function's body,
+    with its own ``KEYS`` and ``ARGV`` as the parameters, so no logic is written twice."""
+    source = "".join(
+        f"local function {function}(KEYS, ARGV)\n{_source(used)}\nend\n"
+        for function, used in uses.items()
+    )
+    source += _source(name)
     # The name without its role ("queue_dead_letter" → "dead_letter") reads well in errors.
     return Script(name.split("_", 1)[1].replace("_", " "), source)
 
@@ -50,3 +61,6 @@ QUEUE_PURGE_DEAD = _load("queue_purge_dead")
 QUEUE_DEPTH = _load("queue_depth")
 STORE_CREATE = _load("store_create")
 STORE_WRITE_IF = _load("store_write_if")
+#: One server holds queue and store: receive with records, write and ack (``chute_redis.joint``).
+JOINT_RECEIVE = _load("joint_receive", receive="queue_receive")
+JOINT_FINISH = _load("joint_finish", write_if="store_write_if", ack="queue_ack")

@@ -22,11 +22,12 @@ from typing import NamedTuple
 import anyio
 import msgspec
 
-from chute.backends.base import Store
+from chute.backends.base import Joint, Queue, Store
 from chute.errors import Conflict, NotFound, PayloadTooLarge
 from chute.protocol import RequestRecord, record_decoder, record_encoder, validate_request_id
 from chute_redis import scripts
 from chute_redis.connection import Connection, check_name, parse_url
+from chute_redis.queue import RedisQueue
 
 #: Payloads up to this size go to Redis in the create script itself (one round trip); larger
 #: ones are appended to a temporary key in pieces of this size as they stream in.
@@ -54,9 +55,14 @@ class RedisStore(Store):
         self.max_payload_size = self.settings.max_payload_size
         self._conn = Connection(self.settings)
 
+    @property
+    def connection(self) -> Connection:
+        """The shared connection handle (``chute_redis.joint`` runs its scripts on it)."""
+        return self._conn
+
     def _keys(self, api: str, request_id: str) -> _Keys:
         validate_request_id(request_id)
-        record = f"{self.settings.prefix}:s:{check_name(api)}:{{{request_id}}}"
+        record = f"{self.record_prefix(api)}{{{request_id}}}"
         return _Keys(record, f"{record}:payload")
 
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
@@ -132,6 +138,16 @@ class RedisStore(Store):
         self, record: RequestRecord, version: object, *, result: bytes | None = None
     ) -> int | None:
         # The script answers with the new version: a following move needs no read.
+        keys, args = self.write_args(record, version, result)
+        client = self._conn.client()
+        with self._conn.op(f"updating request {record.id} of {record.api}"):
+            written = int(await scripts.STORE_WRITE_IF(client, keys, args))
+        return written or None
+
+    def write_args(
+        self, record: RequestRecord, version: object, result: bytes | None
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """The keys and arguments of store_write_if.lua."""
         keys = self._keys(record.api, record.id)
         if not isinstance(version, int):
             raise TypeError(f"a Redis record version is an int, not {type(version).__name__}")
@@ -142,10 +158,20 @@ class RedisStore(Store):
             0 if result is None else 1,
             b"" if result is None else result,
         ]
-        client = self._conn.client()
-        with self._conn.op(f"updating request {record.id} of {record.api}"):
-            written = int(await scripts.STORE_WRITE_IF(client, [keys.record, keys.payload], args))
-        return written or None
+        return [keys.record, keys.payload], args
+
+    def record_prefix(self, api: str) -> str:
+        """What a record's key is before its ``{<id>}``."""
+        return f"{self.settings.prefix}:s:{check_name(api)}:"
+
+    def joint(self, queue: Queue) -> Joint | None:
+        """The one-round-trip receive and finish, when ``queue`` is on the same server and
+        database as this store (same pool: same host, port, db and credentials)."""
+        from chute_redis.joint import RedisJoint  # here: joint imports this module
+
+        if isinstance(queue, RedisQueue) and queue.settings.pool_key == self.settings.pool_key:
+            return RedisJoint(queue, self)
+        return None
 
     async def payload(self, api: str, request_id: str) -> AsyncIterator[bytes]:
         keys = self._keys(api, request_id)

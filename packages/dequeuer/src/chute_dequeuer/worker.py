@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 import anyio
 
-from chute.backends.base import Delivery, Queue, Store, Versioned
+from chute.backends.base import Delivery, Queue, Received, Store, Versioned
 from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
 from chute.lifecycle import EXTRA_REQUEUE_BASE
@@ -63,8 +63,10 @@ class RequestLog(logging.LoggerAdapter[logging.Logger]):
 class Job:
     """One delivery being handled, and what is known about it so far."""
 
-    def __init__(self, delivery: Delivery) -> None:
+    def __init__(self, delivery: Delivery, received: Received | None = None) -> None:
         self.delivery = delivery
+        #: What a joint receive read along with the delivery (None: read it now).
+        self.received = received
         self.log = RequestLog(
             log,
             {"request_id": delivery.request_id, "api": delivery.api, "attempt": delivery.attempt},
@@ -112,6 +114,8 @@ class Dispatcher:
         self.finished = anyio.Event()
         self._idle: set[anyio.CancelScope] = set()
         self._jobs: set[Job] = set()
+        #: Queue and store in one place: receive with the record, store and ack in one step.
+        self.joint = store.joint(queue)
         readiness.subscribe(self._on_readiness)
 
     @property
@@ -150,24 +154,19 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         while not self.stopping:
-            deliveries: list[Delivery] = []
+            deliveries: list[tuple[Delivery, Received | None]] = []
             with anyio.CancelScope() as idle:
                 self._idle.add(idle)
                 try:
                     await self.readiness.wait_ready()
-                    deliveries = await self.outage.call(
-                        "receive",
-                        lambda: self.queue.receive(
-                            self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
-                        ),
-                    )
+                    deliveries = await self.outage.call("receive", self._receive)
                 except ChuteError:
                     # Not an outage (those are retried inside): still no reason to die.
                     log.exception("receive failed; retrying in %.0f s", ERROR_RETRY_DELAY)
                     await anyio.sleep(ERROR_RETRY_DELAY)
                 finally:
                     self._idle.discard(idle)
-            for delivery in deliveries:
+            for delivery, received in deliveries:
                 if self.stopping or not self.readiness.ready:
                     # Received in the instant pulling stopped: hand it back untouched.
                     job = Job(delivery)
@@ -175,10 +174,23 @@ class Dispatcher:
                     await self._give_back(job)
                     self.metrics.requests.labels(outcome="released").inc()
                 else:
-                    await self._process(delivery)
+                    await self._process(delivery, received)
 
-    async def _process(self, delivery: Delivery) -> None:
-        job = Job(delivery)
+    async def _receive(self) -> list[tuple[Delivery, Received | None]]:
+        """One receive (blocking until a message comes or the wait ends), with the records
+        read along when the backend has a joint fast path."""
+        if self.joint is not None:
+            received = await self.joint.receive(
+                self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
+            )
+            return [(r.delivery, r) for r in received]
+        deliveries = await self.queue.receive(
+            self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
+        )
+        return [(d, None) for d in deliveries]
+
+    async def _process(self, delivery: Delivery, received: Received | None = None) -> None:
+        job = Job(delivery, received)
         self._jobs.add(job)
         self.metrics.in_flight.inc()
         outcome: str | None = None
@@ -261,9 +273,12 @@ class Dispatcher:
     async def _handle(self, job: Job) -> str:
         d = job.delivery
         try:
-            found = await self.outage.call(
-                "read", lambda: self.store.read_live(d.api, d.request_id)
-            )
+            if job.received is not None:
+                found = job.received.found
+            else:
+                found = await self.outage.call(
+                    "read", lambda: self.store.read_live(d.api, d.request_id)
+                )
         except InvalidRequestId as exc:
             job.log.error("message is not a valid request id; dropped", extra={"error": str(exc)})
             return await self._drop(job)
@@ -311,7 +326,6 @@ class Dispatcher:
     async def _call(self, job: Job, record: RequestRecord) -> CallResult:
         """The container call, cut after the execution timeout (the record's, else the
         API's) and abandoned if the request is cancelled meanwhile."""
-        d = job.delivery
         timeout = record.timeout if record.timeout is not None else self._execution_timeout
         scope = anyio.CancelScope()
         if timeout is not None:
@@ -321,8 +335,7 @@ class Dispatcher:
         try:
             with scope:
                 result = await self.outage.call(
-                    "call",
-                    lambda: self.container.call(record, self.store.payload(d.api, d.request_id)),
+                    "call", lambda: self.container.call(record, self._payload(job))
                 )
         except NotFound:
             result = CallResult(
@@ -342,6 +355,13 @@ class Dispatcher:
                 seconds=timeout,
             )
         return result
+
+    def _payload(self, job: Job) -> AsyncIterator[bytes]:
+        """The payload: as it came with a joint receive, else streamed from the store."""
+        d = job.delivery
+        if job.received is not None and job.received.payload is not None:
+            return _once(job.received.payload)
+        return self.store.payload(d.api, d.request_id)
 
     @property
     def _execution_timeout(self) -> float | None:
@@ -456,10 +476,13 @@ class Dispatcher:
         """Store the terminal outcome, then settle the message: ack it, or move it to the
         dead letter with ``dead_letter`` as the reason; then send the webhook."""
         d = job.delivery
+        # Joint backends ack in the same step as the write (not a dead letter: that settles
+        # the message differently).
+        acking = self.joint.acking(d) if self.joint is not None and dead_letter is None else None
         try:
-            record = await self.outage.call(
+            record, _ = await self.outage.call(
                 "finish",
-                lambda: self.store.transition(
+                lambda: self.store.transition_versioned(
                     d.api,
                     d.request_id,
                     to,
@@ -468,6 +491,7 @@ class Dispatcher:
                     error=error,
                     extra=extra,
                     current=job.held,
+                    write=acking,
                 ),
             )
         except NotFound:
@@ -490,8 +514,10 @@ class Dispatcher:
             job.log.info("request completed", extra=fields)
         if dead_letter is not None:
             await self._dead_letter(job, dead_letter)
-        else:
+        elif acking is None:
             await self._ack(job)
+        elif not acking.acked:
+            job.log.info("ack skipped: the message was delivered again meanwhile")
         self._notify(record, result)
         return "dead_lettered" if dead_letter is not None else to.value
 
@@ -540,3 +566,7 @@ class Dispatcher:
                     "release failed; the message returns when its lease lapses",
                     extra={"error": str(exc)},
                 )
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

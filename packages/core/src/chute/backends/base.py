@@ -13,9 +13,9 @@ API (its own keys, table rows or SQS queue). All methods may raise
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import msgspec
 
@@ -70,6 +70,61 @@ class DeadLetter(msgspec.Struct, frozen=True):
     reason: str
     attempts: int
     dead_at: float
+
+
+#: A conditional write that tells the new version (see :meth:`Store.write_next`).
+WriteNext = Callable[[RequestRecord, object, bytes | None], Awaitable[object | None]]
+
+
+class Received(NamedTuple):
+    """A delivery as :meth:`Joint.receive` hands it out, with what was read along with it."""
+
+    delivery: Delivery
+    #: The live record and its version, as read in the same step; None if there is none (or
+    #: it expired).
+    found: Versioned | None
+    #: The whole payload when it is small enough to come along; None means: stream it with
+    #: :meth:`Store.payload`.
+    payload: bytes | None
+
+
+class AckingWrite(abc.ABC):
+    """A conditional write of a delivery's outcome that also acks the delivery in the same
+    atomic step; pass it as ``write`` to :meth:`Store.transition_versioned`.
+
+    When the record moved, nothing is written and nothing is acked (the store then decides
+    again on the stored record, and writes with this again). After a write, :attr:`acked`
+    says whether the ack happened: False when the lease was no longer the caller's (the
+    outcome is stored all the same, as an ack raising LeaseLost would leave it).
+    """
+
+    acked: bool = False
+
+    @abc.abstractmethod
+    async def __call__(
+        self, record: RequestRecord, version: object, result: bytes | None
+    ) -> object | None:
+        """:meth:`Store.write_next`, and the ack."""
+
+
+class Joint(abc.ABC):
+    """Optional capability of a queue and a store kept in one place (the same Redis server
+    and database): steps that are separate calls on the generic path are one atomic round
+    trip. :meth:`Store.joint` offers it; where it returns None, callers take the generic
+    path (``Queue.receive`` + ``Store.read_live`` + ``Store.payload``; ``Store.transition`` +
+    ``Queue.ack``), which stays the reference behaviour. The contract suite's
+    ``JointContract`` checks that both paths agree.
+    """
+
+    @abc.abstractmethod
+    async def receive(
+        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+    ) -> list[Received]:
+        """:meth:`Queue.receive`, with each delivery's live record (and small payload)."""
+
+    @abc.abstractmethod
+    def acking(self, delivery: Delivery) -> AckingWrite:
+        """A write for :meth:`Store.transition_versioned` that acks ``delivery`` with it."""
 
 
 class _AsyncClosing:
@@ -206,6 +261,11 @@ class Store(_AsyncClosing, abc.ABC):
             return UNKNOWN_VERSION
         return None
 
+    def joint(self, queue: Queue) -> Joint | None:
+        """The :class:`Joint` fast path of this store with ``queue``, when both live in one
+        place; None (the default) when they do not or the backend has none."""
+        return None
+
     async def initialize(self, *, retention: float = DEFAULT_RETENTION) -> list[str]:
         """Prepare the storage for chute (``chute storage init``): for example install a bucket
         lifecycle rule that deletes objects ``retention`` seconds after they were written.
@@ -283,9 +343,11 @@ class Store(_AsyncClosing, abc.ABC):
         result: bytes | None = None,
         extra: Mapping[str, Any] | None = None,
         current: Versioned | None = None,
+        write: WriteNext | None = None,
     ) -> Versioned:
         """:meth:`transition`, returning the new record with its new version (possibly
-        :data:`UNKNOWN_VERSION`), for the caller's next move."""
+        :data:`UNKNOWN_VERSION`), for the caller's next move. ``write`` replaces
+        :meth:`write_next` as the conditional write (a :class:`Joint`'s acking write)."""
         if result is not None and to is not Status.COMPLETED:
             raise ValueError("a result is stored only with the completed status")
         return await self._update(
@@ -296,6 +358,7 @@ class Store(_AsyncClosing, abc.ABC):
             ),
             result=result,
             current=current,
+            write=write,
         )
 
     async def annotate(self, api: str, request_id: str, **extra: Any) -> RequestRecord:
@@ -327,6 +390,7 @@ class Store(_AsyncClosing, abc.ABC):
         *,
         result: bytes | None = None,
         current: Versioned | None = None,
+        write: WriteNext | None = None,
     ) -> Versioned:
         """Read, change, write back if nobody wrote meanwhile; retry on a conflict. A
         ``current`` the caller holds stands in for the first read."""
@@ -349,7 +413,10 @@ class Store(_AsyncClosing, abc.ABC):
                 given, found = False, None  # judged on what the caller held: ask the store
                 continue
             given = False
-            written = await self.write_next(updated, version, result=result)
+            if write is None:
+                written = await self.write_next(updated, version, result=result)
+            else:
+                written = await write(updated, version, result)
             if written is not None:
                 return updated, written
             found = None  # the record moved: read it again and decide again

@@ -17,10 +17,18 @@ overridden only to mark it ``xfail`` with a reason. See docs/plugins.md.
 import pytest
 
 # Plain asserts in the contract classes should explain themselves like asserts in test files.
-pytest.register_assert_rewrite("chute.testing.queue", "chute.testing.store")
+pytest.register_assert_rewrite("chute.testing.queue", "chute.testing.store", "chute.testing.joint")
 
 from chute.testing.contract import BackendContract  # noqa: E402
+from chute.testing.joint import JointContract  # noqa: E402
 from chute.testing.queue import QueueContract  # noqa: E402
 from chute.testing.store import StoreContract, body_of, new_record  # noqa: E402
 
-__all__ = ["BackendContract", "QueueContract", "StoreContract", "body_of", "new_record"]
+__all__ = [
+    "BackendContract",
+    "JointContract",
+    "QueueContract",
+    "StoreContract",
+    "body_of",
+    "new_record",
+]

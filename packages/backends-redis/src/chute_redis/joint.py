@@ -1,0 +1,79 @@
+"""The :class:`~chute.backends.base.Joint` fast path when queue and store share one Redis
+server and database: a receive that reads each delivery's record (and small payload) in the
+same script, and a store-the-outcome-and-ack script. Both scripts run the queue's and the
+store's own scripts as functions (``scripts._load(..., uses)``), so the rules are not
+written twice. A dequeuer request costs 3 round trips instead of 6 (docs/redis.md)."""
+
+from __future__ import annotations
+
+from chute.backends.base import AckingWrite, Delivery, Joint, Received
+from chute.errors import InvalidRequestId
+from chute.protocol import RequestRecord, now, record_decoder, validate_request_id
+from chute_redis import scripts
+from chute_redis.queue import RedisQueue, delivery_of
+from chute_redis.store import READ_PIECE, RedisStore
+
+#: Payloads up to this size come along with the receive (a flood's are tens of bytes);
+#: larger ones stream from the store as on the generic path.
+INLINE_PAYLOAD = READ_PIECE
+
+
+class RedisJoint(Joint):
+    """What :meth:`RedisStore.joint` returns for a :class:`RedisQueue` on the same server."""
+
+    def __init__(self, queue: RedisQueue, store: RedisStore) -> None:
+        self.queue = queue
+        self.store = store
+
+    async def receive(
+        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+    ) -> list[Received]:
+        rows = await self.queue.receive_rows(
+            api,
+            scripts.JOINT_RECEIVE,
+            [self.store.record_prefix(api), INLINE_PAYLOAD],
+            6,
+            max_messages=max_messages,
+            wait=wait,
+            lease=lease,
+        )
+        received = []
+        for row in rows:
+            delivery = delivery_of(api, row)
+            raw, version, payload = row[3], row[4], row[5]
+            found = None
+            try:
+                validate_request_id(delivery.request_id)
+            except InvalidRequestId:
+                raw = None  # the generic path's read would refuse it: no record
+            if raw is not None and version is not None:
+                record: RequestRecord = record_decoder.decode(raw)
+                if record.expires_at > now():
+                    found = (record, int(version))
+            inline = payload if found is not None and isinstance(payload, bytes) else None
+            received.append(Received(delivery, found, inline))
+        return received
+
+    def acking(self, delivery: Delivery) -> AckingWrite:
+        return _AckingWrite(self, delivery)
+
+
+class _AckingWrite(AckingWrite):
+    def __init__(self, joint: RedisJoint, delivery: Delivery) -> None:
+        self.joint = joint
+        self.delivery = delivery
+
+    async def __call__(
+        self, record: RequestRecord, version: object, result: bytes | None
+    ) -> int | None:
+        d = self.delivery
+        if (record.api, record.id) != (d.api, d.request_id):
+            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
+        store, queue = self.joint.store, self.joint.queue
+        keys, args = store.write_args(record, version, result)
+        keys += queue.ack_keys(d.api)
+        args += [d.request_id, d.receipt]
+        with store.connection.op(f"storing the outcome of {d.request_id} of {d.api}"):
+            written, acked = await scripts.JOINT_FINISH(store.connection.client(), keys, args)
+        self.acked = bool(acked)
+        return int(written) or None

@@ -1,0 +1,171 @@
+"""The joint contract: a backend whose store offers :meth:`~chute.backends.base.Store.joint`
+with its queue proves that the fast path does exactly what the generic path does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from chute.backends.base import Joint, Queue, Received, Store
+from chute.errors import LeaseLost, TransitionRejected
+from chute.protocol import Status
+from chute.registry import open_queue, open_store
+from chute.testing.contract import BackendContract
+from chute.testing.store import body_of, new_record, read_all
+
+
+class JointContract(BackendContract):
+    """Subclass as ``class TestMyJoint(JointContract)`` and override ``backend_url`` (one URL
+    for queue and store, on which ``store.joint(queue)`` must not be None)."""
+
+    #: A payload larger than the backend sends along with a receive (it streams instead).
+    large_payload: int = 1024 * 1024
+
+    @pytest.fixture
+    async def pair(self, backend_url: str) -> AsyncIterator[tuple[Queue, Store, Joint]]:
+        async with open_queue(backend_url) as queue, open_store(backend_url) as store:
+            joint = store.joint(queue)
+            assert joint is not None, "the store offers no joint fast path with its queue"
+            yield queue, store, joint
+
+    async def submitted(self, queue: Queue, store: Store, api: str, payload: bytes) -> str:
+        record = await store.create(new_record(api), body_of(payload))
+        await queue.send(api, record.id)
+        return record.id
+
+    async def receive_one(self, joint: Joint, api: str, lease: float = 30.0) -> Received:
+        with anyio.fail_after(10):
+            [received] = await joint.receive(api, wait=5.0, lease=lease)
+        return received
+
+    async def test_receive_brings_the_live_record_and_small_payload(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A joint receive is a receive plus ``read_live`` (and the payload when small). If
+        this fails, the dequeuer starts requests from a wrong record or sends a wrong body."""
+        queue, store, joint = pair
+        small = await self.submitted(queue, store, api, b'{"x": 1}')
+        received = await self.receive_one(joint, api)
+        assert received.delivery.request_id == small
+        assert received.delivery.attempt == 1
+        assert received.found == await store.read_live(api, small)
+        assert received.payload == b'{"x": 1}'
+
+        big = b"y" * (self.large_payload + 1)
+        large = await self.submitted(queue, store, api, big)
+        received = await self.receive_one(joint, api)
+        assert received.delivery.request_id == large
+        assert received.found is not None
+        assert received.payload is None or received.payload == big
+        assert b"".join(await read_all(store.payload(api, large))) == big
+
+    async def test_receive_of_a_missing_record(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A message whose record is gone comes with no record (the dequeuer drops it). If
+        this fails, the dequeuer calls the container for a deleted request."""
+        queue, store, joint = pair
+        rid = await self.submitted(queue, store, api, b"{}")
+        await store.delete(api, rid)
+        received = await self.receive_one(joint, api)
+        assert received.delivery.request_id == rid
+        assert received.found is None
+        assert received.payload is None
+
+    async def test_acking_write_stores_and_acks_in_one_step(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """Start from what the receive read, finish with the acking write: the outcome is
+        stored and the message is gone. If this fails, completed requests are redelivered
+        or their results lost."""
+        queue, store, joint = pair
+        rid = await self.submitted(queue, store, api, b"{}")
+        received = await self.receive_one(joint, api)
+        d = received.delivery
+        held = await store.transition_versioned(
+            api, rid, Status.IN_PROGRESS, attempt=d.attempt, current=received.found
+        )
+        acking = joint.acking(d)
+        done, _ = await store.transition_versioned(
+            api, rid, Status.COMPLETED, attempt=d.attempt, result=b"1", current=held, write=acking
+        )
+        assert acking.acked
+        assert done == await store.get(api, rid)
+        assert done.status is Status.COMPLETED
+        assert await store.result(api, rid) == b"1"
+        assert (await queue.depth(api)).in_flight == 0
+        with pytest.raises(LeaseLost):
+            await queue.ack(d)
+
+    async def test_acking_write_after_a_concurrent_write(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """The record moved since it was read: an allowed move is made on the stored record
+        (keeping what the other writer wrote) and acks; a refused one writes and acks nothing.
+        If this fails, a webhook annotation is lost, or a cancelled request's message is
+        acked with a result written over the cancellation."""
+        queue, store, joint = pair
+        rid = await self.submitted(queue, store, api, b"{}")
+        received = await self.receive_one(joint, api)
+        d = received.delivery
+        held = await store.transition_versioned(
+            api, rid, Status.IN_PROGRESS, attempt=d.attempt, current=received.found
+        )
+        await store.annotate(api, rid, note="kept")
+        acking = joint.acking(d)
+        done, _ = await store.transition_versioned(
+            api, rid, Status.COMPLETED, attempt=d.attempt, result=b"1", current=held, write=acking
+        )
+        assert acking.acked
+        assert done.extra == {"note": "kept"}
+        assert await store.get(api, rid) == done
+
+        other = await self.submitted(queue, store, api, b"{}")
+        received = await self.receive_one(joint, api)
+        d = received.delivery
+        held = await store.transition_versioned(
+            api, other, Status.IN_PROGRESS, attempt=d.attempt, current=received.found
+        )
+        await store.transition(api, other, Status.CANCELLED)
+        acking = joint.acking(d)
+        with pytest.raises(TransitionRejected):
+            await store.transition_versioned(
+                api,
+                other,
+                Status.COMPLETED,
+                attempt=d.attempt,
+                result=b"1",
+                current=held,
+                write=acking,
+            )
+        assert not acking.acked
+        assert await store.result(api, other) is None
+        assert (await queue.depth(api)).in_flight == 1  # the caller settles it
+        await queue.ack(d)
+
+    async def test_acking_write_when_the_lease_moved_on(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """The lease lapsed and the message was delivered again: the outcome of the attempt
+        that still owns the record is stored, but the newer delivery's message is not acked.
+        If this fails, a redelivered message vanishes under its new holder."""
+        queue, store, joint = pair
+        rid = await self.submitted(queue, store, api, b"{}")
+        lease = max(queue.min_lease, 0.2)
+        first = await self.receive_one(joint, api, lease=lease)
+        held = await store.transition_versioned(
+            api, rid, Status.IN_PROGRESS, attempt=1, current=first.found
+        )
+        await anyio.sleep(lease * 2)
+        second = await self.receive_one(joint, api)
+        assert second.delivery.attempt == 2
+        acking = joint.acking(first.delivery)
+        done, _ = await store.transition_versioned(
+            api, rid, Status.COMPLETED, attempt=1, result=b"1", current=held, write=acking
+        )
+        assert done.status is Status.COMPLETED
+        assert not acking.acked
+        assert (await queue.depth(api)).in_flight == 1
+        await queue.ack(second.delivery)
