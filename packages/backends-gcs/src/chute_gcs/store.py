@@ -29,7 +29,8 @@ import anyio
 import msgspec
 
 from chute.backends.base import DEFAULT_RETENTION, Store
-from chute.errors import BackendError, ConfigError, Conflict, NotFound, PayloadTooLarge
+from chute.backends.streams import limited_pieces
+from chute.errors import BackendError, ConfigError, Conflict, NotFound
 from chute.protocol import (
     RequestRecord,
     Status,
@@ -81,61 +82,57 @@ class GcsStore(Store):
         token = secrets.token_hex(8)
         metadata = {TOKEN: token}
         content_type = record.content_type or "application/octet-stream"
-        chunk_size = self.settings.chunk_size
-        limit = self.max_payload_size
-        buffer = bytearray()
-        size = sent = 0
         session: str | None = None
         payload_generation: int | None = None
+        resource: dict[str, Any] | None = None
         try:
-            async for piece in body:
-                size += len(piece)
-                if limit is not None and size > limit:
-                    raise PayloadTooLarge(limit)
-                buffer += piece
-                while len(buffer) >= chunk_size:
-                    # Large payload: a resumable upload, one chunk in memory at a time.
-                    if session is None:
-                        # Emulators do not check preconditions on resumable uploads (GCS does):
-                        # refuse a known id before sending a byte.
-                        if await client.read(record_name, doing=doing) is not None:
-                            raise exists
-                        session = await client.start_upload(
-                            payload_name,
-                            if_generation_match=0,
-                            metadata=metadata,
-                            content_type=content_type,
-                            doing=doing,
+            pieces = limited_pieces(
+                body, limit=self.max_payload_size, piece_size=self.settings.chunk_size
+            )
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if not piece.last:
+                        # Large payload: a resumable upload, one chunk in memory at a time.
+                        if session is None:
+                            # Emulators do not check preconditions on resumable uploads (GCS
+                            # does): refuse a known id before sending a byte.
+                            if await client.read(record_name, doing=doing) is not None:
+                                raise exists
+                            session = await client.start_upload(
+                                payload_name,
+                                if_generation_match=0,
+                                metadata=metadata,
+                                content_type=content_type,
+                                doing=doing,
+                            )
+                        await client.put_chunk(
+                            session, piece.data, offset=piece.offset, total=None, doing=doing
                         )
-                    with memoryview(buffer) as view:  # one copy of the chunk, not two
-                        chunk = bytes(view[:chunk_size])
-                    del buffer[:chunk_size]
-                    await client.put_chunk(session, chunk, offset=sent, total=None, doing=doing)
-                    sent += len(chunk)
-            try:
-                if session is None:
-                    resource = await client.insert(
-                        payload_name,
-                        bytes(buffer),
-                        if_generation_match=0,
-                        metadata=metadata,
-                        content_type=content_type,
-                        doing=doing,
-                    )
-                else:
-                    last = bytes(buffer)
-                    buffer.clear()
-                    committed = await client.put_chunk(
-                        session, last, offset=sent, total=size, doing=doing
-                    )
-                    session = None
-                    assert committed is not None
-                    resource = committed
-            except PreconditionFailed as failed:
-                session = None
-                if not (failed.retried and await self._owned(payload_name, token, doing)):
-                    raise exists from None
-                resource = await self._info(payload_name, doing)
+                        continue
+                    size = piece.end
+                    try:
+                        if session is None:  # it fits in one piece: one multipart upload
+                            resource = await client.insert(
+                                payload_name,
+                                piece.data,
+                                if_generation_match=0,
+                                metadata=metadata,
+                                content_type=content_type,
+                                doing=doing,
+                            )
+                        else:
+                            committed = await client.put_chunk(
+                                session, piece.data, offset=piece.offset, total=size, doing=doing
+                            )
+                            session = None
+                            assert committed is not None
+                            resource = committed
+                    except PreconditionFailed as failed:
+                        session = None
+                        if not (failed.retried and await self._owned(payload_name, token, doing)):
+                            raise exists from None
+                        resource = await self._info(payload_name, doing)
+            assert resource is not None  # limited_pieces always ends with a last piece
             payload_generation = int(resource["generation"])
             stored = msgspec.structs.replace(record, payload_size=size)
             try:

@@ -31,6 +31,7 @@ import msgspec
 from botocore.exceptions import ClientError
 
 from chute.backends.base import DEFAULT_RETENTION, Store
+from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound, PayloadTooLarge
 from chute.protocol import RequestRecord, now, validate_api_name, validate_request_id
 from chute_sqs.client import Clients, error_code, http_status, sdk_errors
@@ -122,8 +123,6 @@ class S3Store(Store):
             "ContentType": record.content_type or "application/octet-stream",
             "Metadata": {META_EXPIRES: repr(record.expires_at)},
         }
-        limit = self.max_payload_size
-        buffer = bytearray()
         size = 0
         upload_id: str | None = None
         parts: list[dict[str, Any]] = []
@@ -139,24 +138,21 @@ class S3Store(Store):
             parts.append({"ETag": reply["ETag"], "PartNumber": number})
 
         try:
-            async for chunk in body:
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise PayloadTooLarge(limit)
-                buffer += chunk
-                while len(buffer) >= PART_SIZE + 1:  # keep a part back: it may be the last
-                    if upload_id is None:
+            pieces = limited_pieces(body, limit=self.max_payload_size, piece_size=PART_SIZE)
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if upload_id is None and not piece.last:  # larger than a part: multipart
                         with sdk_errors(self.where, doing):
                             reply = await client.create_multipart_upload(**common)
                         upload_id = str(reply["UploadId"])
-                    part = bytes(buffer[:PART_SIZE])
-                    del buffer[:PART_SIZE]
-                    await send_part(part)
-            with sdk_errors(self.where, doing):
-                if upload_id is None:
-                    await client.put_object(Body=bytes(buffer), IfNoneMatch="*", **common)
-                else:
-                    await send_part(bytes(buffer))
+                    if upload_id is None:  # it fits in one part: one conditional PUT
+                        with sdk_errors(self.where, doing):
+                            await client.put_object(Body=piece.data, IfNoneMatch="*", **common)
+                    else:
+                        await send_part(piece.data)
+                    size = piece.end
+            if upload_id is not None:
+                with sdk_errors(self.where, doing):
                     await client.complete_multipart_upload(
                         Bucket=bucket,
                         Key=key,
