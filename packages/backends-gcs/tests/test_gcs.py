@@ -282,7 +282,7 @@ def test_urls(monkeypatch: pytest.MonkeyPatch) -> None:
         ("gs://bucket/x?chunk_size=1000", "multiple of 262144"),
         ("gs://bucket/x?timeout=0", "positive"),
         ("gs://bucket/x?endpoint_url=ftp://h", "http"),
-        ("gs://bucket/x?region=eu", "unknown; known parameters: project"),
+        ("gs://bucket/x?region=eu", "unknown parameter .region.; known parameters: project"),
     ]:
         with pytest.raises(ConfigError, match=message):
             parse_url(bad)

@@ -8,26 +8,22 @@ credentials.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
+from chute.backends.urls import (
+    Option,
+    http_url,
+    non_negative_int,
+    parse_options,
+    positive_seconds,
+    size,
+    text,
+)
 from chute.errors import ConfigError
-
-#: Query parameters a ``gs://`` URL may carry, with what each one means (for errors).
-QUERY_PARAMETERS: Final = {
-    "project": "Google Cloud project that `chute storage init` creates a missing bucket in",
-    "endpoint_url": "JSON API endpoint, e.g. an emulator (default $STORAGE_EMULATOR_HOST, "
-    "else https://storage.googleapis.com)",
-    "timeout": "seconds one HTTP request may take before it counts as unavailable (default 30)",
-    "retries": "retries of a request that failed with 429, 5xx or a network error (default 5)",
-    "chunk_size": "bytes per resumable-upload chunk, a multiple of 256 KiB (default 8 MiB); "
-    "smaller payloads go in one multipart upload",
-    "max_payload_size": "largest payload the store accepts, in bytes (default: no limit)",
-}
 
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -41,6 +37,35 @@ DEFAULT_CHUNK = 8 * 1024 * 1024
 # Bucket names: 3-63 characters (222 with dots), lowercase letters, digits, '-', '_', '.'.
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+#: Query parameters a ``gs://`` URL may carry: what each one means (for errors), how it is read.
+QUERY_PARAMETERS: Final[dict[str, Option[Any]]] = {
+    "project": Option(
+        "Google Cloud project that `chute storage init` creates a missing bucket in", text()
+    ),
+    "endpoint_url": Option(
+        "JSON API endpoint, e.g. an emulator (default $STORAGE_EMULATOR_HOST, else "
+        "https://storage.googleapis.com)",
+        http_url(),
+    ),
+    "timeout": Option(
+        "seconds one HTTP request may take before it counts as unavailable (default 30)",
+        positive_seconds(),
+    ),
+    "retries": Option(
+        "retries of a request that failed with 429, 5xx or a network error (default 5)",
+        non_negative_int(),
+    ),
+    "chunk_size": Option(
+        "bytes per resumable-upload chunk, a multiple of 256 KiB (default 8 MiB); smaller "
+        "payloads go in one multipart upload",
+        size(minimum=CHUNK_GRANULE, multiple_of=CHUNK_GRANULE),
+    ),
+    "max_payload_size": Option(
+        "largest payload the store accepts, in bytes or as 16Mi (default: no limit)", size()
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -91,48 +116,20 @@ def parse_url(url: str) -> GcsSettings:
                 "(use letters, digits, '.', '_' and '-')"
             )
         values["prefix"] = "/".join(segments)
-    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
-        values[name] = _query_value(url, name, raw)
+    values.update(parse_options(url, QUERY_PARAMETERS, label="GCS URL"))
     endpoint = values.pop("endpoint_url", None)
     if endpoint is None:
         env = os.environ.get(EMULATOR_ENV, "").strip()
         if env:
-            endpoint = _endpoint(url, env if "://" in env else f"http://{env}", EMULATOR_ENV)
+            endpoint = _emulator_host(url, env if "://" in env else f"http://{env}")
     if endpoint is not None:
         values["endpoint"] = endpoint
         values["emulator"] = True
     return GcsSettings(**values)
 
 
-def _endpoint(url: str, raw: str, name: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"GCS URL {url!r}: {name} {raw!r} is not an http(s) URL")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
-def _query_value(url: str, name: str, raw: str) -> object:
-    where = f"GCS URL {url!r}, parameter {name!r}"
-    if name not in QUERY_PARAMETERS:
-        known = "; ".join(f"{k}: {v}" for k, v in QUERY_PARAMETERS.items())
-        raise ConfigError(f"{where} is unknown; known parameters: {known}")
+def _emulator_host(url: str, raw: str) -> str:
     try:
-        if name == "project":
-            if not raw:
-                raise ValueError("must not be empty")
-            return raw
-        if name == "endpoint_url":
-            return _endpoint(url, raw, name)
-        if name == "timeout":
-            seconds = float(raw)
-            if not (seconds > 0 and math.isfinite(seconds)):
-                raise ValueError("must be a positive number of seconds")
-            return seconds
-        number = int(raw)
-        if number < 0:
-            raise ValueError("must not be negative")
-        if name == "chunk_size" and (number == 0 or number % CHUNK_GRANULE):
-            raise ValueError(f"must be a positive multiple of {CHUNK_GRANULE} bytes (256 KiB)")
-        return number
+        return http_url()(raw)
     except ValueError as exc:
-        raise ConfigError(f"{where}: bad value {raw!r}: {exc}") from exc
+        raise ConfigError(f"GCS URL {url!r}: ${EMULATOR_ENV} {raw!r}: {exc}") from exc

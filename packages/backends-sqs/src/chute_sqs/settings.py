@@ -9,15 +9,23 @@ shared profile, container or instance metadata), exactly as the AWS CLI finds th
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from chute.backends.base import DEFAULT_RETENTION
-from chute.cli.storage import parse_retention
+from chute.backends.urls import (
+    Option,
+    boolean,
+    duration,
+    http_url,
+    int_between,
+    matching,
+    parse_options,
+    size,
+)
 from chute.errors import ConfigError
 from chute.protocol import validate_api_name
 
@@ -30,24 +38,41 @@ _SQS_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # S3 bucket naming rules (the common subset: lowercase DNS-style names, 3 to 63 characters).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]{1,512}$")
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
-SQS_PARAMETERS: Final = {
-    "region": "AWS region (default: the AWS chain's region, us-east-1 with an endpoint_url)",
-    "endpoint_url": "a non-AWS endpoint such as moto or LocalStack (http://127.0.0.1:5000)",
-    "create": "create missing queues and their dead-letter queues (true, default) or require "
-    "them (false)",
-    "retention": "how long results are kept (7d by default); queues keep messages as long, "
-    "up to SQS's 14 days",
-    "max_receive_count": "deliveries after which SQS itself moves a message to the dead-letter "
-    "queue (default 100; the dequeuer's own retry limit acts well before)",
+_REGION = Option(
+    "AWS region (default: the AWS chain's region, us-east-1 with an endpoint_url)",
+    matching(r"[a-z0-9-]{2,32}", "an AWS region name such as eu-west-1"),
+)
+_ENDPOINT_URL = Option(
+    "a non-AWS endpoint such as moto or LocalStack (http://127.0.0.1:5000)", http_url()
+)
+SQS_PARAMETERS: Final[dict[str, Option[Any]]] = {
+    "region": _REGION,
+    "endpoint_url": _ENDPOINT_URL,
+    "create": Option(
+        "create missing queues and their dead-letter queues (true, default) or require them "
+        "(false)",
+        boolean(),
+    ),
+    "retention": Option(
+        "how long results are kept (7d by default); queues keep messages as long, up to "
+        "SQS's 14 days",
+        duration(),
+    ),
+    "max_receive_count": Option(
+        "deliveries after which SQS itself moves a message to the dead-letter queue (default "
+        "100; the dequeuer's own retry limit acts well before)",
+        int_between(1, 1000),
+    ),
 }
-S3_PARAMETERS: Final = {
-    "region": SQS_PARAMETERS["region"],
-    "endpoint_url": SQS_PARAMETERS["endpoint_url"],
-    "max_payload_size": "largest payload the store accepts, in bytes (default: no limit of "
-    "its own beyond S3's)",
+S3_PARAMETERS: Final[dict[str, Option[Any]]] = {
+    "region": _REGION,
+    "endpoint_url": _ENDPOINT_URL,
+    "max_payload_size": Option(
+        "largest payload the store accepts, in bytes or as 16Mi (default: no limit of its own "
+        "beyond S3's)",
+        size(),
+    ),
 }
 
 
@@ -107,36 +132,8 @@ class S3Settings:
     max_payload_size: int | None = None
 
 
-def _query(url: str, known: dict[str, str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        if name not in known:
-            listed = "; ".join(f"{k}: {v}" for k, v in known.items())
-            raise ConfigError(f"URL {url!r}: unknown parameter {name!r}; known: {listed}")
-        values[name] = raw
-    return values
-
-
-def _endpoint(url: str, values: dict[str, str]) -> AwsEndpoint:
-    endpoint_url = values.get("endpoint_url") or None
-    if endpoint_url is not None:
-        parts = urlsplit(endpoint_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"URL {url!r}: endpoint_url must be an http(s) URL, not {endpoint_url!r}"
-            )
-    region = values.get("region") or None
-    if region is not None and not re.match(r"^[a-z0-9-]{2,32}$", region):
-        raise ConfigError(f"URL {url!r}: {region!r} is not an AWS region name")
-    return AwsEndpoint(region=region, endpoint_url=endpoint_url)
-
-
-def _flag(url: str, name: str, raw: str) -> bool:
-    if raw.lower() in _TRUE:
-        return True
-    if raw.lower() in _FALSE:
-        return False
-    raise ConfigError(f"URL {url!r}: {name} must be true or false, not {raw!r}")
+def _endpoint(values: dict[str, Any]) -> AwsEndpoint:
+    return AwsEndpoint(region=values.get("region"), endpoint_url=values.get("endpoint_url"))
 
 
 def parse_sqs_url(url: str) -> SqsSettings:
@@ -152,25 +149,14 @@ def parse_sqs_url(url: str) -> SqsSettings:
             f"SQS URL {url!r}: the queue prefix must be 1 to {SQS_MAX_NAME // 2} letters, "
             "digits, '-' or '_' (queues are named <prefix>-<api>)"
         )
-    values = _query(url, SQS_PARAMETERS)
-    settings = SqsSettings(prefix=prefix, endpoint=_endpoint(url, values))
-    changes: dict[str, Any] = {}
-    if "create" in values:
-        changes["create"] = _flag(url, "create", values["create"])
-    if "retention" in values:
-        try:
-            retention = parse_retention(values["retention"])
-        except ConfigError as exc:
-            raise ConfigError(f"SQS URL {url!r}: retention: {exc}") from exc
-        if retention <= 0:
-            raise ConfigError(f"SQS URL {url!r}: retention must be positive")
-        changes["retention"] = retention
-    if "max_receive_count" in values:
-        raw = values["max_receive_count"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise ConfigError(f"SQS URL {url!r}: max_receive_count must be 1 to 1000, not {raw!r}")
-        changes["max_receive_count"] = int(raw)
-    return dataclasses.replace(settings, **changes)
+    values = parse_options(url, SQS_PARAMETERS, label="SQS URL")
+    return SqsSettings(
+        prefix=prefix,
+        endpoint=_endpoint(values),
+        create=values.get("create", True),
+        retention=values.get("retention", DEFAULT_RETENTION),
+        max_receive_count=values.get("max_receive_count", 100),
+    )
 
 
 def parse_s3_url(url: str) -> S3Settings:
@@ -187,16 +173,10 @@ def parse_s3_url(url: str) -> S3Settings:
     prefix = parts.path.strip("/") or "chute"
     if not _KEY_PREFIX.match(prefix) or "//" in prefix:
         raise ConfigError(f"S3 URL {url!r}: {prefix!r} is not a usable key prefix")
-    values = _query(url, S3_PARAMETERS)
-    max_payload: int | None = None
-    if "max_payload_size" in values:
-        raw = values["max_payload_size"]
-        if not raw.isdigit():
-            raise ConfigError(f"S3 URL {url!r}: max_payload_size must be a number of bytes")
-        max_payload = int(raw)
+    values = parse_options(url, S3_PARAMETERS, label="S3 URL")
     return S3Settings(
         bucket=bucket,
         prefix=prefix,
-        endpoint=_endpoint(url, values),
-        max_payload_size=max_payload,
+        endpoint=_endpoint(values),
+        max_payload_size=values.get("max_payload_size"),
     )
