@@ -133,8 +133,9 @@ async def test_a_stale_receipt_from_another_process_is_judged_by_sqs(
 
 
 async def test_release_with_delay_hides_the_message(sqs_url: str, api: str) -> None:
-    """What the contract's release-with-delay test checks, less its depth count: hidden for
-    the delay (counted as in flight by SQS), then delivered with the next attempt."""
+    """SQS's side of a release with a delay, beyond the contract (which runs with
+    depth_counts_delayed_as_queued = False): the hidden message counts as in flight, and the
+    first delivery's receipt is dead once the next attempt is out."""
     request_id = new_request_id()
     async with open_queue(sqs_url) as queue:
         await queue.send(api, request_id)
