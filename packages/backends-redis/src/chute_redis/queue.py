@@ -73,19 +73,26 @@ class RedisQueue(Queue):
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)
         self._conn = Connection(self.settings)
+        self._key_cache: dict[str, _Keys] = {}
 
     def _keys(self, api: str) -> _Keys:
-        base = f"{self.settings.prefix}:q:{{{check_name(api)}}}:"
-        return _Keys(*(base + name for name in _Keys._fields))
+        # Built once per API: every call of every request needs them.
+        keys = self._key_cache.get(api)
+        if keys is None:
+            base = f"{self.settings.prefix}:q:{{{check_name(api)}}}:"
+            keys = self._key_cache[api] = _Keys(*(base + name for name in _Keys._fields))
+        return keys
 
     async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
-        keys = self._keys(api)
         validate_request_id(request_id)
         client = self._conn.client()
         with self._conn.op(f"sending {request_id} to {api}"):
-            await scripts.QUEUE_SEND(
-                client, [keys.ready, keys.leased, keys.wake], [request_id, _ms(delay)]
-            )
+            await scripts.QUEUE_SEND(client, self.send_keys(api), [request_id, _ms(delay)])
+
+    def send_keys(self, api: str) -> list[str]:
+        """The keys queue_send.lua takes."""
+        keys = self._keys(api)
+        return [keys.ready, keys.leased, keys.wake]
 
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0

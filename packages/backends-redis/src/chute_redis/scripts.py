@@ -62,5 +62,6 @@ QUEUE_DEPTH = _load("queue_depth")
 STORE_CREATE = _load("store_create")
 STORE_WRITE_IF = _load("store_write_if")
 #: One server holds queue and store: receive with records, write and ack (``chute_redis.joint``).
+JOINT_CREATE = _load("joint_create", create="store_create", send="queue_send")
 JOINT_RECEIVE = _load("joint_receive", receive="queue_receive")
 JOINT_FINISH = _load("joint_finish", write_if="store_write_if", ack="queue_ack")

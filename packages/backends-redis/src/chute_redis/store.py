@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import NamedTuple
 
 import anyio
@@ -54,6 +54,7 @@ class RedisStore(Store):
         self.settings = parse_url(url)
         self.max_payload_size = self.settings.max_payload_size
         self._conn = Connection(self.settings)
+        self._prefixes: dict[str, str] = {}
 
     @property
     def connection(self) -> Connection:
@@ -66,6 +67,18 @@ class RedisStore(Store):
         return _Keys(record, f"{record}:payload")
 
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        return await self.create_with(record, body)
+
+    async def create_with(
+        self,
+        record: RequestRecord,
+        body: AsyncIterable[bytes],
+        script: scripts.Script = scripts.STORE_CREATE,
+        extra_keys: Sequence[str] = (),
+        extra_args: Sequence[bytes | str | int | float] = (),
+    ) -> RequestRecord:
+        """:meth:`create` with ``script``: store_create.lua, or a script that runs it and
+        more (``chute_redis.joint``), called with its keys and arguments plus the extras."""
         keys = self._keys(record.api, record.id)
         token = secrets.token_hex(8)
         upload = f"{keys.record}:upload:{token}"
@@ -103,8 +116,8 @@ class RedisStore(Store):
                 token,
             ]
             with self._conn.op(doing):
-                created = await scripts.STORE_CREATE(
-                    client, [keys.record, keys.payload, upload], args
+                created = await script(
+                    client, [keys.record, keys.payload, upload, *extra_keys], [*args, *extra_args]
                 )
         except BaseException:
             if uploading:
@@ -162,7 +175,10 @@ class RedisStore(Store):
 
     def record_prefix(self, api: str) -> str:
         """What a record's key is before its ``{<id>}``."""
-        return f"{self.settings.prefix}:s:{check_name(api)}:"
+        prefix = self._prefixes.get(api)
+        if prefix is None:  # checked and built once per API
+            prefix = self._prefixes[api] = f"{self.settings.prefix}:s:{check_name(api)}:"
+        return prefix
 
     def joint(self, queue: Queue) -> Joint | None:
         """The one-round-trip receive and finish, when ``queue`` is on the same server and

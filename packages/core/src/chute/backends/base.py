@@ -117,6 +117,11 @@ class Joint(abc.ABC):
     """
 
     @abc.abstractmethod
+    async def submit(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        """:meth:`Store.create` and, in the same atomic step, :meth:`Queue.send` of its id:
+        raises as ``create`` does, and then nothing is queued."""
+
+    @abc.abstractmethod
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Received]:

@@ -15,13 +15,13 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import anyio
 import msgspec
 
-from chute.backends.base import DEFAULT_RETENTION, Queue, Store
+from chute.backends.base import DEFAULT_RETENTION, Joint, Queue, Store
 from chute.config import API
 from chute.errors import (
     BackendUnavailable,
@@ -276,6 +276,9 @@ class Gateway:
         )
         self.queue: Queue | None = None
         self.store: Store | None = None
+        #: The store's joint fast path with the queue (create and send in one step), once
+        #: both are open; False when it has none.
+        self._joint: Joint | Literal[False] | None = None
         self.startup_error: BaseException | None = None
         self.watcher = Watcher(self._watch_observe)
         self._by_name = {api.name: api for api in self.apis}
@@ -351,6 +354,7 @@ class Gateway:
             except Exception:
                 logger.exception("closing a backend failed")
         self.queue = self.store = None
+        self._joint = None
 
     async def _open(self, role: str) -> None:
         async with self._open_lock:
@@ -370,6 +374,12 @@ class Gateway:
             await self._open("store")
         assert self.store is not None
         return self.store
+
+    async def _joint_path(self, store: Store) -> Joint | None:
+        """The store's :class:`Joint` with the queue, if it has one (asked once)."""
+        if self._joint is None:
+            self._joint = store.joint(await self._queue()) or False
+        return None if self._joint is False else self._joint
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -515,8 +525,13 @@ class Gateway:
             replayed = await self._replay(store, record, control, body, before_create=True)
             if replayed is not None:
                 return replayed
+        # Queue and store in one place: created and queued in one atomic step.
+        joint = await self._joint_path(store)
         try:
-            stored = await store.create(record, body.chunks())
+            if joint is not None:
+                stored = await joint.submit(record, body.chunks())
+            else:
+                stored = await store.create(record, body.chunks())
         except PayloadTooLarge as exc:
             raise error(413, f"body exceeds the limit of {exc.limit} bytes") from None
         except Conflict:
@@ -541,6 +556,8 @@ class Gateway:
             # A store that copied the record before the body ended: record the hash now.
             await store.annotate(api, record.id, **{EXTRA_BODY_SHA256: body.sha256})
 
+        if joint is not None:
+            return Response(200, encoder.encode(SubmitResponse(record.id)))
         # Shielded: once stored, the record must be either queued or removed, even if the
         # server cancels this task (shutdown), or it would stay in_queue forever.
         with anyio.CancelScope(shield=True):

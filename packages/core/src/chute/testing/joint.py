@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from chute.backends.base import Joint, Queue, Received, Store
-from chute.errors import LeaseLost, TransitionRejected
+from chute.errors import Conflict, LeaseLost, TransitionRejected
 from chute.protocol import Status
 from chute.registry import open_queue, open_store
 from chute.testing.contract import BackendContract
@@ -60,6 +60,29 @@ class JointContract(BackendContract):
         assert received.found is not None
         assert received.payload is None or received.payload == big
         assert b"".join(await read_all(store.payload(api, large))) == big
+
+    async def test_submit_creates_and_queues_together(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """``submit`` is ``create`` + ``send``; a taken id raises Conflict and queues nothing
+        more. If this fails, the gateway's submits are lost or queued twice."""
+        queue, store, joint = pair
+        record = new_record(api)
+        stored = await joint.submit(record, body_of(b'{"x": 1}'))
+        assert stored.payload_size == 8
+        assert await store.get(api, record.id) == stored
+        assert (await queue.depth(api)).queued == 1
+        with pytest.raises(Conflict):
+            await joint.submit(record, body_of(b'{"x": 2}'))
+        assert (await queue.depth(api)).queued == 1
+        received = await self.receive_one(joint, api)
+        assert received.delivery.request_id == record.id
+        assert received.payload == b'{"x": 1}'
+        big = b"z" * (self.large_payload * 2 + 5)  # streamed in pieces before the script
+        large = await joint.submit(new_record(api), body_of(big))
+        received = await self.receive_one(joint, api)
+        assert received.delivery.request_id == large.id
+        assert b"".join(await read_all(store.payload(api, large.id))) == big
 
     async def test_receive_of_a_missing_record(
         self, pair: tuple[Queue, Store, Joint], api: str
