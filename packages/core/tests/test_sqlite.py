@@ -284,3 +284,48 @@ async def test_purge_expired_counts_and_removes_orphan_chunks(
     assert "recent" in uploads  # may be an upload still in progress
     assert len(uploads) == 2
     assert await store.purge_expired() == 0
+
+
+async def test_idle_receivers_share_their_polls_and_all_wake(sqlite_url: str) -> None:
+    """32 idle receivers on one queue object (a dequeuer's workers) share one data_version
+    read per few milliseconds, and each still gets a message sent through another connection
+    (another process's gateway)."""
+    api = "shared"
+    async with SqliteQueue(sqlite_url) as idle, SqliteQueue(sqlite_url) as sender:
+        reads = 0
+        read = idle._data_version
+
+        async def counting(fresh: float) -> int:
+            nonlocal reads
+            reads += 1
+            return await read(fresh)
+
+        got: list[str] = []
+
+        async def receiver() -> None:
+            [delivery] = await idle.receive(api, wait=10.0, lease=30.0)
+            got.append(delivery.request_id)
+
+        db_reads = 0
+        run = idle._db.run
+
+        async def counting_run(fn, *args):  # type: ignore[no-untyped-def]
+            nonlocal db_reads
+            db_reads += 1
+            return await run(fn, *args)
+
+        idle._db.run = counting_run  # type: ignore[method-assign]
+        idle._data_version = counting  # type: ignore[method-assign]
+        ids = [new_request_id() for _ in range(32)]
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in ids:
+                    tg.start_soon(receiver)
+                await anyio.sleep(0.5)  # all idle, polling
+                asked, done = reads, db_reads
+                for request_id in ids:
+                    await sender.send(api, request_id)
+        assert sorted(got) == sorted(ids)
+        # In 0.5 s, 32 receivers asked about 32 x 20+ times; far fewer reads reached the file.
+        assert asked > 200
+        assert done < asked / 2

@@ -29,6 +29,10 @@ POLL_MIN = 0.002
 #: ... and backs off to this while nothing happens.
 POLL_MAX = 0.025
 
+#: Idle receivers of one queue object share a data_version read at most this old: 32 idle
+#: workers then cost ≤ 200 reads/s instead of 32 x 40, for ≤ 5 ms more idle pick-up.
+SHARED_POLL = 0.005
+
 _Leased = tuple[list[Delivery], int, float | None]
 
 
@@ -45,6 +49,9 @@ class SqliteQueue(Queue):
         # Commits through our own connection do not change its data_version: count them.
         self._local_writes = 0
         self._wakeup: anyio.Event | None = None
+        #: The last data_version read and when (anyio clock); a read in flight.
+        self._version_seen: tuple[int, float] | None = None
+        self._version_reading: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"SqliteQueue({str(self._db.path)!r})"
@@ -98,8 +105,30 @@ class SqliteQueue(Queue):
                     break
                 if next_visible is not None and now() >= next_visible:
                     break
-                if await self._db.run(data_version) != version:
+                if await self._data_version(min(interval, SHARED_POLL)) != version:
                     break
+
+    async def _data_version(self, fresh: float) -> int:
+        """The file's ``data_version``, shared by every idle receiver of this object: a value
+        read less than ``fresh`` seconds ago is reused and at most one read is in flight, so
+        32 idle workers cost about one read per poll interval, not 32 (each is a hand-off to
+        the database thread)."""
+        while True:
+            seen = self._version_seen
+            if seen is not None and anyio.current_time() - seen[1] < fresh:
+                return seen[0]
+            reading = self._version_reading
+            if reading is None:
+                break
+            await reading.wait()  # another receiver's read: take its answer (or read again)
+        self._version_reading = anyio.Event()
+        try:
+            version: int = await self._db.run(data_version)
+            self._version_seen = (version, anyio.current_time())
+        finally:
+            self._version_reading.set()
+            self._version_reading = None
+        return version
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when this object sends or releases a message."""
