@@ -167,6 +167,25 @@ async def test_connection_refused_is_a_connection_failure() -> None:
     assert str(port) in result.error.message
 
 
+async def test_the_payload_reader_is_closed_when_the_container_refuses() -> None:
+    """The store's payload stream (an open file or HTTP response) must be released even when
+    the body was never sent, or every retry against a flapping container leaks one."""
+    closed: list[bool] = []
+
+    async def payload() -> AsyncIterator[bytes]:
+        try:
+            yield b"{"
+            yield b"}"
+        finally:
+            closed.append(True)
+
+    async with ContainerClient(free_port(), max_connections=1) as client:
+        result = await client.call(record("refused", payload_size=2), payload())
+    assert result.error is not None
+    assert result.error.type == "connection"
+    assert closed == [True]
+
+
 async def test_oversized_answers_fail(container: Container) -> None:
     body = b'{"x": "' + b"a" * 5000 + b'"}'
     async with ContainerClient(container.port, max_connections=1, max_result_size=4096) as c:

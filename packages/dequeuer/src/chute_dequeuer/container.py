@@ -113,6 +113,17 @@ class ContainerClient:
         PayloadUnavailable when the store fails while the body streams.
         """
         assert self._session is not None, "use ContainerClient as an async context manager"
+        try:
+            return await self._call(record, payload)
+        finally:
+            # The store's reader (a file, a streaming HTTP response) is released here even
+            # when the body was never sent, e.g. the container refused the connection.
+            aclose = getattr(payload, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _call(self, record: RequestRecord, payload: AsyncIterator[bytes]) -> CallResult:
+        assert self._session is not None
         # Read the first chunk before connecting: a missing payload fails here, cleanly.
         body: _Body | None = None
         try:
