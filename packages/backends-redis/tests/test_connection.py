@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from chute.errors import ConfigError
+from chute.errors import ConfigError, InvalidAPIName
 from chute.registry import PluginManager
-from chute_redis.connection import DEFAULT_MAX_PAYLOAD, RedisSettings, check_name, parse_url
+from chute_redis.connection import DEFAULT_MAX_PAYLOAD, RedisSettings, parse_url
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
 
@@ -48,6 +48,7 @@ def test_rediss_means_tls_with_certificate_checks() -> None:
 def test_chute_parameters() -> None:
     s = parse_url("redis://h/2?max_payload_size=1024&timeout=2.5&retries=0")
     assert (s.max_payload_size, s.timeout, s.retries) == (1024, 2.5, 0)
+    assert parse_url("redis://h/2?max_payload_size=16Mi").max_payload_size == 16 * 1024 * 1024
 
 
 def test_the_password_is_never_shown() -> None:
@@ -64,9 +65,11 @@ def test_the_password_is_never_shown() -> None:
     [
         ("redis://h/zero", "database must be a number"),
         ("redis://h:99999/0", "bad port"),
-        ("redis://h/0?colour=blue", "'colour' is unknown"),
+        ("redis://h/0?colour=blue", "unknown parameter 'colour'; known parameters: prefix"),
+        ("redis://h/0?prefix=a&prefix=b", "'prefix' is given more than once"),
         ("redis://h/0?prefix=a{b}", "prefix"),
-        ("redis://h/0?max_payload_size=-1", "must not be negative"),
+        ("redis://h/0?max_payload_size=-1", "max_payload_size"),
+        ("redis://h/0?retries=-1", "must be a whole number"),
         ("redis://h/0?timeout=0", "positive"),
         ("rediss://h/0?ssl_cert_reqs=maybe", "required, optional or none"),
         ("http://h/0", "not a Redis URL"),
@@ -78,10 +81,14 @@ def test_bad_urls_say_what_is_wrong(url: str, complaint: str) -> None:
 
 
 def test_api_names_that_would_break_keys_are_refused() -> None:
-    assert check_name("my-api_v1.2") == "my-api_v1.2"
+    queue, store = RedisQueue("redis://h/0"), RedisStore("redis://h/0")
+    assert store.record_prefix("my-api_v1.2") == "chute:s:my-api_v1.2:"
+    assert queue.send_keys("my-api_v1.2")[0] == "chute:q:{my-api_v1.2}:ready"
     for bad in ("", "a{b}", "a b", "-x", "x" * 129):
-        with pytest.raises(ConfigError):
-            check_name(bad)
+        with pytest.raises(InvalidAPIName):
+            store.record_prefix(bad)
+        with pytest.raises(InvalidAPIName):
+            queue.send_keys(bad)
 
 
 def test_the_plugin_serves_both_schemes_for_both_roles() -> None:

@@ -2,45 +2,69 @@
 
 One ``redis.asyncio.Redis`` client (one connection pool) serves every queue and store opened on
 the same server, database and credentials in a process: the gateway's store and a dequeuer's
-queue and store share connections, and no request pays for connection setup. asyncio
-connections belong to the event loop that opened them, so the cache is kept per running loop
-(a production process has one loop; a test suite has several).
+queue and store share connections, and no request pays for connection setup. The registry is
+core's :mod:`chute.backends.pool` (per running event loop, ref-counted); URL options are read by
+:func:`chute.backends.urls.parse_options`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import re
-import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from chute.backends.pool import LoopHandle, LoopShared
+from chute.backends.urls import (
+    Option,
+    choice,
+    matching,
+    non_negative_int,
+    parse_options,
+    positive_seconds,
+    redact,
+    size,
+    text,
+)
 from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
 
-#: Query parameters a ``redis://`` URL may carry, with what each one means (for errors).
-QUERY_PARAMETERS: Final = {
-    "prefix": "key prefix shared by every key chute writes (default 'chute')",
-    "max_payload_size": "largest payload the store accepts, in bytes (default 16 MiB)",
-    "timeout": "seconds one operation may take before it counts as unavailable (default 10)",
-    "retries": "reconnect attempts, with exponential backoff, before giving up (default 6)",
-    "health_check_interval": "seconds a pooled connection may idle before a PING (default 15)",
-    "ssl_cert_reqs": "rediss:// certificate check: required (default), optional or none",
-    "ssl_ca_certs": "rediss:// CA bundle file",
+#: Query parameters a ``redis://`` URL may carry: what each one means (for errors), how it is
+#: read.
+QUERY_PARAMETERS: Final[dict[str, Option[Any]]] = {
+    "prefix": Option(
+        "key prefix shared by every key chute writes (default 'chute')",
+        matching(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}", "letters, digits and . _ : - (at most 128)"),
+    ),
+    "max_payload_size": Option(
+        "largest payload the store accepts, in bytes or as 16Mi (default 16 MiB)", size()
+    ),
+    "timeout": Option(
+        "seconds one operation may take before it counts as unavailable (default 10)",
+        positive_seconds(),
+    ),
+    "retries": Option(
+        "reconnect attempts, with exponential backoff, before giving up (default 6)",
+        non_negative_int(),
+    ),
+    "health_check_interval": Option(
+        "seconds a pooled connection may idle before a PING (default 15)", non_negative_int()
+    ),
+    "ssl_cert_reqs": Option(
+        "rediss:// certificate check: required (default), optional or none",
+        choice("required", "optional", "none"),
+    ),
+    "ssl_ca_certs": Option("rediss:// CA bundle file", text()),
 }
 
 DEFAULT_PREFIX = "chute"
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -92,14 +116,14 @@ def parse_url(url: str) -> RedisSettings:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("redis", "rediss"):
-        raise ConfigError(f"not a Redis URL: {url!r} (expected redis:// or rediss://)")
+        raise ConfigError(f"not a Redis URL: {redact(url)!r} (expected redis:// or rediss://)")
     try:
         port = parts.port or 6379
     except ValueError as exc:
-        raise ConfigError(f"Redis URL {_redact(url)!r}: bad port ({exc})") from exc
+        raise ConfigError(f"Redis URL {redact(url)!r}: bad port ({exc})") from exc
     db_text = parts.path.strip("/") or "0"
     if not db_text.isdigit():
-        raise ConfigError(f"Redis URL {_redact(url)!r}: database must be a number, not {db_text!r}")
+        raise ConfigError(f"Redis URL {redact(url)!r}: database must be a number, not {db_text!r}")
     values: dict[str, Any] = {
         "host": parts.hostname or "localhost",
         "port": port,
@@ -108,73 +132,21 @@ def parse_url(url: str) -> RedisSettings:
         "password": unquote(parts.password) if parts.password is not None else None,
         "tls": scheme == "rediss",
     }
-    for name, raw in parse_qsl(parts.query, keep_blank_values=True):
-        values[name] = _query_value(url, name, raw)
+    values.update(parse_options(url, QUERY_PARAMETERS, label="Redis URL"))
     return RedisSettings(**values)
-
-
-def _query_value(url: str, name: str, raw: str) -> object:
-    where = f"Redis URL {_redact(url)!r}, parameter {name!r}"
-    if name not in QUERY_PARAMETERS:
-        known = "; ".join(f"{k}: {v}" for k, v in QUERY_PARAMETERS.items())
-        raise ConfigError(f"{where} is unknown; known parameters: {known}")
-    try:
-        if name == "prefix":
-            if not _PREFIX.match(raw):
-                raise ValueError("use letters, digits and . _ : - (at most 128)")
-            return raw
-        if name in ("max_payload_size", "retries", "health_check_interval"):
-            number = int(raw)
-            if number < 0:
-                raise ValueError("must not be negative")
-            return number
-        if name == "timeout":
-            seconds = float(raw)
-            if not (seconds > 0 and math.isfinite(seconds)):
-                raise ValueError("must be a positive number of seconds")
-            return seconds
-        if name == "ssl_cert_reqs":
-            if raw not in ("required", "optional", "none"):
-                raise ValueError("expected required, optional or none")
-            return raw
-        return raw  # ssl_ca_certs: a path
-    except ValueError as exc:
-        raise ConfigError(f"{where}: bad value {raw!r}: {exc}") from exc
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
-
-
-def check_name(api: str) -> str:
-    """An API name is part of every key; refuse names that could collide or break hash tags."""
-    if not _NAME.match(api):
-        raise ConfigError(
-            f"API name {api!r} cannot be used in a Redis key: expected 1 to 128 letters, "
-            "digits, '.', '_' or '-', starting with a letter or digit"
-        )
-    return api
 
 
 # --- the shared client -----------------------------------------------------------------------
 
-
-class _Shared:
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.users = 0
-
-
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[object, ...], _Shared]]
-_clients = weakref.WeakKeyDictionary()
-
+#: One client (one connection pool) per event loop and :attr:`RedisSettings.pool_key`.
+_clients: LoopShared[aioredis.Redis] = LoopShared()
 
 #: Connections one process opens to one Redis; more concurrent operations wait for one.
 MAX_CONNECTIONS = 100
+
+
+async def _close(client: aioredis.Redis) -> None:
+    await client.aclose()
 
 
 def _new_client(settings: RedisSettings) -> aioredis.Redis:
@@ -224,38 +196,21 @@ class Connection:
 
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
-        self._held: dict[asyncio.AbstractEventLoop, _Shared] = {}
-        self._closed = False
+        self._factory = partial(_new_client, settings)
+        self._handle = LoopHandle(
+            _clients,
+            settings.pool_key,
+            _close,
+            closed_message="this Redis queue or store is closed",
+        )
 
     def client(self) -> aioredis.Redis:
         """The shared client for the running event loop."""
-        if self._closed:
-            raise BackendError("this Redis queue or store is closed")
-        loop = asyncio.get_running_loop()
-        held = self._held.get(loop)
-        if held is None:
-            per_loop = _clients.setdefault(loop, {})
-            held = per_loop.get(self.settings.pool_key)
-            if held is None:
-                held = per_loop[self.settings.pool_key] = _Shared(_new_client(self.settings))
-            held.users += 1
-            self._held[loop] = held
-        return held.client
+        return self._handle.get_now(self._factory)
 
     async def aclose(self) -> None:
         """Give the client back; close its pool if nobody else in this loop uses it."""
-        self._closed = True
-        held, self._held = self._held, {}
-        loop = asyncio.get_running_loop()
-        for owner, shared in held.items():
-            shared.users -= 1
-            if shared.users == 0:
-                per_loop = _clients.get(owner, {})
-                if per_loop.get(self.settings.pool_key) is shared:
-                    del per_loop[self.settings.pool_key]
-                if owner is loop:  # a pool of a finished loop died with it
-                    with contextlib.suppress(Exception):
-                        await shared.client.aclose()
+        await self._handle.aclose()
 
     def op(self, doing: str, *, wait: float = 0.0) -> Operation:
         """Bound one operation by the URL's timeout (plus ``wait`` for a blocking call) and

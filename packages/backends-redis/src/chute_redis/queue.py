@@ -25,9 +25,9 @@ import msgspec
 
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
 from chute.errors import LeaseLost
-from chute.protocol import now, validate_request_id
+from chute.protocol import now, validate_api_name, validate_request_id
 from chute_redis import scripts
-from chute_redis.connection import Connection, check_name, parse_url
+from chute_redis.connection import Connection, parse_url
 
 
 class _Keys(NamedTuple):
@@ -79,7 +79,7 @@ class RedisQueue(Queue):
         # Built once per API: every call of every request needs them.
         keys = self._key_cache.get(api)
         if keys is None:
-            base = f"{self.settings.prefix}:q:{{{check_name(api)}}}:"
+            base = f"{self.settings.prefix}:q:{{{validate_api_name(api)}}}:"
             keys = self._key_cache[api] = _Keys(*(base + name for name in _Keys._fields))
         return keys
 

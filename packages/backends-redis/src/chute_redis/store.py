@@ -23,10 +23,17 @@ import anyio
 import msgspec
 
 from chute.backends.base import Joint, Queue, Store
-from chute.errors import Conflict, NotFound, PayloadTooLarge
-from chute.protocol import RequestRecord, record_decoder, record_encoder, validate_request_id
+from chute.backends.streams import limited_pieces
+from chute.errors import Conflict, NotFound
+from chute.protocol import (
+    RequestRecord,
+    record_decoder,
+    record_encoder,
+    validate_api_name,
+    validate_request_id,
+)
 from chute_redis import scripts
-from chute_redis.connection import Connection, check_name, parse_url
+from chute_redis.connection import Connection, parse_url
 from chute_redis.queue import RedisQueue
 
 #: Payloads up to this size go to Redis in the create script itself (one round trip); larger
@@ -82,37 +89,35 @@ class RedisStore(Store):
         keys = self._keys(record.api, record.id)
         token = secrets.token_hex(8)
         upload = f"{keys.record}:upload:{token}"
-        limit = self.max_payload_size
         client = self._conn.client()
         doing = f"creating request {record.id} of {record.api}"
-        buffer = bytearray()
+        inline = b""
         size = 0
         uploading = False
+        pieces = limited_pieces(body, limit=self.max_payload_size, piece_size=UPLOAD_PIECE)
         try:
-            async for chunk in body:
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    raise PayloadTooLarge(limit)
-                buffer += chunk
-                if len(buffer) >= UPLOAD_PIECE:
-                    # Large payload: move it to Redis piece by piece, never all in memory.
-                    with self._conn.op(doing):
-                        async with client.pipeline(transaction=False) as pipe:
-                            pipe.append(upload, bytes(buffer))
-                            pipe.expire(upload, UPLOAD_TTL)
-                            await pipe.execute()
-                    uploading = True
-                    buffer.clear()
-            if uploading and buffer:
-                with self._conn.op(doing):
-                    await client.append(upload, bytes(buffer))
-                buffer.clear()
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if not piece.last:
+                        # Large payload: move it to Redis piece by piece, never all in memory.
+                        uploading = True  # from now on, a failure discards the upload key
+                        with self._conn.op(doing):
+                            async with client.pipeline(transaction=False) as pipe:
+                                pipe.append(upload, piece.data)
+                                pipe.expire(upload, UPLOAD_TTL)
+                                await pipe.execute()
+                    elif uploading:  # the upload's last piece (the first one set its TTL)
+                        with self._conn.op(doing):
+                            await client.append(upload, piece.data)
+                    else:  # the whole payload is one piece: it goes in the script itself
+                        inline = piece.data
+                    size = piece.end
             stored = msgspec.structs.replace(record, payload_size=size)
             args: list[bytes | str | int | float] = [
                 record_encoder.encode(stored),
                 _expires_ms(stored),
                 "upload" if uploading else "inline",
-                bytes(buffer),
+                inline,
                 token,
             ]
             with self._conn.op(doing):
@@ -177,7 +182,7 @@ class RedisStore(Store):
         """What a record's key is before its ``{<id>}``."""
         prefix = self._prefixes.get(api)
         if prefix is None:  # checked and built once per API
-            prefix = self._prefixes[api] = f"{self.settings.prefix}:s:{check_name(api)}:"
+            prefix = self._prefixes[api] = f"{self.settings.prefix}:s:{validate_api_name(api)}:"
         return prefix
 
     def joint(self, queue: Queue) -> Joint | None:
