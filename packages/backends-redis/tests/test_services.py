@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chute.testing.services import REDIS, find_service, free_port, redis_probe
+from chute.testing.services import REDIS, find_service, free_port, redis_probe, unavailable
 
 
 def test_an_explicit_url_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -26,7 +26,7 @@ def test_a_server_on_the_standard_port_is_used(
 ) -> None:
     monkeypatch.delenv("CHUTE_TEST_REDIS_URL", raising=False)
     if not redis_probe("127.0.0.1", 6379):
-        pytest.skip("no Redis on 127.0.0.1:6379 to find")
+        unavailable("no Redis on 127.0.0.1:6379 to find")
     with find_service(REDIS, tmp_path) as found:
         assert (found.url, found.source) == ("redis://127.0.0.1:6379", "port")
 
@@ -34,7 +34,7 @@ def test_a_server_on_the_standard_port_is_used(
 def test_else_the_binary_is_started_and_stopped(tmp_path: Path) -> None:
     spec = dataclasses.replace(REDIS, default_port=free_port(), env_var="CHUTE_TEST_NOPE_URL")
     if spec.binary is None or not shutil.which(spec.binary):
-        pytest.skip("no redis-server binary")
+        unavailable("no redis-server binary")
     with find_service(spec, tmp_path) as found:
         assert found.source == "binary"
         assert found.server is not None
