@@ -9,6 +9,7 @@ import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -57,7 +58,9 @@ def test_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     assert parse_url("sqlite:///data/chute.db")[0] == tmp_path / "data" / "chute.db"
     assert parse_url("sqlite:////var/lib/chute.db")[0] == Path("/var/lib/chute.db")
-    assert parse_url("SQLITE:////x.db?max_payload_size=5")[1] == {"max_payload_size": "5"}
+    assert parse_url("SQLITE:////x.db?max_payload_size=5")[1] == {"max_payload_size": 5}
+    assert parse_url("sqlite:////x.db?max_payload_size=2Mi")[1] == {"max_payload_size": 2 << 20}
+    assert parse_url("sqlite:////x.db")[1] == {}
 
 
 @pytest.mark.parametrize(
@@ -71,6 +74,15 @@ def test_urls_that_name_no_shareable_file_are_rejected(url: str) -> None:
 def test_bad_max_payload_size_is_a_config_error(sqlite_url: str) -> None:
     with pytest.raises(ConfigError, match="max_payload_size"):
         chute.open_store(f"{sqlite_url}?max_payload_size=lots")
+
+
+@pytest.mark.parametrize("open_backend", [chute.open_queue, chute.open_store])
+def test_unknown_and_repeated_options_are_refused(sqlite_url: str, open_backend: Any) -> None:
+    # A typo must not silently fall back to a default: the error lists what is known.
+    with pytest.raises(ConfigError, match=r"unknown parameter 'bogus'.*known parameters: max_payl"):
+        open_backend(f"{sqlite_url}?bogus=1")
+    with pytest.raises(ConfigError, match="given more than once"):
+        open_backend(f"{sqlite_url}?max_payload_size=1&max_payload_size=2")
 
 
 async def test_parent_directory_is_created_and_wal_is_on(tmp_path: Path) -> None:

@@ -14,15 +14,25 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
 
+from chute.backends.urls import Option, parse_options, size
 from chute.errors import BackendError, BackendUnavailable, ConfigError
 
 _T = TypeVar("_T")
+
+#: Query parameters an ``sqlite://`` URL may carry (the queue and the store share the URL).
+QUERY_PARAMETERS: Final[dict[str, Option[Any]]] = {
+    "max_payload_size": Option(
+        "largest payload the store accepts, in bytes or as 16Mi (default: no limit of the "
+        "store's own)",
+        size(),
+    ),
+}
 
 #: How long a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT = 10.0
@@ -79,9 +89,10 @@ CREATE INDEX IF NOT EXISTS store_chunks_created ON store_chunks (created_at);
 """
 
 
-def parse_url(url: str) -> tuple[Path, dict[str, str]]:
+def parse_url(url: str) -> tuple[Path, dict[str, Any]]:
     """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` → an absolute path
-    (resolved now, so a later ``chdir`` changes nothing) and the query options."""
+    (resolved now, so a later ``chdir`` changes nothing) and the query options present, typed
+    (:data:`QUERY_PARAMETERS`; an unknown or repeated option is a ConfigError)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "sqlite":
         raise ConfigError(f"not an SQLite URL: {url!r}")
@@ -96,7 +107,8 @@ def parse_url(url: str) -> tuple[Path, dict[str, str]]:
             f"SQLite URL {url!r} must name a database file (an in-memory database cannot be "
             "shared between the gateway and the dequeuer)"
         )
-    return Path(raw).expanduser().absolute(), dict(parse_qsl(parts.query))
+    options = parse_options(url, QUERY_PARAMETERS, label="SQLite URL")
+    return Path(raw).expanduser().absolute(), options
 
 
 def _connect(path: Path) -> sqlite3.Connection:

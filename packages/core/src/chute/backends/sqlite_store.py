@@ -19,7 +19,8 @@ import msgspec
 
 from chute.backends.base import Store
 from chute.backends.sqlite_db import Database, write_transaction
-from chute.errors import ConfigError, Conflict, NotFound, PayloadTooLarge
+from chute.backends.streams import limited_pieces
+from chute.errors import Conflict, NotFound
 from chute.protocol import (
     RequestRecord,
     now,
@@ -45,11 +46,7 @@ class SqliteStore(Store):
 
     def __init__(self, url: str) -> None:
         self._db = Database(url)
-        limit = self._db.options.get("max_payload_size")
-        if limit is not None:
-            if not limit.isdigit():
-                raise ConfigError(f"max_payload_size in {url!r} must be a number of bytes")
-            self.max_payload_size = int(limit)
+        self.max_payload_size = self._db.options.get("max_payload_size")
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._db.path)!r})"
@@ -62,21 +59,14 @@ class SqliteStore(Store):
             raise Conflict(f"request {request_id} of API {api} already exists")
         upload = secrets.token_hex(12)
         size = chunks = 0
+        pieces = limited_pieces(body, limit=self.max_payload_size, piece_size=CHUNK_SIZE)
         try:
-            buffer = bytearray()
-            async for piece in body:
-                size += len(piece)
-                if self.max_payload_size is not None and size > self.max_payload_size:
-                    raise PayloadTooLarge(self.max_payload_size)
-                buffer += piece
-                while len(buffer) >= CHUNK_SIZE:
-                    chunk = bytes(buffer[:CHUNK_SIZE])
-                    del buffer[:CHUNK_SIZE]
-                    await self._db.run(partial(_write_chunk, upload, chunks, chunk))
-                    chunks += 1
-            if buffer:
-                await self._db.run(partial(_write_chunk, upload, chunks, bytes(buffer)))
-                chunks += 1
+            async with contextlib.aclosing(pieces):
+                async for piece in pieces:
+                    if piece.data:  # an empty body has no chunk
+                        await self._db.run(partial(_write_chunk, upload, chunks, piece.data))
+                        chunks += 1
+                    size = piece.end
             stored = msgspec.structs.replace(record, payload_size=size)
             encoded = record_encoder.encode(stored)
 
