@@ -46,6 +46,11 @@ log = logging.getLogger("chute_dequeuer.worker")
 RECEIVE_WAIT = 20.0
 #: How long giving a message back may take during shutdown or after an error.
 GIVE_BACK_TIMEOUT = 5.0
+#: How long storing an outcome and settling its message (ack or dead letter, webhook) may
+#: take once begun. It runs shielded: a lease loss or the end of the grace period must not
+#: cut it between the stored outcome and the ack, or the webhook and the dead-letter entry
+#: would be lost (the redelivery finds a terminal record and only drops it).
+SETTLE_TIMEOUT = 15.0
 #: Redelivery delay after an unexpected error, so a bug cannot spin at full speed.
 ERROR_RETRY_DELAY = 5.0
 #: How often a running request's record is read to notice a cancellation.
@@ -379,6 +384,15 @@ class Dispatcher:
         return deadline is not None and now() >= deadline
 
     async def _expire(self, job: Job) -> str:
+        with anyio.move_on_after(SETTLE_TIMEOUT, shield=True):
+            return await self._expire_unshielded(job)
+        return self._unsettled(job)
+
+    def _unsettled(self, job: Job) -> str:
+        job.log.warning("storing the outcome took too long; the message returns with its lease")
+        return "unsettled"
+
+    async def _expire_unshielded(self, job: Job) -> str:
         d = job.delivery
         try:
             record = await self.outage.call(
@@ -474,7 +488,31 @@ class Dispatcher:
         dead_letter: str | None = None,
     ) -> str:
         """Store the terminal outcome, then settle the message: ack it, or move it to the
-        dead letter with ``dead_letter`` as the reason; then send the webhook."""
+        dead letter with ``dead_letter`` as the reason; then send the webhook. Shielded and
+        bounded (``SETTLE_TIMEOUT``), so nothing cuts it between the outcome and the ack."""
+        with anyio.move_on_after(SETTLE_TIMEOUT, shield=True):
+            return await self._finish_unshielded(
+                job,
+                to,
+                took=took,
+                result=result,
+                error=error,
+                extra=extra,
+                dead_letter=dead_letter,
+            )
+        return self._unsettled(job)
+
+    async def _finish_unshielded(
+        self,
+        job: Job,
+        to: Status,
+        *,
+        took: CallResult,
+        result: bytes | None,
+        error: ErrorInfo | None,
+        extra: dict[str, Any] | None,
+        dead_letter: str | None,
+    ) -> str:
         d = job.delivery
         # Joint backends ack in the same step as the write (not a dead letter: that settles
         # the message differently).
