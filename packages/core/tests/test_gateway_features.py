@@ -6,12 +6,13 @@ through their own APIs on the same backend."""
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import importlib.util
 import json
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 
 from chute import open_queue, open_store
 from chute.gateway.controls import idempotent_id
-from chute.protocol import RequestRecord, Status
+from chute.protocol import RequestRecord, Status, now
 from chute.testing.gateway import GatewayProcess, gateway_process
 from chute.testing.services import REDIS, FoundService, service_fixture, unavailable
 
@@ -337,6 +338,46 @@ def test_a_repeat_of_a_finished_request_still_returns_its_id(
     assert http.get(f"/hello/{first}").json()["result"] == [1]
 
 
+def test_a_repeat_while_the_first_is_not_yet_queued_is_told_to_retry(
+    http: httpx.Client, backend: str
+) -> None:
+    """The first submit has stored its record but not queued it (its enqueue may still fail
+    and remove the record): a repeat must not be handed an id that could later 404."""
+    key = secrets.token_hex(8)
+    body = b'{"n": 1}'
+    request_id = idempotent_id("hello", key)
+
+    async def store_unqueued() -> None:
+        async with open_store(backend) as store:
+            created = now()
+
+            async def chunks() -> AsyncIterator[bytes]:
+                yield body
+
+            await store.create(
+                RequestRecord(
+                    id=request_id,
+                    api="hello",
+                    status=Status.IN_QUEUE,
+                    created_at=created,
+                    expires_at=created + 3600,
+                    content_type="application/json",
+                    extra={
+                        "idempotency_key": key,
+                        "body_sha256": hashlib.sha256(body).hexdigest(),
+                    },
+                ),
+                chunks(),
+            )
+
+    run(store_unqueued)
+    response = http.post("/hello", content=body, headers={"Idempotency-Key": key})
+    assert_error(response, 503, "backend_unavailable")
+    # Once the request has started it was certainly queued: the repeat gets the id.
+    move(backend, "hello", request_id, Status.IN_PROGRESS)
+    assert submit(http, content=body, headers={"Idempotency-Key": key}) == request_id
+
+
 def test_concurrent_repeats_enqueue_exactly_once(gateway: GatewayProcess, backend: str) -> None:
     key = secrets.token_hex(8)
     before = queued(backend, "hello")
@@ -352,8 +393,14 @@ def test_concurrent_repeats_enqueue_exactly_once(gateway: GatewayProcess, backen
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         responses = list(pool.map(lambda _: one(), range(12)))
-    assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
-    assert {r.json()["id"] for r in responses} == {idempotent_id("hello", key)}
+    # A repeat that lands while the first is stored but not yet queued is told to retry
+    # (503); once the first is queued, every repeat gets its id.
+    assert {r.status_code for r in responses} <= {200, 503}, [r.text for r in responses]
+    assert any(r.status_code == 200 for r in responses)
+    retried = [one() for r in responses if r.status_code == 503]
+    answers = [r for r in responses if r.status_code == 200] + retried
+    assert {r.status_code for r in answers} == {200}, [r.text for r in answers]
+    assert {r.json()["id"] for r in answers} == {idempotent_id("hello", key)}
     assert queued(backend, "hello") == before + 1
 
 

@@ -91,6 +91,9 @@ CHALLENGE = b'Bearer realm="chute"'
 #: ``RequestRecord.extra`` keys of an idempotent submit: its key and its body's SHA-256.
 EXTRA_IDEMPOTENCY_KEY = "idempotency_key"
 EXTRA_BODY_SHA256 = "body_sha256"
+#: Set on an idempotent request's record once its message is queued: a repeat of the key is
+#: answered with the id only then, never for a request whose enqueue may still fail.
+EXTRA_ENQUEUED = "enqueued"
 
 # RFC 9110 media type: token "/" token, then optional parameters.
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
@@ -506,8 +509,12 @@ class Gateway:
         if control.webhook_url is not None:
             extra[EXTRA_WEBHOOK_URL] = control.webhook_url
         key = control.idempotency_key
+        # Queue and store in one place: created and queued in one atomic step.
+        joint = await self._joint_path(store)
         if key is not None:
             extra[EXTRA_IDEMPOTENCY_KEY] = key
+            if joint is not None:
+                extra[EXTRA_ENQUEUED] = True  # created and queued as one step
         record = RequestRecord(
             id=new_request_id() if key is None else idempotent_id(api, key),
             api=api,
@@ -525,8 +532,6 @@ class Gateway:
             replayed = await self._replay(store, record, control, body, before_create=True)
             if replayed is not None:
                 return replayed
-        # Queue and store in one place: created and queued in one atomic step.
-        joint = await self._joint_path(store)
         try:
             if joint is not None:
                 stored = await joint.submit(record, body.chunks())
@@ -573,7 +578,22 @@ class Gateway:
             except BaseException:
                 await self._forget(store, api, record.id)
                 raise
+            if key is not None:
+                await self._mark_enqueued(store, api, record.id)
         return Response(200, encoder.encode(SubmitResponse(record.id)))
+
+    async def _mark_enqueued(self, store: Store, api: str, request_id: str) -> None:
+        """Let repeats of this Idempotency-Key answer with the id (see ``_replay``)."""
+        try:
+            with anyio.fail_after(ENQUEUE_TIMEOUT):
+                await store.annotate(api, request_id, **{EXTRA_ENQUEUED: True})
+        except Exception:
+            # The request is queued; only its repeats answer 503 until it starts.
+            logger.warning(
+                "could not mark an idempotent request as queued",
+                exc_info=True,
+                extra={"api": api, "request_id": request_id},
+            )
 
     async def _replay(
         self,
@@ -611,6 +631,12 @@ class Gateway:
                 409,
                 f"{IDEMPOTENCY_HEADER} was already used for request {record.id} with a "
                 "different body",
+            )
+        if existing.status is Status.IN_QUEUE and not existing.extra.get(EXTRA_ENQUEUED):
+            # The first submit has stored its record but not yet queued it, and its enqueue
+            # may still fail (and remove the record): an id now could later answer 404.
+            raise BackendUnavailable(
+                f"a request with this {IDEMPOTENCY_HEADER} is still being submitted; retry"
             )
         self.metrics.idempotent_replays.labels(api).inc()
         return Response(200, encoder.encode(SubmitResponse(existing.id)))
