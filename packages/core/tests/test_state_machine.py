@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from chute.errors import TransitionRejected
-from chute.lifecycle import apply_transition
+from chute.lifecycle import apply_transition, queue_deadline_passed
 from chute.protocol import RequestRecord, Status
 
 
@@ -42,3 +43,16 @@ def test_terminal_records_never_change(terminal: Status, to: Status) -> None:
 def test_status_never_goes_back_to_queue_from_nowhere() -> None:
     with pytest.raises(TransitionRejected):
         apply_transition(record(Status.IN_QUEUE), Status.COMPLETED, attempt=0, at=1.0)
+
+
+def test_queue_deadline_applies_only_before_the_first_start() -> None:
+    queued = msgspec.structs.replace(record(Status.IN_QUEUE), queue_deadline=10.0)
+    assert not queue_deadline_passed(queued, None, at=9.9)
+    assert queue_deadline_passed(queued, None, at=10.0)
+    # The API's limit counts from created_at (1.0) when the request set none of its own.
+    assert queue_deadline_passed(record(Status.IN_QUEUE), 5.0, at=6.0)
+    assert not queue_deadline_passed(record(Status.IN_QUEUE), None, at=1e12)
+    # A retry waits in the queue again but has run once: it never expires.
+    retried = msgspec.structs.replace(queued, started_at=2.0)
+    assert not queue_deadline_passed(retried, None, at=1e12)
+    assert not queue_deadline_passed(record(Status.IN_PROGRESS), 0.0, at=1e12)

@@ -108,3 +108,16 @@ def apply_requeue(record: RequestRecord, *, at: float) -> RequestRecord:
     extra["requeued_at"] = at
     extra[EXTRA_REQUEUE_BASE] = record.attempt  # the retry budget starts again from here
     return msgspec.structs.replace(record, status=Status.IN_QUEUE, finished_at=None, extra=extra)
+
+
+def queue_deadline_passed(record: RequestRecord, api_limit: float | None, *, at: float) -> bool:
+    """Whether a request is still waiting for its first start past its queue deadline: the
+    record's own (set at submit), else ``created_at`` + the API's ``deadlines.queue``
+    (``api_limit``). A request that already ran once (a retry, a requeued dead letter) is past
+    the queue and never expires. The gateway (on read) and the dequeuer (at pickup) both ask."""
+    if record.status is not Status.IN_QUEUE or record.started_at is not None:
+        return False
+    deadline = record.queue_deadline
+    if deadline is None and api_limit is not None:
+        deadline = record.created_at + api_limit
+    return deadline is not None and at >= deadline

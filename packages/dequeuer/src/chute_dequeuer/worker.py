@@ -32,7 +32,7 @@ import anyio
 from chute.backends.base import Delivery, Queue, Received, Store, Versioned
 from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
-from chute.lifecycle import EXTRA_REQUEUE_BASE
+from chute.lifecycle import EXTRA_REQUEUE_BASE, queue_deadline_passed
 from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, RequestRecord, Status, now
 from chute.webhooks import WebhookSender
 from chute_dequeuer.container import CallResult, ContainerClient
@@ -373,15 +373,7 @@ class Dispatcher:
         return self.config.deadlines.execution_seconds
 
     def _queue_deadline_passed(self, record: RequestRecord) -> bool:
-        """Still waiting for its first start past its queue deadline (the record's, set at
-        submit, else created_at + the API's ``deadlines.queue``). A request that already ran
-        (a retry, a requeued dead letter) is past the queue and never expires."""
-        if record.status is not Status.IN_QUEUE or record.started_at is not None:
-            return False
-        deadline = record.queue_deadline
-        if deadline is None and (limit := self.config.deadlines.queue_seconds) is not None:
-            deadline = record.created_at + limit
-        return deadline is not None and now() >= deadline
+        return queue_deadline_passed(record, self.config.deadlines.queue_seconds, at=now())
 
     async def _expire(self, job: Job) -> str:
         with anyio.move_on_after(SETTLE_TIMEOUT, shield=True):

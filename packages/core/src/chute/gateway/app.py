@@ -55,6 +55,7 @@ from chute.gateway.responses import (
 )
 from chute.gateway.routing import METHODS, Kind, Route, Router
 from chute.gateway.watch import MAX_WAIT, Observation, Watcher
+from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
     EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
@@ -670,15 +671,8 @@ class Gateway:
         return Observation(record, result)
 
     def _queue_deadline_passed(self, record: RequestRecord) -> bool:
-        """Still waiting for its first start past its queue deadline (the dequeuer applies the
-        same rule at pickup): a request that ran once (a retry) never expires."""
-        if record.status is not Status.IN_QUEUE or record.started_at is not None:
-            return False
-        deadline = record.queue_deadline
         limit = self._queue_deadlines.get(record.api)
-        if deadline is None and limit is not None:
-            deadline = record.created_at + limit
-        return deadline is not None and deadline <= now()
+        return queue_deadline_passed(record, limit, at=now())
 
     async def _end(self, store: Store, record: RequestRecord, to: Status) -> RequestRecord | None:
         """Move a live request to ``to`` (cancelled, expired) and send its webhook; if it moved
