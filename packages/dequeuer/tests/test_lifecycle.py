@@ -85,13 +85,13 @@ async def test_grace_period_over_gives_requests_back_at_once(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:
     dequeuer = start_dequeuer(container.port, "--grace-period", "0.5")
-    rid = await backend.submit(headers=[("X-Behaviour", "sleep:6")])
+    rid = await backend.submit(headers=[("X-Behaviour", "sleep:30")])
     await backend.wait_status(rid, Status.IN_PROGRESS)
 
     started = time.monotonic()
     dequeuer.signal(signal.SIGTERM)
-    assert await anyio.to_thread.run_sync(dequeuer.wait, 20) == 0
-    assert time.monotonic() - started < 5  # did not wait for the 6 s job
+    assert await anyio.to_thread.run_sync(dequeuer.wait, 25) == 0
+    assert time.monotonic() - started < 20  # did not wait for the 30 s job
     dequeuer.wait_log("grace period over", request_id=rid)
 
     # Released, not leased: visible again at once, and the record says so.
@@ -105,15 +105,15 @@ async def test_a_second_signal_cuts_the_grace_period_short(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:
     dequeuer = start_dequeuer(container.port, "--grace-period", "60")
-    rid = await backend.submit(headers=[("X-Behaviour", "sleep:8")])
+    rid = await backend.submit(headers=[("X-Behaviour", "sleep:30")])
     await backend.wait_status(rid, Status.IN_PROGRESS)
 
     started = time.monotonic()
     dequeuer.signal(signal.SIGTERM)
     dequeuer.wait_log("draining")
     dequeuer.signal(signal.SIGINT)
-    assert await anyio.to_thread.run_sync(dequeuer.wait, 20) == 0
-    assert time.monotonic() - started < 6
+    assert await anyio.to_thread.run_sync(dequeuer.wait, 25) == 0
+    assert time.monotonic() - started < 20  # did not wait for the 30 s job
     assert (await backend.record(rid)).status is Status.IN_QUEUE
 
 
