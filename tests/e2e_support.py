@@ -270,11 +270,21 @@ def write_api_file(path: Path, port: int, *, workers: int = 4, name: str = API) 
 class Stack:
     """The example's container, a gateway and dequeuers, each started by the test itself."""
 
-    def __init__(self, processes: Processes, directory: Path, backend: str, **gateway: str):
+    def __init__(
+        self,
+        processes: Processes,
+        directory: Path,
+        backend: str,
+        *,
+        store: str | None = None,
+        **gateway: str,
+    ):
+        """``backend`` is the queue URL, and the store's too unless ``store`` names another."""
         self.processes = processes
         self.port = free_port()
         self.api_file = write_api_file(directory / "api.yaml", self.port)
         self.backend = backend
+        self.store = store or backend
         self.gateway_url = f"http://127.0.0.1:{free_port()}"
         self.gateway_options = gateway
         self.dequeuers: list[Proc] = []
@@ -287,7 +297,7 @@ class Stack:
     def start_gateway(self) -> Proc:
         port = self.gateway_url.rsplit(":", 1)[1]
         argv = [PY, "-m", "chute", "gateway", str(self.api_file), "--port", port]
-        argv += ["--queue", self.backend, "--store", self.backend]
+        argv += ["--queue", self.backend, "--store", self.store]
         for key, value in self.gateway_options.items():
             argv += [f"--{key.replace('_', '-')}", value]
         proc = self.processes.start("gateway", argv)
@@ -298,7 +308,7 @@ class Stack:
         admin = free_port()
         argv = [PY, "-m", "chute_dequeuer", "--api-file", str(self.api_file), "--api", API]
         argv += ["--user-port", str(self.port), "--admin-port", str(admin)]
-        argv += ["--queue", self.backend, "--store", self.backend, *extra]
+        argv += ["--queue", self.backend, "--store", self.store, *extra]
         proc = self.processes.start(f"dequeuer-{len(self.dequeuers) + 1}", argv)
         self.dequeuers.append(proc)
         return proc, admin

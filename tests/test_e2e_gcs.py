@@ -19,19 +19,14 @@ import pytest
 from e2e_support import (
     API,
     EXAMPLE,
-    EXAMPLE_DIR,
     PATIENCE,
-    PY,
-    Proc,
     Processes,
+    Stack,
     calls_by_request,
     eventually,
-    free_port,
-    http_ok,
     redis_backend_url,
     request_status,
     start_chute_dev,
-    write_api_file,
 )
 
 from chute.registry import open_queue
@@ -89,28 +84,6 @@ def test_chute_dev_with_redis_and_gcs_carries_a_50_mib_payload(
     assert result["echo"]["blob"] == blob  # the container got every byte, in order
 
 
-def _start_stack(
-    processes: Processes, tmp_path: Path, queue: str, store: str
-) -> tuple[str, Path, int, Proc]:
-    port = free_port()
-    api_file = write_api_file(tmp_path / "api.yaml", port)
-    argv = [PY, "-m", "hypercorn", "app:app", "--bind", f"127.0.0.1:{port}"]
-    container = processes.start("container", argv, cwd=EXAMPLE_DIR, env={"CORTEX_PORT": str(port)})
-    gateway = f"http://127.0.0.1:{free_port()}"
-    argv = [PY, "-m", "chute", "gateway", str(api_file), "--port", gateway.rsplit(":", 1)[1]]
-    processes.start("gateway", [*argv, "--queue", queue, "--store", store])
-    eventually(lambda: http_ok(f"{gateway}/healthz"), "the gateway's /healthz")
-    return gateway, api_file, port, container
-
-
-def _dequeuer(
-    processes: Processes, name: str, api_file: Path, port: int, queue: str, store: str
-) -> Proc:
-    argv = [PY, "-m", "chute_dequeuer", "--api-file", str(api_file), "--api", API]
-    argv += ["--user-port", str(port), "--admin-port", str(free_port()), "--lease", "1"]
-    return processes.start(name, [*argv, "--queue", queue, "--store", store])
-
-
 @pytest.fixture
 def frozen() -> Iterator[list[int]]:
     """Processes the test stopped with SIGSTOP: always continued, so they can be stopped."""
@@ -129,8 +102,11 @@ def test_a_duplicate_delivery_cannot_overwrite_the_stored_outcome(
     dequeuer 1 wakes up, its own outcome for attempt 1 is refused (or abandoned on its lost
     lease): the record stays completed by attempt 2, with attempt 2's result. A late duplicate
     message after that is dropped without reaching the container."""
-    gateway, api_file, port, container = _start_stack(processes, tmp_path, redis_url, gcs_store_url)
-    dequeuer_1 = _dequeuer(processes, "dequeuer-1", api_file, port, redis_url, gcs_store_url)
+    stack = Stack(processes, tmp_path, redis_url, store=gcs_store_url)
+    container = stack.start_container()
+    stack.start_gateway()
+    gateway = stack.gateway_url
+    dequeuer_1 = stack.start_dequeuer("--lease", "1")[0]
     first = dequeuer_1.pid
     response = httpx.post(f"{gateway}/{API}", json={"text": "dup", "sleep": 2}, timeout=30)
     request_id = response.json()["id"]
@@ -140,7 +116,7 @@ def test_a_duplicate_delivery_cannot_overwrite_the_stored_outcome(
     )
     os.kill(first, signal.SIGSTOP)
     frozen.append(first)
-    dequeuer_2 = _dequeuer(processes, "dequeuer-2", api_file, port, redis_url, gcs_store_url)
+    dequeuer_2 = stack.start_dequeuer("--lease", "1")[0]
     answer = eventually(
         lambda: (a := request_status(gateway, request_id))["status"] == "completed" and a,
         "attempt 2 to complete",

@@ -19,15 +19,13 @@ import pytest
 from e2e_support import (
     API,
     EXAMPLE,
-    EXAMPLE_DIR,
     PATIENCE,
     PY,
-    Proc,
     Processes,
+    Stack,
     calls_by_request,
     eventually,
     free_port,
-    http_ok,
     request_status,
     start_chute_dev,
     wait_finished,
@@ -138,37 +136,17 @@ def test_chute_dev_on_sqs_and_s3_with_a_50_mib_payload(
     assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
 
 
-def _start_stack(
-    processes: Processes, tmp_path: Path, queue: str, store: str
-) -> tuple[str, Path, int, Proc]:
-    port = free_port()
-    api_file = write_api_file(tmp_path / "api.yaml", port)
-    argv = [PY, "-m", "hypercorn", "app:app", "--bind", f"127.0.0.1:{port}"]
-    container = processes.start("container", argv, cwd=EXAMPLE_DIR, env={"CORTEX_PORT": str(port)})
-    gateway = f"http://127.0.0.1:{free_port()}"
-    argv = [PY, "-m", "chute", "gateway", str(api_file), "--port", gateway.rsplit(":", 1)[1]]
-    processes.start("gateway", [*argv, "--queue", queue, "--store", store])
-    eventually(lambda: http_ok(f"{gateway}/healthz"), "the gateway's /healthz")
-    return gateway, api_file, port, container
-
-
-def _dequeuer(
-    processes: Processes, name: str, api_file: Path, port: int, queue: str, store: str
-) -> Proc:
-    argv = [PY, "-m", "chute_dequeuer", "--api-file", str(api_file), "--api", API]
-    argv += ["--user-port", str(port), "--admin-port", str(free_port())]
-    argv += ["--workers", "4", "--lease", "2", "--queue", queue, "--store", store]
-    return processes.start(name, argv)
-
-
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
     processes: Processes, tmp_path: Path, queue_url: str, store_url: str
 ) -> None:
     """The dequeuer dies mid-request; its SQS visibility timeouts (2 s leases) lapse and a
     new dequeuer completes every request, each once in the store, with its latest call's
     result."""
-    gateway, api_file, port, container = _start_stack(processes, tmp_path, queue_url, store_url)
-    first = _dequeuer(processes, "dequeuer-1", api_file, port, queue_url, store_url)
+    stack = Stack(processes, tmp_path, queue_url, store=store_url)
+    container = stack.start_container()
+    stack.start_gateway()
+    gateway = stack.gateway_url
+    first = stack.start_dequeuer("--workers", "4", "--lease", "2")[0]
     payloads = {}
     for i in range(8):
         payload = {"text": f"slow {i}", "sleep": 1.5, "token": secrets.token_hex(4)}
@@ -185,7 +163,7 @@ def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
     interrupted = {i for i in running if request_status(gateway, i)["status"] != "completed"}
     assert interrupted, "the kill came too late: every request seen had already completed"
 
-    _dequeuer(processes, "dequeuer-2", api_file, port, queue_url, store_url)
+    stack.start_dequeuer("--workers", "4", "--lease", "2")
     finals = wait_finished(gateway, list(payloads), "every request to finish")
     assert all(b["status"] == "completed" for b in finals.values()), finals
     calls = calls_by_request(container.output())
