@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import Processes
+from e2e_support import Processes, backend_url
 
 from chute.testing.services import REDIS, service_fixture
 
@@ -17,6 +17,12 @@ redis_service = service_fixture(REDIS)
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The queue and store URL, once on SQLite and once on Redis."""
+    return backend_url(request.param, tmp_path, request)
 
 
 @pytest.fixture

@@ -314,6 +314,14 @@ class Stack:
         return proc, admin
 
 
+def submit(gateway_url: str, payload: Any, headers: dict[str, str] | None = None) -> str:
+    """POST ``payload`` to the example API; return the new request's id."""
+    response = httpx.post(f"{gateway_url}/{API}", json=payload, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    request_id: str = response.json()["id"]
+    return request_id
+
+
 def request_status(gateway_url: str, request_id: str) -> dict[str, Any]:
     """``GET /<api>/<id>`` through the gateway."""
     response = httpx.get(f"{gateway_url}/{API}/{request_id}", timeout=30)

@@ -11,33 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from e2e_support import (
     API,
     Processes,
     Stack,
-    backend_url,
     calls_by_request,
     eventually,
     http_ok,
     request_status,
     sqlite_url,
+    submit,
     wait_finished,
 )
 
 import chute
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return backend_url(request.param, tmp_path, request)
-
-
-def submit(gateway_url: str, payload: Any) -> str:
-    response = httpx.post(f"{gateway_url}/{API}", json=payload, timeout=30)
-    assert response.status_code == 200, response.text
-    request_id: str = response.json()["id"]
-    return request_id
 
 
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(

@@ -7,33 +7,19 @@ from __future__ import annotations
 import secrets
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-import pytest
 from e2e_support import (
     API,
     PY,
     Processes,
     Stack,
-    backend_url,
     calls_by_request,
     eventually,
     http_ok,
     request_status,
+    submit,
 )
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return backend_url(request.param, tmp_path, request)
-
-
-def submit(url: str, payload: Any, headers: dict[str, str] | None = None) -> str:
-    response = httpx.post(f"{url}/{API}", json=payload, headers=headers, timeout=30)
-    assert response.status_code == 200, response.text
-    request_id: str = response.json()["id"]
-    return request_id
 
 
 def test_cancel_a_queued_and_a_running_request(

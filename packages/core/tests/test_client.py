@@ -35,45 +35,11 @@ from chute.errors import (
 from chute.protocol import ErrorInfo, Status
 from chute.testing.gateway import GatewayProcess, gateway_process
 
-API_FILE = """\
-- name: hello
-  kind: AsyncAPI
-  pod:
-    containers:
-      - name: api
-        image: hello:latest
-- name: other
-  kind: AsyncAPI
-  networking:
-    endpoint: /v1/other
-  pod:
-    containers:
-      - name: api
-        image: other:latest
-"""
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CHUTE_GATEWAY_URL", "CORTEX_CLI_CONFIG_DIR", "CORTEX_VERSION", "CHUTE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def api_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("apis") / "api.yaml"
-    path.write_text(API_FILE)
-    return path
-
-
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'chute.db'}"
 
 
 @pytest.fixture(scope="module")

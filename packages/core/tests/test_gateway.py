@@ -19,45 +19,17 @@ import anyio
 import httpx
 import msgspec
 import pytest
+from gateway_support import queued, run
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-from chute import open_queue, open_store
+from chute import open_store
 from chute.backends.base import DEFAULT_RETENTION
 from chute.protocol import ErrorInfo, RequestRecord, Status
 from chute.testing.gateway import GatewayProcess, gateway_process
 
-API_FILE = """\
-- name: hello
-  kind: AsyncAPI
-  pod:
-    containers:
-      - name: api
-        image: hello:latest
-- name: other
-  kind: AsyncAPI
-  networking:
-    endpoint: /v1/other
-  pod:
-    containers:
-      - name: api
-        image: other:latest
-"""
-
 MAX_BODY = 25 * 1024 * 1024
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-@pytest.fixture(scope="module")
-def api_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("apis") / "api.yaml"
-    path.write_text(API_FILE)
-    return path
-
-
-@pytest.fixture(scope="module")
-def db_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'chute.db'}"
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +39,6 @@ def gateway(api_file: Path, db_url: str) -> Iterator[GatewayProcess]:
     ) as running:
         yield running
     assert running.returncode == 0
-
-
-@pytest.fixture
-def http(gateway: GatewayProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        yield client
-
-
-def run(fn: Any, *args: Any) -> Any:
-    """Run one coroutine function against the backends (they are async)."""
-    return anyio.run(fn, *args)
 
 
 def stored(db_url: str, api: str, request_id: str) -> tuple[RequestRecord | None, bytes]:
@@ -100,15 +61,6 @@ def finish(db_url: str, api: str, request_id: str, to: Status, **kwargs: Any) ->
             await store.transition(api, request_id, to, attempt=1, **kwargs)
 
     run(move)
-
-
-def queued(db_url: str, api: str) -> int:
-    async def depth() -> int:
-        async with open_queue(db_url) as queue:
-            return (await queue.depth(api)).queued
-
-    count: int = run(depth)
-    return count
 
 
 def assert_error(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:

@@ -7,12 +7,12 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+from gateway_support import HELLO_API, serving
 
 from chute.cli.gateway import parse_size
 from chute.config import API, load_apis
@@ -20,25 +20,11 @@ from chute.errors import ConfigError, UnknownSchemeError
 from chute.gateway import Gateway, serve
 from chute.gateway.routing import Kind, Router
 
-API_FILE = """\
-- name: hello
-  kind: AsyncAPI
-  pod:
-    containers:
-      - name: api
-        image: hello:latest
-"""
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def apis(tmp_path: Path) -> list[API]:
     path = tmp_path / "api.yaml"
-    path.write_text(API_FILE)
+    path.write_text(HELLO_API)
     return load_apis(path)
 
 
@@ -50,31 +36,8 @@ def db(tmp_path: Path) -> Path:
 @asynccontextmanager
 async def running(app: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     """Serve ``app`` with hypercorn on a free port; yield a client for it; stop gracefully."""
-    stop = anyio.Event()
-    listening = anyio.Event()
-    urls: list[str] = []
-
-    def on_listening(url: str) -> None:
-        urls.append(url)
-        listening.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            partial(
-                serve,
-                app,
-                port=0,
-                on_listening=on_listening,
-                shutdown_trigger=stop.wait,
-                graceful_timeout=5,
-            )
-        )
-        await listening.wait()
-        try:
-            async with httpx.AsyncClient(base_url=urls[0], timeout=30) as client:
-                yield client
-        finally:
-            stop.set()
+    async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        yield client
 
 
 def rows(db: Path, table: str) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import importlib.util
 import json
 import secrets
 import threading
@@ -16,19 +15,15 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import anyio
 import httpx
 import pytest
+from gateway_support import backend_url, queued, run
 
-from chute import open_queue, open_store
+from chute import open_store
 from chute.gateway.controls import idempotent_id
 from chute.protocol import RequestRecord, Status, now
 from chute.testing.gateway import GatewayProcess, gateway_process
-from chute.testing.services import REDIS, FoundService, service_fixture, unavailable
-
-redis_service = service_fixture(REDIS)
 
 API_FILE = """\
 - name: hello
@@ -60,36 +55,15 @@ KEYED_KEY = "keyed-" + secrets.token_hex(8)
 
 
 @pytest.fixture(scope="module")
-def api_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("apis") / "api.yaml"
-    path.write_text(API_FILE)
-    return path
+def api_text() -> str:
+    return API_FILE
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
 def backend(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'chute.db'}"
-        return
-    if importlib.util.find_spec("chute_redis") is None:
-        unavailable("the Redis backend (chute-redis) is not installed")
-    service: FoundService = request.getfixturevalue("redis_service")
-    parts = urlsplit(service.url)
-    prefix = f"gwf-{secrets.token_hex(6)}"
-    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": prefix})
-    yield urlunsplit(parts._replace(path="/13", query=query))
-    # Our own keys only (database 13, this prefix): nothing is left behind.
-    import redis
-
-    client = redis.Redis.from_url(urlunsplit(parts._replace(path="/13", query="")))
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-    finally:
-        client.close()
+    yield from backend_url(request, tmp_path_factory.mktemp("db"), "gwf")
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +77,8 @@ def gateway(api_file: Path, backend: str) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture
-def http(gateway: GatewayProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=90) as client:
-        yield client
-
-
-def run(fn: Any, *args: Any) -> Any:
-    return anyio.run(fn, *args)
+def http_timeout() -> float:
+    return 90  # long polls
 
 
 def stored(url: str, api: str, request_id: str) -> RequestRecord | None:
@@ -136,15 +105,6 @@ def move(url: str, api: str, request_id: str, *steps: Status, result: bytes = b"
                 )
 
     run(go)
-
-
-def queued(url: str, api: str) -> int:
-    async def depth() -> int:
-        async with open_queue(url) as queue:
-            return (await queue.depth(api)).queued
-
-    count: int = run(depth)
-    return count
 
 
 def submit(http: httpx.Client, api: str = "hello", **kwargs: Any) -> str:

@@ -5,37 +5,22 @@ can count the reads its own store object makes) on a real SQLite file and on Red
 from __future__ import annotations
 
 import collections
-import importlib.util
-import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import httpx
 import pytest
+from gateway_support import HELLO_API, backend_url, serving
 
 from chute import open_store
 from chute.backends.base import Store
 from chute.config import API, loads_apis
-from chute.gateway import Gateway, serve
+from chute.gateway import Gateway
 from chute.protocol import RequestRecord, Status
-from chute.testing.services import REDIS, FoundService, service_fixture, unavailable
 
-redis_service = service_fixture(REDIS)
-
-APIS = loads_apis(
-    """\
-- name: hello
-  kind: AsyncAPI
-  pod:
-    containers:
-      - name: api
-        image: hello:latest
-"""
-)
+APIS = loads_apis(HELLO_API)
 
 
 class CountingStore(Store):
@@ -71,33 +56,9 @@ class CountingStore(Store):
         await self.inner.aclose()
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'chute.db'}"
-        return
-    if importlib.util.find_spec("chute_redis") is None:
-        unavailable("the Redis backend (chute-redis) is not installed")
-    service: FoundService = request.getfixturevalue("redis_service")
-    parts = urlsplit(service.url)
-    prefix = f"lp-{secrets.token_hex(6)}"
-    query = urlencode({**dict(parse_qsl(parts.query)), "prefix": prefix})
-    yield urlunsplit(parts._replace(path="/13", query=query))
-    # Our own keys only (database 13, this prefix): nothing is left behind.
-    import redis
-
-    client = redis.Redis.from_url(urlunsplit(parts._replace(path="/13", query="")))
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(keys), 500):
-            client.delete(*keys[start : start + 500])
-    finally:
-        client.close()
+    yield from backend_url(request, tmp_path, "lp")
 
 
 @asynccontextmanager
@@ -105,30 +66,8 @@ async def running(apis: list[API], url: str) -> AsyncIterator[tuple[Gateway, Cou
     app = Gateway(apis, queue_url=url, store_url=url)
     store = CountingStore(open_store(url))
     app.store = store  # the gateway uses this object; it opens only what is missing
-    stop = anyio.Event()
-    urls: list[str] = []
-    listening = anyio.Event()
-
-    def on_listening(found: str) -> None:
-        urls.append(found)
-        listening.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            partial(
-                serve,
-                app,
-                port=0,
-                on_listening=on_listening,
-                shutdown_trigger=stop.wait,
-                graceful_timeout=5,
-            )
-        )
-        await listening.wait()
-        try:
-            yield app, store, urls[0]
-        finally:
-            stop.set()
+    async with serving(app) as url:
+        yield app, store, url
 
 
 async def until(check: Callable[[], bool], what: str, limit: float = 60.0) -> None:
