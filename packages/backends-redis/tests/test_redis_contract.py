@@ -13,7 +13,9 @@ def _closed_port_url() -> str:
     return f"redis://127.0.0.1:{free_port()}/0?retries=1"
 
 
-class TestRedisQueue(QueueContract):
+class RedisFixtures:
+    """The backend's fixtures, shared by the contract classes below (fsspec's pattern)."""
+
     @pytest.fixture
     def backend_url(self, redis_url: str) -> str:
         return redis_url
@@ -23,17 +25,13 @@ class TestRedisQueue(QueueContract):
         return _closed_port_url()
 
 
-class TestRedisStore(StoreContract):
-    @pytest.fixture
-    def backend_url(self, redis_url: str) -> str:
-        return redis_url
-
-    @pytest.fixture
-    def unreachable_url(self) -> str:
-        return _closed_port_url()
+class TestRedisQueue(RedisFixtures, QueueContract):
+    pass
 
 
-class TestRedisJoint(JointContract):
-    @pytest.fixture
-    def backend_url(self, redis_url: str) -> str:
-        return redis_url
+class TestRedisStore(RedisFixtures, StoreContract):
+    pass
+
+
+class TestRedisJoint(RedisFixtures, JointContract):
+    pass

@@ -17,7 +17,9 @@ def not_a_directory(tmp_path: Path) -> str:
     return f"sqlite:///{blocker}/sub/chute.db"
 
 
-class TestSqliteQueue(QueueContract):
+class SqliteFixtures:
+    """The backend's fixtures, shared by every contract class below (fsspec's pattern)."""
+
     @pytest.fixture
     def backend_url(self, sqlite_url: str) -> str:
         return sqlite_url
@@ -27,26 +29,20 @@ class TestSqliteQueue(QueueContract):
         return not_a_directory
 
 
-class TestSqliteStore(StoreContract):
-    @pytest.fixture
-    def backend_url(self, sqlite_url: str) -> str:
-        return sqlite_url
-
-    @pytest.fixture
-    def unreachable_url(self, not_a_directory: str) -> str:
-        return not_a_directory
+class TestSqliteQueue(SqliteFixtures, QueueContract):
+    pass
 
 
-class TestSqliteStoreWithPayloadLimit(StoreContract):
+class TestSqliteStore(SqliteFixtures, StoreContract):
+    pass
+
+
+class TestSqliteStoreWithPayloadLimit(SqliteFixtures, StoreContract):
     """The same contract with the store's own payload cap set, so the limit tests run too."""
 
     @pytest.fixture
     def backend_url(self, sqlite_url: str) -> str:
         return f"{sqlite_url}?max_payload_size={16 * 1024 * 1024}"
-
-    @pytest.fixture
-    def unreachable_url(self, not_a_directory: str) -> str:
-        return not_a_directory
 
 
 # -- the suite's guard (tested here, where a real backend subclasses it) ----------------------

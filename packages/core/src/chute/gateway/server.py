@@ -116,9 +116,7 @@ async def serve(
     config.graceful_timeout = graceful_timeout
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    logger.info(f"chute gateway listening on {url}", extra={"url": url})
-    if on_listening is not None:
-        on_listening(url)
+    _announce(url, "hypercorn", on_listening)
 
     async def stop() -> None:
         await trigger()
@@ -131,6 +129,12 @@ async def serve(
             raise app.startup_error from None
         raise
     logger.info("stopped")
+
+
+def _announce(url: str, server: str, on_listening: Callable[[str], None] | None) -> None:
+    logger.info(f"chute gateway listening on {url}", extra={"url": url, "server": server})
+    if on_listening is not None:
+        on_listening(url)
 
 
 def _missing(server: str) -> ConfigError:
@@ -183,9 +187,7 @@ async def _serve_uvicorn(
         await trigger()
         uv.should_exit = True
 
-    logger.info(f"chute gateway listening on {url}", extra={"url": url, "server": "uvicorn"})
-    if on_listening is not None:
-        on_listening(url)
+    _announce(url, "uvicorn", on_listening)
     with sock, _startup_errors(app):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_trigger)
@@ -219,9 +221,7 @@ async def _serve_granian(
         await trigger()
         server.stop()  # type: ignore[no-untyped-call]
 
-    logger.info(f"chute gateway listening on {url}", extra={"url": url, "server": "granian"})
-    if on_listening is not None:
-        on_listening(url)
+    _announce(url, "granian", on_listening)
     with _startup_errors(app):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_trigger)
