@@ -432,7 +432,8 @@ def pubsub_probe(host: str, port: int) -> bool:
     """True when the Pub/Sub emulator answers at host:port (its REST root says ``Ok``)."""
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/", timeout=0.5) as reply:
-            return reply.read(16).strip() == b"Ok"
+            answer: bytes = reply.read(16)
+            return answer.strip() == b"Ok"
     except (OSError, ValueError):
         return False
 
