@@ -137,6 +137,24 @@ async def test_a_receive_that_ran_out_of_time_leaves_its_pull_to_the_next(pubsub
         await queue.ack(delivery)
 
 
+async def test_a_message_held_by_a_kept_pull_near_its_deadline_is_given_back(
+    pubsub_url: str,
+) -> None:
+    """A kept pull catches a message while nobody receives (a dequeuer whose container is not
+    ready); when the next receive comes near the end of that message's first ack deadline,
+    the message is given back and delivered afresh (the next attempt, a lease that is really
+    held) rather than handed out on a lease that may be someone else's by then."""
+    async with open_queue(pubsub_url + "&ack_deadline=10") as queue:
+        assert await queue.receive("hello", wait=0.2) == []  # leaves its pull open
+        request_id = new_request_id()
+        await queue.send("hello", request_id)
+        await anyio.sleep(8.5)  # the kept pull has it; 10 s - 2 s margin have passed
+        delivery = await receive_one(queue, "hello", lease=5.0)
+        assert (delivery.request_id, delivery.attempt) == (request_id, 2)
+        await queue.extend(delivery, 5.0)
+        await queue.ack(delivery)
+
+
 def test_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     settings = parse_pubsub_url("pubsub://my-project")

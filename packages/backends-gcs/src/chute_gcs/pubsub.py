@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
 from chute.backends.leases import LeaseBook, LeaseState
-from chute.errors import BackendError, ConfigError, LeaseLost
+from chute.errors import BackendError, ChuteError, ConfigError, LeaseLost
 from chute.protocol import now, validate_request_id
 from chute_gcs.pubsub_client import PubSubClient
 from chute_gcs.pubsub_settings import MAX_ACK_DEADLINE, MAX_RETENTION, parse_pubsub_url
@@ -63,14 +63,17 @@ MAX_SCAN: Final = 5000
 #: Messages per pull, ack ids per acknowledge/modifyAckDeadline, messages per publish.
 MAX_PULL: Final = 1000
 CHUNK: Final = 500
+#: A pulled message is handed out only this long before its first ack deadline ends at the
+#: latest (seconds); after that it may be someone else's.
+STALE_MARGIN: Final = 2.0
 
 
 @dataclass(frozen=True)
 class _Pulled:
-    """A long pull's answer: when it was sent, when it came back, what it brought."""
+    """A long pull's answer: when it was sent (its messages' ack deadlines run from no
+    earlier), and what it brought."""
 
     started: float
-    answered: float
     messages: list[dict[str, Any]]
 
 
@@ -334,7 +337,7 @@ class PubSubQueue(Queue):
             doing=f"receiving from {api}",
             hold=True,
         )
-        return _Pulled(started, time.monotonic(), reply.get("receivedMessages", []))
+        return _Pulled(started, reply.get("receivedMessages", []))
 
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
@@ -371,8 +374,9 @@ class PubSubQueue(Queue):
                 pulled = [(result, m) for m in ready]
                 pulls.surplus.extend(pulled[max_messages:])
                 pulled = pulled[:max_messages]
-            if pulled:
-                return await self._deliveries(api, pulled, deadline)
+            delivered = await self._deliveries(api, pulled, deadline) if pulled else []
+            if delivered:
+                return delivered
             if end - time.monotonic() <= 0.05:
                 return []
 
@@ -380,17 +384,26 @@ class PubSubQueue(Queue):
         self, api: str, pulled: list[tuple[_Pulled, dict[str, Any]]], deadline: int
     ) -> list[Delivery]:
         """Hand out what was pulled, each held for ``deadline`` seconds from now: a pull that
-        answered quickly holds its messages for the subscription's ack deadline from its start;
-        anything else (another lease, a pull held open a while, a surplus) is set with one
-        modifyAckDeadline."""
+        answered at once holds its messages for the subscription's ack deadline from its start;
+        anything else (another lease, a pull that waited, a surplus) is set with one
+        modifyAckDeadline. A message whose ack deadline (counted from its pull's start) is
+        nearly over may be someone else's by now: it is given back, never handed out on a lease
+        that may not be ours (a dequeuer that stopped receiving for a while, then came back)."""
         held = self.settings.ack_deadline
-        fresh = all(p.answered - p.started < 1.0 for p, _ in pulled)
-        started = min(p.started for p, _ in pulled)
-        if deadline != held or not fresh:
+        moment = time.monotonic()
+        usable = [(p, m) for p, m in pulled if moment < p.started + held - STALE_MARGIN]
+        stale = [m["ackId"] for p, m in pulled if moment >= p.started + held - STALE_MARGIN]
+        if stale:
+            with contextlib.suppress(ChuteError):
+                await self._modify(api, stale, 0, f"giving back stale messages of {api}")
+        if not usable:
+            return []
+        started = min(p.started for p, _ in usable)
+        if deadline != held or any(moment - p.started >= 1.0 for p, _ in usable):
             started = time.monotonic()
-            await self._modify(api, [m["ackId"] for _, m in pulled], deadline, f"leasing {api}")
+            await self._modify(api, [m["ackId"] for _, m in usable], deadline, f"leasing {api}")
             held = deadline
-        return [self._delivery(api, m, started, held) for _, m in pulled]
+        return [self._delivery(api, m, started, held) for _, m in usable]
 
     async def _sort_out(self, api: str, pulled: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The pulled messages that are due; the others are hidden until they are (or, when
