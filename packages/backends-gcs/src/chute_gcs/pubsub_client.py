@@ -1,11 +1,11 @@
 """The Pub/Sub REST calls chute makes, on one aiohttp session per process and endpoint.
 
-Direct calls to the REST API (v1, JSON), on the aiohttp session and gcloud-aio-auth credentials
-the GCS store already uses: chosen by measurement over gcloud-aio-pubsub and google-cloud-pubsub
-(gRPC), see docs/gcs.md and benchmarks/pubsub_client.py. The session is shared per event loop
-through ``chute.backends.pool`` like the GCS store's.
+Direct calls to the REST API (v1, JSON) on aiohttp, with gcloud-aio-auth's credentials: the
+libraries the GCS store already uses, chosen by measurement over gcloud-aio-pubsub and
+google-cloud-pubsub (gRPC), see docs/gcs.md and benchmarks/pubsub_client.py. The session is
+shared per endpoint and event loop through ``chute.backends.pool``, like the GCS store's.
 
-Every request is bounded by the URL's ``timeout`` (a long pull only while connecting); 408, 429,
+Every request is bounded by the URL's ``timeout`` (a long pull by HOLD_LIMIT); 408, 429,
 5xx and network errors are retried with exponential backoff and jitter, at most ``retries``
 times, then raise BackendUnavailable.
 """
@@ -26,6 +26,10 @@ from chute_gcs.pubsub_settings import PubSubSettings
 
 #: OAuth scope for Pub/Sub (publish, pull, ack, and managing topics and subscriptions).
 SCOPES: Final = ["https://www.googleapis.com/auth/pubsub"]
+
+#: The longest a held request (a long pull) may stay open; Google Cloud answers a pull well
+#: before, the emulator only when a message comes.
+HOLD_LIMIT: Final = 300.0
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
@@ -100,14 +104,16 @@ class PubSubClient:
     ) -> tuple[int, dict[str, Any]]:
         """Send a JSON request to ``<endpoint>/v1/<path>``; return the status (one of
         ``expect``) and the decoded answer. ``hold``: the server holds the request open until
-        it has something (a long pull), so only connecting is bounded by the timeout."""
+        it has something (a long pull): connecting is bounded by the URL's timeout, the whole
+        request by HOLD_LIMIT (raising TimeoutError, not retried), so a connection that died
+        without a word cannot hold a pull forever."""
         shared = self._handle.get_now(_new_shared)
         settings = self.settings
         url = self.base + path
         data = None if body is None else _encoder.encode(dict(body))
         headers = {"Content-Type": "application/json"} if data is not None else {}
         limit = (
-            aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout)
+            aiohttp.ClientTimeout(total=HOLD_LIMIT, sock_connect=settings.timeout)
             if hold
             else aiohttp.ClientTimeout(total=settings.timeout)
         )
@@ -123,6 +129,8 @@ class PubSubClient:
                     raw = await response.read()
                     retry_after = response.headers.get("Retry-After")
             except TimeoutError:
+                if hold:
+                    raise  # the caller decides what a pull that brought nothing means
                 if last:
                     raise BackendUnavailable(
                         f"Pub/Sub at {settings.endpoint} did not answer within "
