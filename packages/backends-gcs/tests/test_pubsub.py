@@ -137,6 +137,23 @@ async def test_a_receive_that_ran_out_of_time_leaves_its_pull_to_the_next(pubsub
         await queue.ack(delivery)
 
 
+async def test_a_receive_with_no_wait_takes_what_is_there_and_leaves_no_pull(
+    pubsub_url: str,
+) -> None:
+    """``wait=0`` pulls what is there at once (and leaves no pull open to catch a later
+    message: each one comes with attempt 1)."""
+    async with open_queue(pubsub_url) as queue:
+        for _ in range(2):
+            request_id = new_request_id()
+            await queue.send("hello", request_id)
+            got: list[Any] = []
+            with anyio.fail_after(10):
+                while not got:  # published is not yet pullable on every server
+                    got = await queue.receive("hello", wait=0.0)
+            assert [(d.request_id, d.attempt) for d in got] == [(request_id, 1)]
+            await queue.ack(got[0])
+
+
 async def test_a_message_held_by_a_kept_pull_near_its_deadline_is_given_back(
     pubsub_url: str,
 ) -> None:

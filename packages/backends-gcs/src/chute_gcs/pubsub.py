@@ -357,31 +357,45 @@ class PubSubQueue(Queue):
         end = time.monotonic() + max(0.0, wait)
         while True:
             if pulls.surplus:
-                pulled = [
-                    pulls.surplus.popleft() for _ in range(min(max_messages, len(pulls.surplus)))
-                ]
+                count = min(max_messages, len(pulls.surplus))
+                pulled = [pulls.surplus.popleft() for _ in range(count)]
             else:
-                task = pulls.open.popleft() if pulls.open else None
-                if task is None:
-                    task = asyncio.ensure_future(self._long_pull(api, max_messages))
-                try:
-                    done, _ = await asyncio.wait({task}, timeout=max(0.0, end - time.monotonic()))
-                except BaseException:
-                    pulls.open.append(task)
-                    raise
-                if not done:
-                    pulls.open.append(task)
+                result = await self._pull_for(api, pulls, max_messages, end)
+                if result is None:
                     return []
-                result = task.result()
-                ready = await self._sort_out(api, result.messages)
-                pulled = [(result, m) for m in ready]
-                pulls.surplus.extend(pulled[max_messages:])
-                pulled = pulled[:max_messages]
+                ready = [(result, m) for m in await self._sort_out(api, result.messages)]
+                pulls.surplus.extend(ready[max_messages:])
+                pulled = ready[:max_messages]
             delivered = await self._deliveries(api, pulled, deadline) if pulled else []
             if delivered:
                 return delivered
             if end - time.monotonic() <= 0.05:
                 return []
+
+    async def _pull_for(
+        self, api: str, pulls: _Pulls, max_messages: int, end: float
+    ) -> _Pulled | None:
+        """A pull's answer by ``end`` (time.monotonic), or None if none came: the API's kept
+        pull if there is one, else a new long pull (kept if it outlasts ``end``), else, with no
+        time to wait, an immediate pull that leaves nothing behind."""
+        if not pulls.open and end - time.monotonic() <= 0.05:
+            started = time.monotonic()
+            name = self.settings.name(api)
+            return _Pulled(
+                started, await self._pull_now(name, max_messages, f"receiving from {api}")
+            )
+        task = pulls.open.popleft() if pulls.open else None
+        if task is None:
+            task = asyncio.ensure_future(self._long_pull(api, max_messages))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, end - time.monotonic()))
+        except BaseException:
+            pulls.open.append(task)
+            raise
+        if not done:
+            pulls.open.append(task)
+            return None
+        return task.result()
 
     async def _deliveries(
         self, api: str, pulled: list[tuple[_Pulled, dict[str, Any]]], deadline: int
