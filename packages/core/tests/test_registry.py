@@ -81,11 +81,18 @@ def test_unknown_scheme_names_the_known_schemes_and_the_extra_to_install() -> No
     assert "no queue backend handles redis://" in message
     assert "known queue schemes: sqlite://" in message  # what is available instead
     assert 'pip install "chute[redis]"' in message
+    with pytest.raises(UnknownSchemeError, match=r'pip install "chute\[gcs\]"'):
+        pm.open_queue("pubsub://my-project/chute")
 
 
 @pytest.mark.parametrize(
     ("scheme", "role", "other"),
-    [("gs", "queue", "store"), ("s3", "queue", "store"), ("sqs", "store", "queue")],
+    [
+        ("gs", "queue", "store"),
+        ("s3", "queue", "store"),
+        ("sqs", "store", "queue"),
+        ("pubsub", "store", "queue"),
+    ],
 )
 def test_a_scheme_given_in_the_wrong_role_says_so(scheme: str, role: str, other: str) -> None:
     """A bucket URL passed as the queue (a common slip) must not advise installing an extra

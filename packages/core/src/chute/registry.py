@@ -34,6 +34,7 @@ KNOWN_EXTRAS = {
     "sqs": "chute[sqs]",
     "s3": "chute[sqs]",
     "gs": "chute[gcs]",
+    "pubsub": "chute[gcs]",
 }
 
 #: The roles each first-party scheme serves, so a bucket URL given as a queue gets the right
@@ -44,6 +45,7 @@ KNOWN_ROLES = {
     "sqs": frozenset({"queue"}),
     "s3": frozenset({"store"}),
     "gs": frozenset({"store"}),
+    "pubsub": frozenset({"queue"}),
 }
 
 #: Used wherever no URL is given: the embedded backend, under ./.chute/.

@@ -1,4 +1,5 @@
-"""Find a real service (Redis, an S3/SQS endpoint, a GCS emulator) for a test, or say why not.
+"""Find a real service (Redis, an S3/SQS endpoint, a GCS or Pub/Sub emulator) for a test, or
+say why not.
 
 The order is DESIGN.md's:
 
@@ -424,4 +425,52 @@ MOTO = ServiceSpec(
     docker_image="localstack/localstack:3",
     container_port=4566,
     start_timeout=30.0,
+)
+
+
+def pubsub_probe(host: str, port: int) -> bool:
+    """True when the Pub/Sub emulator answers at host:port (its REST root says ``Ok``)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=0.5) as reply:
+            answer: bytes = reply.read(16)
+            return answer.strip() == b"Ok"
+    except (OSError, ValueError):
+        return False
+
+
+def _pubsub_emulator_binary() -> str:
+    """Google's Pub/Sub emulator (the ``pubsub-emulator`` gcloud component, package
+    google-cloud-cli-pubsub-emulator; Java): its own start script, which ``exec``s java, so
+    stopping it stops the emulator (``gcloud beta emulators pubsub start`` would leave java
+    running behind its own process). Found beside ``gcloud``; else the name to look up on
+    PATH."""
+    gcloud = shutil.which("gcloud")
+    if gcloud is not None:
+        root = Path(gcloud).resolve().parent.parent
+        script = root / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+        if script.is_file() and shutil.which("java") is not None:
+            return str(script)
+    return "cloud-pubsub-emulator"
+
+
+def _pubsub_command(executable: str, port: int, workdir: Path) -> list[str]:
+    # Messages in memory (a fresh emulator per test session); any project id is accepted.
+    return [executable, "--host=127.0.0.1", f"--port={port}"]
+
+
+#: Google's Pub/Sub emulator, whose URL is its endpoint (``http://host:port``: what
+#: ``PUBSUB_EMULATOR_HOST`` takes without the scheme, or a ``pubsub://`` URL's ``endpoint_url``).
+#: It takes about 10 s to start (a JVM).
+PUBSUB = ServiceSpec(
+    name="pubsub-emulator",
+    env_var="CHUTE_TEST_PUBSUB_URL",
+    default_port=8085,
+    url=lambda host, port: f"http://{host}:{port}",
+    probe=pubsub_probe,
+    binary=_pubsub_emulator_binary(),
+    command=_pubsub_command,
+    docker_image="gcr.io/google.com/cloudsdktool/google-cloud-cli:emulators",
+    container_port=8085,
+    docker_command="gcloud beta emulators pubsub start --host-port=0.0.0.0:8085",
+    start_timeout=60.0,
 )
