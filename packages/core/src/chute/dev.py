@@ -443,7 +443,7 @@ class Supervisor:
 
     async def run(self) -> int:
         """Start everything, supervise, stop; return the exit code (0, or 1 after a failure)."""
-        self._take_lock()
+        self.take_lock()
         try:
             self.plan.prepare()
             async with anyio.create_task_group() as tg:
@@ -595,7 +595,11 @@ class Supervisor:
             for running in alive:
                 tg.start_soon(wait, running)
 
-    def _take_lock(self) -> None:
+    def take_lock(self) -> None:
+        """Claim the state directory (raises DevError if another chute dev holds it). :meth:`run`
+        does it too; :func:`supervise` does it first, so the error is a plain one."""
+        if self._lock is not None:
+            return
         self.plan.state_dir.mkdir(parents=True, exist_ok=True)
         lock = (self.plan.state_dir / "dev.lock").open("a+")
         try:
@@ -676,6 +680,7 @@ async def supervise(
         finally:
             supervisor.request_stop()
 
+    supervisor.take_lock()  # outside the task group: a second chute dev gets one clear line
     async with anyio.create_task_group() as tg:
         await tg.start(on_signals)  # before any child exists, so none is left behind
         if task is not None:
