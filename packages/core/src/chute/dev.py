@@ -163,6 +163,7 @@ def plan(
     store_url: str | None = None,
     grace_period: float = 30.0,
     lease: float | None = None,
+    access_log: bool = True,
 ) -> DevPlan:
     """Check the API file and decide every process, port and environment; start nothing.
 
@@ -194,7 +195,8 @@ def plan(
             name="gateway",
             role="gateway",
             argv=[py, "-m", "chute", "gateway", str(local_file), "--host", host]
-            + ["--port", str(port), "--queue", queue_url, "--store", store_url],
+            + ["--port", str(port), "--queue", queue_url, "--store", store_url]
+            + ["--access-log" if access_log else "--no-access-log"],
             env=_process_env({}),
             cwd=path.parent,
             grace=grace_period,
@@ -451,6 +453,9 @@ class Supervisor:
                     for spec in self.plan.processes:
                         await self._start(spec, tg)
                     self._write_pids()
+                    # For other terminals; chute submit/get/cancel run under this directory
+                    # find it in dev.json by themselves.
+                    self.say(f"CHUTE_GATEWAY_URL={self.plan.gateway_url}")
                     tg.start_soon(self._watch_ready)
                     await self._stop.wait()
                 except DevError as exc:
@@ -621,6 +626,9 @@ class Supervisor:
         info = {
             "pid": os.getpid(),
             "gateway_url": self.plan.gateway_url,
+            "queue_url": self.plan.queue_url,
+            "store_url": self.plan.store_url,
+            "state_dir": str(self.plan.state_dir),
             "processes": [
                 {"name": r.spec.name, "role": r.spec.role, "pid": r.process.pid}
                 for r in self._running
