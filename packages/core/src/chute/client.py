@@ -39,6 +39,8 @@ DEFAULT_GATEWAY_URL = "http://127.0.0.1:8888"
 DEFAULT_TIMEOUT = 60.0
 #: The longest long-poll the gateway accepts (``GET …?wait=``), in seconds.
 MAX_WAIT = 60.0
+#: With ``on_status``, ``wait`` holds each long-poll at most this long (seconds).
+PROGRESS_WAIT = 1.0
 #: The environment variable :class:`Client` takes its API key from when not given one.
 API_KEY_ENV = "CHUTE_API_KEY"
 
@@ -245,8 +247,13 @@ class _Wait:
         read_timeout: float | None,
         poll_interval: float,
         max_poll_interval: float,
+        progress: bool = False,
     ) -> None:
         self.request_id = request_id
+        #: Following progress (``on_status``): look at once, then hold each call at most a
+        #: second, so that a status change shows within a second rather than only the end.
+        self.step = PROGRESS_WAIT if progress else MAX_WAIT
+        self.first = progress
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.read_timeout = read_timeout
         self.delays = poll_delays(poll_interval, max_poll_interval)
@@ -255,7 +262,12 @@ class _Wait:
 
     def next_call(self, last: Result | None) -> tuple[dict[str, str], float | None]:
         """The query and the read timeout of the next call; WaitTimeout when time is up."""
-        seconds = MAX_WAIT
+        if self.first:
+            self.first = False
+            self.asked = 0.0
+            self.started = time.monotonic()
+            return {}, self.read_timeout
+        seconds = self.step
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0 and last is not None:
@@ -263,7 +275,7 @@ class _Wait:
                     f"request {self.request_id} is still {last.status.value} after the wait's "
                     "timeout"
                 )
-            seconds = min(MAX_WAIT, max(remaining, 0.001))
+            seconds = min(self.step, max(remaining, 0.001))
         self.asked = seconds
         self.started = time.monotonic()
         read = None if self.read_timeout is None else self.read_timeout + seconds
@@ -368,7 +380,14 @@ class AsyncClient(_Base):
         ``on_status`` is called with the request each time its status is seen to change
         (and with the first status seen)."""
         path = self._path(api, request_id)
-        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        loop = _Wait(
+            request_id,
+            timeout,
+            self._http.timeout.read,
+            poll_interval,
+            max_poll_interval,
+            progress=on_status is not None,
+        )
         last: Result | None = None
         while True:
             params, read = loop.next_call(last)
@@ -493,7 +512,14 @@ class Client(_Base):
         on_status: StatusCallback | None = None,
     ) -> Answer:
         path = self._path(api, request_id)
-        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        loop = _Wait(
+            request_id,
+            timeout,
+            self._http.timeout.read,
+            poll_interval,
+            max_poll_interval,
+            progress=on_status is not None,
+        )
         last: Result | None = None
         while True:
             params, read = loop.next_call(last)
