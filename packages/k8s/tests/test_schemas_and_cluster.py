@@ -149,11 +149,12 @@ def test_without_chute_k8s_the_cli_names_the_extra() -> None:
     import argparse
 
     from chute.cli import _missing_command
+    from chute.install import install_line
 
     parser = argparse.ArgumentParser(prog="chute")
     parser.add_subparsers().add_parser("validate")
     assert _missing_command(parser, ["render", "api.yaml"]) == (
-        "chute: 'render' comes with chute[k8s]; install it with: pip install \"chute[k8s]\""
+        f"chute: 'render' comes with chute[k8s]; install it with: {install_line('k8s')}"
     )
     assert _missing_command(parser, ["validate"]) is None
 

@@ -309,9 +309,11 @@ def _with_port(api: API, port: int) -> API:
 
 def _dequeuer_command() -> list[str]:
     if importlib.util.find_spec("chute_dequeuer") is None:
+        from chute.install import install_line
+
         raise DevError(
-            "chute dev runs the dequeuer sidecar, which is not installed: "
-            "pip install 'chute[dequeuer]' (from a clone: pip install ./packages/dequeuer)"
+            "chute dev runs the dequeuer sidecar, which is not installed; install it with: "
+            + install_line("dequeuer")
         )
     return [sys.executable, "-m", "chute_dequeuer"]
 

@@ -67,8 +67,11 @@ def _missing_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
     for action in parser._actions:  # argparse has no public way to list subcommands
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
             return None
+    from chute.install import install_line
+
     extra = PLUGIN_COMMANDS[command]
-    return f'chute: {command!r} comes with {extra}; install it with: pip install "{extra}"'
+    line = install_line(extra.removeprefix("chute[").removesuffix("]"))
+    return f"chute: {command!r} comes with {extra}; install it with: {line}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
