@@ -314,3 +314,15 @@ def test_chute_dev_refuses_bad_options_and_missing_key_variables(tmp_path: Path)
     assert keyless.returncode == 3
     assert "$NEWCOMER_KEYS is not set" in keyless.stderr.decode()
     assert "started" not in keyless.stdout.decode()
+
+
+def test_client_docs_sample_of_chute_get_is_what_hello_world_returns(folder: Folder) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "client.md").read_text()
+    sample = re.search(r"^\$ chute get hello-world \S+\n(\{.*\})$", text, re.M)
+    assert sample is not None, "docs/client.md lost its `chute get` sample"
+    documented = json.loads(sample[1])
+    done = chute("submit", API, "--json", '{"text": "hi"}', "--wait", cwd=folder.path)
+    real = json.loads(done.stdout)
+    assert list(real) == list(documented)
+    assert list(real["result"]) == list(documented["result"])
+    assert real["result"]["message"] == documented["result"]["message"] == "hello, hi!"
