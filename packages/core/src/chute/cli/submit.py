@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -50,12 +51,27 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "submit",
         help="submit a request to an API through the gateway and print its id",
-        description=(
+        description=textwrap.fill(
             "POST a body to an API's endpoint and print the request id, or with --wait the "
-            "finished request as JSON. API is the API's name or its endpoint path (/v1/x)."
+            "finished request as the gateway's JSON. API is the API's `name` from the API file "
+            "(hello-world is served at /hello-world), or its endpoint path when "
+            "`networking.endpoint` gives it another one (/v1/hello). Exit status: 0, 1 when "
+            "the request failed, 6 when --wait timed out; docs/cli.md lists them all.",
+            width=78,
         ),
+        epilog=(
+            "examples:\n"
+            '  chute submit hello-world --json \'{"text": "hi"}\' --wait\n'
+            "  chute submit /v1/hello --data @photo.jpg -H 'Content-Type: image/jpeg'\n"
+            "  cat rows.csv | chute submit batch --data - -H 'Content-Type: text/csv'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("api", metavar="API", help="API name, or endpoint path")
+    parser.add_argument(
+        "api",
+        metavar="API",
+        help="the API's name (POST /<name>), or its endpoint path if networking.endpoint sets one",
+    )
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--json", metavar="JSON", help="a JSON document (sent as application/json)")
     body.add_argument(
