@@ -36,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--queue", help=url_help("queue"))
         p.add_argument("--store", help=url_help("store"))
 
-    listing = sub.add_parser("list", help="show the dead letters, oldest first")
+    listing = sub.add_parser(
+        "list",
+        help="show the dead letters, oldest first",
+        description="Show the API's dead letters, oldest first: id, when, attempts and why.",
+    )
     common(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
