@@ -186,3 +186,25 @@ async def test_gateway_access_log_lines(on: bool, sqlite_url: str) -> None:
     nowhere = by_path["GET", "/nowhere"]
     assert (nowhere["status"], nowhere["bytes"]) == (404, len(missing.content))
     assert "request_id" not in nowhere
+
+
+@pytest.mark.anyio
+async def test_an_unreachable_backend_is_named_in_healthz_and_its_log_line(sqlite_url: str) -> None:
+    """Issue 15, item 4: the gateway's log line for /healthz has no empty ``api=``; it names
+    the route and which backend did not answer."""
+    records = _Records()
+    logger = logging.getLogger("chute.gateway")
+    logger.addHandler(records)
+    down = "redis://127.0.0.1:1/3"
+    try:
+        app = Gateway(loads_apis(HELLO_API), queue_url=down, store_url=sqlite_url)
+        async with serving(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
+            health = await http.get("/healthz")
+    finally:
+        logger.removeHandler(records)
+    assert health.status_code == 503
+    assert "redis://127.0.0.1:1/3" in health.json()["error"]["message"]
+    [line] = [vars(r) for r in records.records if r.getMessage() == "backend unavailable"]
+    assert "api" not in line
+    assert line["path"] == "/healthz"
+    assert "redis://127.0.0.1:1/3" in line["error"]
