@@ -70,6 +70,6 @@ def test_failed_after_retries_shows_why_and_lands_in_the_dead_letter(
 
     [letter] = eventually(dead, "the dead letter")
     assert (letter["request_id"], letter["attempts"]) == (failing_id, 3)
-    assert "purged 1 dead letter" in chute("dead-letter", "purge", API, "--queue", backend)
+    assert "purged 1 dead letter" in chute("dead-letter", "purge", API, "--queue", backend, "--yes")
     assert dead() == []
     assert request_status(stack.gateway_url, failing_id)["status"] == "failed"

@@ -85,7 +85,7 @@ def test_a_command_not_found_is_refused_before_anything_starts(tmp_path: Path) -
     done = subprocess.run(
         [*argv, "--state-dir", str(state)], capture_output=True, text=True, timeout=PATIENCE
     )
-    assert done.returncode == 1
+    assert done.returncode == 3  # a configuration problem (docs/cli.md)
     assert "command 'no-such-server-binary' not found on the PATH" in done.stderr
     assert not state.exists()
 

@@ -398,18 +398,18 @@ def test_cli_submit_wait_prints_the_result(gateway: GatewayProcess, db_url: str)
 
 def test_cli_errors(gateway: GatewayProcess) -> None:
     missing = chute_cli("get", "hello", "0123456789abcdef", "--gateway", gateway.url)
-    assert missing.returncode == 1
+    assert missing.returncode == 5  # the gateway said no (docs/cli.md)
     assert "404 not_found" in missing.stderr
     bad_json = chute_cli("submit", "hello", "--json", "{nope", "--gateway", gateway.url)
-    assert bad_json.returncode == 1
+    assert bad_json.returncode == 3  # bad input
     assert "--json is not valid JSON" in bad_json.stderr
     down = chute_cli("get", "hello", "abc", "--gateway", f"http://127.0.0.1:{free_port()}")
-    assert down.returncode == 1
+    assert down.returncode == 4  # unreachable
     assert "cannot reach the gateway" in down.stderr
     for result in (missing, bad_json, down):
         assert "Traceback" not in result.stderr
     waited = chute_cli("submit", "hello", "--wait", "--timeout", "0.3", "--gateway", gateway.url)
-    assert waited.returncode == 2
+    assert waited.returncode == 6  # --wait timed out
     assert "still in_queue" in waited.stderr
 
 
@@ -526,7 +526,7 @@ def test_api_key_argument_and_environment(
         with Client(running.url) as from_env:
             assert from_env.cancel("hello", request_id).status is Status.CANCELLED
         done = chute_cli("submit", "hello", "--json", "{}", "--gateway", running.url)
-        assert done.returncode == 1
+        assert done.returncode == 5
         assert "401 unauthorized" in done.stderr
         done = chute_cli(
             "submit", "hello", "--json", "{}", "--gateway", running.url, env={"CHUTE_API_KEY": key}

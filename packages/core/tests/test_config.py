@@ -505,7 +505,8 @@ def test_bad_config_reports_path_and_expectation(
     issues = issues_of(file)
     assert [(issue.file, issue.path) for issue in issues] == [(str(file), path)], issues
     assert re.search(message, issues[0].message), issues[0].message
-    assert str(issues[0]) == f"{file}: {path}: {issues[0].message}"
+    assert str(issues[0]) == f"{file}:{issues[0].line}: {path}: {issues[0].message}"
+    assert issues[0].line is not None
 
 
 def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
@@ -734,18 +735,21 @@ def test_validate_prints_each_issue_and_fails(
     api = hello()
     apply(api, {"pod.port": 8888, f"{C0}.compute.mem": "10Mi"})
     file = write(tmp_path, [api])
-    assert main(["validate", str(file)]) == 1
+    assert main(["validate", str(file)]) == 3
     out, err = capsys.readouterr()
     assert out == ""
+    lines = file.read_text().splitlines()
+    port = next(n for n, text in enumerate(lines, 1) if text.strip() == "port: 8888")
+    mem = next(n for n, text in enumerate(lines, 1) if text.strip() == "mem: 10Mi")
     assert err.splitlines() == [
-        f"{file}: $[0].pod.port: expected a port other than 8888, the gateway's (got 8888)",
-        f'{file}: $[0].{C0}.compute.mem: expected at least 20Mi (got "10Mi")',
+        f"{file}:{port}: $[0].pod.port: expected a port other than 8888, the gateway's (got 8888)",
+        f'{file}:{mem}: $[0].{C0}.compute.mem: expected at least 20Mi (got "10Mi")',
     ]
 
 
 def test_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "missing.yaml"
-    assert main(["validate", str(missing)]) == 1
+    assert main(["validate", str(missing)]) == 3
     assert capsys.readouterr().err == f"chute validate: {missing}: no such file\n"
 
 
@@ -773,10 +777,10 @@ def test_validate_as_a_real_process(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert bad.returncode == 1
+    assert bad.returncode == 3
     assert bad.stdout == ""
     assert re.fullmatch(
-        r".*apis\.yaml: \$\[0\]\.kind: expected AsyncAPI; .*TaskAPI.*\n", bad.stderr
+        r".*apis\.yaml:2: \$\[0\]\.kind: expected AsyncAPI; .*TaskAPI.*\n", bad.stderr
     )
 
 

@@ -19,6 +19,7 @@ from chute.errors import (
     UnknownSchemeError,
 )
 from chute.hookspecs import hookimpl
+from chute.install import install_line
 from chute.registry import BackendRegistry, PluginManager
 
 
@@ -80,9 +81,29 @@ def test_unknown_scheme_names_the_known_schemes_and_the_extra_to_install() -> No
     message = str(caught.value)
     assert "no queue backend handles redis://" in message
     assert "known queue schemes: sqlite://" in message  # what is available instead
-    assert 'pip install "chute[redis]"' in message
-    with pytest.raises(UnknownSchemeError, match=r'pip install "chute\[gcs\]"'):
+    # The line that works here: this checkout's directory, or the published extra.
+    assert f"install it with: {install_line('redis')}" in message
+    with pytest.raises(UnknownSchemeError, match=r"install it with: .*gcs"):
         pm.open_queue("pubsub://my-project/chute")
+
+
+def test_the_install_hint_fits_how_chute_was_installed(tmp_path: Path) -> None:
+    """From PyPI the published extra; from a clone's directory (plain or editable, as pip's
+    direct_url.json records it) the sibling package's directory, which needs no index."""
+    assert install_line("redis", direct_url=None) == 'pip install "chute[redis]"'
+    wheel = '{"url": "https://example.org/chute-0.1.0.whl", "archive_info": {}}'
+    assert install_line("redis", direct_url=wheel) == 'pip install "chute[redis]"'
+    for name in ("core", "backends-redis", "dequeuer"):
+        (tmp_path / "my clone" / "packages" / name).mkdir(parents=True)
+        (tmp_path / "my clone" / "packages" / name / "pyproject.toml").write_text("")
+    packages = tmp_path / "my clone" / "packages"
+    core_url = (packages / "core").as_uri()
+    plain = f'{{"url": "{core_url}", "dir_info": {{}}}}'
+    editable = f'{{"url": "{core_url}", "dir_info": {{"editable": true}}}}'
+    assert install_line("redis", direct_url=plain) == f"pip install '{packages}/backends-redis'"
+    assert install_line("dequeuer", direct_url=editable) == f"pip install -e '{packages}/dequeuer'"
+    # A package the clone does not have: the published form, not a path that does not exist.
+    assert install_line("sqs", direct_url=plain) == 'pip install "chute[sqs]"'
 
 
 @pytest.mark.parametrize(

@@ -168,7 +168,7 @@ async def test_dead_letter_cli_list_requeue_purge(
     )
     assert f"{rid}: not in the dead letter of echo" in again
 
-    out = await chute_cli("dead-letter", "purge", API, "--queue", db_url)
+    out = await chute_cli("dead-letter", "purge", API, "--queue", db_url, "--yes")
     assert "purged 1 dead letter of echo" in out
     assert await backend.queue.list_dead(API) == []
     # A purged request cannot be requeued: its record is not moved without a message.

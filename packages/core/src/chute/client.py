@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import anyio
 import httpx
@@ -39,17 +39,34 @@ DEFAULT_GATEWAY_URL = "http://127.0.0.1:8888"
 DEFAULT_TIMEOUT = 60.0
 #: The longest long-poll the gateway accepts (``GET …?wait=``), in seconds.
 MAX_WAIT = 60.0
+#: With ``on_status``, ``wait`` holds each long-poll at most this long (seconds).
+PROGRESS_WAIT = 1.0
 #: The environment variable :class:`Client` takes its API key from when not given one.
 API_KEY_ENV = "CHUTE_API_KEY"
 
 ApiRef = str | API
+#: Called by ``wait`` with each status the request is seen in (the first one too).
+StatusCallback = Callable[["Result"], None]
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The last webhook delivery of a request (docs/webhooks.md): ``status`` is ``pending``
+    (another attempt is scheduled), ``delivered`` or ``failed``."""
+
+    event: str
+    status: str
+    attempts: int = 0
+    status_code: int | None = None
+    error: str | None = None
+    last_attempt_at: datetime | None = None
 
 
 class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A request as the gateway reports it (``GET <endpoint>/<id>``).
+    """A request as the gateway reports it (``GET <endpoint>/<id>``): every field it sends.
 
     ``result`` and ``timestamp`` are set once ``status`` is ``completed``; ``error`` says why
-    a ``failed`` request failed. Timestamps are timezone-aware datetimes (UTC).
+    a ``failed`` request failed; ``webhook`` is the last webhook delivery, for an API or a
+    request with a webhook. Timestamps are timezone-aware datetimes (UTC).
     """
 
     id: str
@@ -61,11 +78,19 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     finished_at: datetime | None = None
     attempts: int = 0
     error: ErrorInfo | None = None
+    webhook: WebhookDelivery | None = None
 
     @property
     def done(self) -> bool:
         """True once the request is terminal (completed, failed, cancelled or expired)."""
         return self.status.terminal
+
+
+class Answer(NamedTuple):
+    """A decoded answer and the bytes the gateway sent."""
+
+    result: Result
+    body: bytes
 
 
 class _CortexEnvironment(msgspec.Struct):
@@ -222,8 +247,13 @@ class _Wait:
         read_timeout: float | None,
         poll_interval: float,
         max_poll_interval: float,
+        progress: bool = False,
     ) -> None:
         self.request_id = request_id
+        #: Following progress (``on_status``): look at once, then hold each call at most a
+        #: second, so that a status change shows within a second rather than only the end.
+        self.step = PROGRESS_WAIT if progress else MAX_WAIT
+        self.first = progress
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.read_timeout = read_timeout
         self.delays = poll_delays(poll_interval, max_poll_interval)
@@ -232,7 +262,12 @@ class _Wait:
 
     def next_call(self, last: Result | None) -> tuple[dict[str, str], float | None]:
         """The query and the read timeout of the next call; WaitTimeout when time is up."""
-        seconds = MAX_WAIT
+        if self.first:
+            self.first = False
+            self.asked = 0.0
+            self.started = time.monotonic()
+            return {}, self.read_timeout
+        seconds = self.step
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()
             if remaining <= 0 and last is not None:
@@ -240,7 +275,7 @@ class _Wait:
                     f"request {self.request_id} is still {last.status.value} after the wait's "
                     "timeout"
                 )
-            seconds = min(MAX_WAIT, max(remaining, 0.001))
+            seconds = min(self.step, max(remaining, 0.001))
         self.asked = seconds
         self.started = time.monotonic()
         read = None if self.read_timeout is None else self.read_timeout + seconds
@@ -335,14 +370,24 @@ class AsyncClient(_Base):
         timeout: float | None = None,  # noqa: ASYNC109 (the deadline of the whole wait)
         poll_interval: float = 0.1,
         max_poll_interval: float = 2.0,
+        on_status: StatusCallback | None = None,
     ) -> Result:
         """Wait until the request is terminal and return it (check ``.status``: a failed
         request is returned, not raised), with long-polls (``GET …?wait=``) that the gateway
         answers the moment the request ends. Raises :class:`~chute.errors.WaitTimeout` after
         ``timeout`` seconds (None: wait for as long as it takes). ``poll_interval`` and
-        ``max_poll_interval`` pace the calls only against a gateway that does not long-poll."""
+        ``max_poll_interval`` pace the calls only against a gateway that does not long-poll.
+        ``on_status`` is called with the request each time its status is seen to change
+        (and with the first status seen)."""
         path = self._path(api, request_id)
-        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        loop = _Wait(
+            request_id,
+            timeout,
+            self._http.timeout.read,
+            poll_interval,
+            max_poll_interval,
+            progress=on_status is not None,
+        )
         last: Result | None = None
         while True:
             params, read = loop.next_call(last)
@@ -352,7 +397,10 @@ class AsyncClient(_Base):
                 )
             except httpx.TransportError as exc:
                 raise _unreachable(self.base_url, exc) from exc
-            last = _decode(_result_decoder, response)
+            current: Result = _decode(_result_decoder, response)
+            if on_status is not None and (last is None or current.status != last.status):
+                on_status(current)
+            last = current
             if last.done:
                 return last
             await anyio.sleep(loop.pause())
@@ -410,21 +458,27 @@ class Client(_Base):
 
     def get(self, api: ApiRef, request_id: str) -> Result:
         """The request's current status (and its result once completed)."""
+        return self._get_answer(api, request_id).result
+
+    def cancel(self, api: ApiRef, request_id: str) -> Result:
+        """Cancel a queued or running request (see :meth:`AsyncClient.cancel`)."""
+        return self._cancel_answer(api, request_id).result
+
+    # The answers with the gateway's own bytes, for the CLI (it prints them unchanged).
+
+    def _get_answer(self, api: ApiRef, request_id: str) -> Answer:
         try:
             response = self._http.get(self._path(api, request_id))
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from exc
-        result: Result = _decode(_result_decoder, response)
-        return result
+        return Answer(_decode(_result_decoder, response), response.content)
 
-    def cancel(self, api: ApiRef, request_id: str) -> Result:
-        """Cancel a queued or running request (see :meth:`AsyncClient.cancel`)."""
+    def _cancel_answer(self, api: ApiRef, request_id: str) -> Answer:
         try:
             response = self._http.delete(self._path(api, request_id))
         except httpx.TransportError as exc:
             raise _unreachable(self.base_url, exc) from exc
-        result: Result = _decode(_result_decoder, response)
-        return result
+        return Answer(_decode(_result_decoder, response), response.content)
 
     def wait(
         self,
@@ -434,11 +488,38 @@ class Client(_Base):
         timeout: float | None = None,
         poll_interval: float = 0.1,
         max_poll_interval: float = 2.0,
+        on_status: StatusCallback | None = None,
     ) -> Result:
         """Wait until the request is terminal and return it, with long-polls (see
         :meth:`AsyncClient.wait`)."""
+        return self._wait_answer(
+            api,
+            request_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            on_status=on_status,
+        ).result
+
+    def _wait_answer(
+        self,
+        api: ApiRef,
+        request_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.1,
+        max_poll_interval: float = 2.0,
+        on_status: StatusCallback | None = None,
+    ) -> Answer:
         path = self._path(api, request_id)
-        loop = _Wait(request_id, timeout, self._http.timeout.read, poll_interval, max_poll_interval)
+        loop = _Wait(
+            request_id,
+            timeout,
+            self._http.timeout.read,
+            poll_interval,
+            max_poll_interval,
+            progress=on_status is not None,
+        )
         last: Result | None = None
         while True:
             params, read = loop.next_call(last)
@@ -448,9 +529,12 @@ class Client(_Base):
                 )
             except httpx.TransportError as exc:
                 raise _unreachable(self.base_url, exc) from exc
-            last = _decode(_result_decoder, response)
+            current: Result = _decode(_result_decoder, response)
+            if on_status is not None and (last is None or current.status != last.status):
+                on_status(current)
+            last = current
             if last.done:
-                return last
+                return Answer(last, response.content)
             time.sleep(loop.pause())
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from chute.config_problems import compose, locate, type_problems
 from chute.errors import ConfigError
 
 Quantity = str | int | float
@@ -239,10 +240,11 @@ class ConfigIssue(msgspec.Struct, frozen=True):
     file: str
     path: str  # JSON path: "$[0].pod.containers[1].compute.mem"; "$" for the whole file
     message: str
-    line: int | None = None  # 1-based, known for YAML syntax errors
+    line: int | None = None  # 1-based, where the path is written in the file
 
     def __str__(self) -> str:
-        return f"{self.file}: {self.path}: {self.message}"
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}"
 
 
 class ConfigValidationError(ConfigError):
@@ -429,7 +431,10 @@ def loads_apis(data: str | bytes, *, file: str = "<string>") -> list[API]:
     _check_across(apis, issues)
     issues.items.sort(key=_api_index)  # stable: each API's issues together, in file order
     if issues.items:
-        raise ConfigValidationError(issues.items)
+        tree = compose(data, _Loader)
+        raise ConfigValidationError(
+            [msgspec.structs.replace(i, line=locate(tree, i.path)) for i in issues.items]
+        )
     return [_with_defaults(api) for api in apis if api is not None]
 
 
@@ -573,8 +578,10 @@ def _convert_api(item: Any, where: str, issues: _Issues) -> API | None:
     try:
         return msgspec.convert(item, API)
     except msgspec.ValidationError as exc:
-        path, message = _translate(str(exc), where, item)
-        issues.add(path, message)
+        # Every problem of the API, not only msgspec's first (chute/config_problems.py).
+        found = type_problems(item, API, where, _translate) or [_translate(str(exc), where, item)]
+        for path, message in found:
+            issues.add(path, message)
         return None
 
 

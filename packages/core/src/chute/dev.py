@@ -163,6 +163,7 @@ def plan(
     store_url: str | None = None,
     grace_period: float = 30.0,
     lease: float | None = None,
+    access_log: bool = True,
 ) -> DevPlan:
     """Check the API file and decide every process, port and environment; start nothing.
 
@@ -194,7 +195,8 @@ def plan(
             name="gateway",
             role="gateway",
             argv=[py, "-m", "chute", "gateway", str(local_file), "--host", host]
-            + ["--port", str(port), "--queue", queue_url, "--store", store_url],
+            + ["--port", str(port), "--queue", queue_url, "--store", store_url]
+            + ["--access-log" if access_log else "--no-access-log"],
             env=_process_env({}),
             cwd=path.parent,
             grace=grace_period,
@@ -307,9 +309,11 @@ def _with_port(api: API, port: int) -> API:
 
 def _dequeuer_command() -> list[str]:
     if importlib.util.find_spec("chute_dequeuer") is None:
+        from chute.install import install_line
+
         raise DevError(
-            "chute dev runs the dequeuer sidecar, which is not installed: "
-            "pip install 'chute[dequeuer]' (from a clone: pip install ./packages/dequeuer)"
+            "chute dev runs the dequeuer sidecar, which is not installed; install it with: "
+            + install_line("dequeuer")
         )
     return [sys.executable, "-m", "chute_dequeuer"]
 
@@ -443,7 +447,7 @@ class Supervisor:
 
     async def run(self) -> int:
         """Start everything, supervise, stop; return the exit code (0, or 1 after a failure)."""
-        self._take_lock()
+        self.take_lock()
         try:
             self.plan.prepare()
             async with anyio.create_task_group() as tg:
@@ -451,6 +455,9 @@ class Supervisor:
                     for spec in self.plan.processes:
                         await self._start(spec, tg)
                     self._write_pids()
+                    # For other terminals; chute submit/get/cancel run under this directory
+                    # find it in dev.json by themselves.
+                    self.say(f"CHUTE_GATEWAY_URL={self.plan.gateway_url}")
                     tg.start_soon(self._watch_ready)
                     await self._stop.wait()
                 except DevError as exc:
@@ -595,7 +602,11 @@ class Supervisor:
             for running in alive:
                 tg.start_soon(wait, running)
 
-    def _take_lock(self) -> None:
+    def take_lock(self) -> None:
+        """Claim the state directory (raises DevError if another chute dev holds it). :meth:`run`
+        does it too; :func:`supervise` does it first, so the error is a plain one."""
+        if self._lock is not None:
+            return
         self.plan.state_dir.mkdir(parents=True, exist_ok=True)
         lock = (self.plan.state_dir / "dev.lock").open("a+")
         try:
@@ -617,6 +628,9 @@ class Supervisor:
         info = {
             "pid": os.getpid(),
             "gateway_url": self.plan.gateway_url,
+            "queue_url": self.plan.queue_url,
+            "store_url": self.plan.store_url,
+            "state_dir": str(self.plan.state_dir),
             "processes": [
                 {"name": r.spec.name, "role": r.spec.role, "pid": r.process.pid}
                 for r in self._running
@@ -676,6 +690,7 @@ async def supervise(
         finally:
             supervisor.request_stop()
 
+    supervisor.take_lock()  # outside the task group: a second chute dev gets one clear line
     async with anyio.create_task_group() as tg:
         await tg.start(on_signals)  # before any child exists, so none is left behind
         if task is not None:

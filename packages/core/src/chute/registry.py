@@ -162,7 +162,10 @@ def _factory(claims: _Claims[_F], others: _Claims[Any], role: str, url: str) -> 
     if scheme in others or role not in KNOWN_ROLES.get(scheme, {role}):
         advice = f"; {scheme}:// is a {other} backend, not a {role}: pass it as the {other} URL"
     elif scheme in KNOWN_EXTRAS:
-        advice = f'; install it with: pip install "{KNOWN_EXTRAS[scheme]}"'
+        from chute.install import install_line
+
+        extra = KNOWN_EXTRAS[scheme].removeprefix("chute[").removesuffix("]")
+        advice = f"; install it with: {install_line(extra)}"
     else:
         advice = ""
     raise UnknownSchemeError(

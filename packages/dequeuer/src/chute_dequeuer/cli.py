@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from chute._version import __version__
+from chute.cli.gateway import parse_size
 from chute.errors import ChuteError
 from chute.logs import configure_logging
 from chute_dequeuer import settings as defaults
@@ -73,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--max-result-size",
-        type=int,
+        type=parse_size,
         default=defaults.DEFAULT_MAX_RESULT_SIZE,
-        metavar="BYTES",
-        help="largest response body stored as a result; larger fails the request "
-        "(default: %(default)s)",
+        metavar="SIZE",
+        help="largest response body stored as a result, e.g. 100MiB (the default), 10MB or a "
+        "number of bytes; larger fails the request",
     )
     parser.add_argument(
         "--webhook-retry-for",
@@ -86,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a failed webhook delivery is retried, with backoff (default: %(default)s)",
     )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR (default: $CHUTE_LOG_LEVEL, else INFO)",
+    )
+    parser.add_argument("--version", action="version", version=f"chute-dequeuer {__version__}")
     return parser
 
 
@@ -102,7 +113,7 @@ def _loop_options() -> dict[str, object]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``chute-dequeuer`` console script."""
     args = build_parser().parse_args(argv)
-    configure_logging()
+    configure_logging(args.log_level)
     try:
         resolved = defaults.resolve(
             api_file=args.api_file,

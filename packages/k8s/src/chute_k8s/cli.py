@@ -7,6 +7,9 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from chute.cli._confirm import add_yes, confirm
+from chute.cli.submit import positive_seconds
+
 if TYPE_CHECKING:
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
@@ -32,27 +35,62 @@ def register(subparsers: Subparsers) -> None:
         description="Print every Kubernetes object the APIs need (multi-document YAML, stable "
         "output): pipe it to kubectl apply -f - or keep it for kustomize.",
     )
-    render.add_argument("api_file", metavar="API_FILE")
+    render.add_argument("api_file", metavar="API_FILE", help="the APIs' YAML file")
     _cluster_flag(render)
     render.set_defaults(run=run_render)
 
     deploy = subparsers.add_parser(
         "deploy",
         help="apply an API file to a cluster (server-side apply; prunes removed APIs)",
+        description="Render the APIs of API_FILE for the cluster file's namespace and apply "
+        "every object with server-side apply (field manager chute), then delete what chute "
+        "applied earlier that is no longer rendered (APIs removed from the file). With --wait, "
+        "follow each API's rollout until its new pods are ready (as kubectl rollout status "
+        "does); with --dry-run, only say what would be applied and pruned. See "
+        "docs/kubernetes.md.",
     )
-    deploy.add_argument("api_file", metavar="API_FILE")
+    deploy.add_argument("api_file", metavar="API_FILE", help="the APIs' YAML file")
     _cluster_flag(deploy)
     _kube_flags(deploy)
+    deploy.add_argument(
+        "--wait",
+        action="store_true",
+        help="after applying, follow each API's Deployment until it has rolled out",
+    )
+    deploy.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --wait: give up after this long, exit status 6 (default 300)",
+    )
+    deploy.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="change nothing: say what would be applied and pruned",
+    )
     deploy.set_defaults(run=run_deploy)
 
-    delete = subparsers.add_parser("delete", help="delete one API's objects from a cluster")
-    delete.add_argument("api", metavar="API")
+    delete = subparsers.add_parser(
+        "delete",
+        help="delete one API's objects from a cluster",
+        description="Delete every object chute applied for API (its Deployment, scaler and "
+        "the rest) from the cluster file's namespace. Requests still queued stay in the queue. "
+        "Asks for confirmation on a terminal; elsewhere it needs --yes.",
+    )
+    delete.add_argument("api", metavar="API", help="the API's name, as in the API file")
     _cluster_flag(delete)
     _kube_flags(delete)
+    add_yes(delete)
     delete.set_defaults(run=run_delete)
 
     status = subparsers.add_parser(
-        "status", help="replicas, ready pods and queue depth of each deployed API"
+        "status",
+        help="replicas, ready pods and queue depth of each deployed API",
+        description="A table of every API chute deployed in the cluster file's namespace: "
+        "ready, desired and updated replicas, the autoscaler's bounds and state, and the "
+        "queue's depth (read from here, so the queue must be reachable from this machine). "
+        "With --watch, print it again whenever it changes, until Ctrl-C.",
     )
     _cluster_flag(status)
     _kube_flags(status)
@@ -60,6 +98,16 @@ def register(subparsers: Subparsers) -> None:
         "--queue",
         metavar="URL",
         help="queue URL reachable from here (default: the cluster file's queue_url)",
+    )
+    status.add_argument(
+        "-w", "--watch", action="store_true", help="print the table again whenever it changes"
+    )
+    status.add_argument(
+        "--interval",
+        type=positive_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="with --watch: how often to look (default 2)",
     )
     status.set_defaults(run=run_status)
 
@@ -86,23 +134,35 @@ def run_deploy(args: argparse.Namespace) -> int:
     from chute_k8s.cluster import Cluster
     from chute_k8s.deploy import deploy
     from chute_k8s.kube import Kube
+    from chute_k8s.rollout import wait_for_rollout
 
     objects, cluster = _render(args)
     assert isinstance(cluster, Cluster)
     kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
     try:
-        deploy(objects, cluster, kube)
+        deploy(objects, cluster, kube, dry_run=args.dry_run)
+        if args.wait and not args.dry_run:
+            deployments = [obj for obj in objects if obj["kind"] == "Deployment"]
+            wait_for_rollout(deployments, kube, timeout=args.timeout, say=_say)
     finally:
         kube.close()
     return 0
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def run_delete(args: argparse.Namespace) -> int:
+    from chute.cli._exit import USAGE
     from chute_k8s.cluster import load_cluster
     from chute_k8s.deploy import delete_api
     from chute_k8s.kube import Kube
 
     cluster = load_cluster(args.cluster)
+    where = f"namespace {cluster.namespace!r}"
+    if not confirm(args, f"delete API {args.api!r} and all its objects from {where}?"):
+        return USAGE
     kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
     try:
         delete_api(args.api, cluster, kube)
@@ -120,15 +180,30 @@ def run_status(args: argparse.Namespace) -> int:
     from chute_k8s.cluster import load_cluster
     from chute_k8s.deploy import format_status, status
     from chute_k8s.kube import Kube
+    from chute_k8s.rollout import watch
 
     cluster = load_cluster(args.cluster)
     kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
-    try:
+
+    def table() -> str:
         rows = status(cluster, kube, queue_url=args.queue)
+        if not rows:
+            return f"no APIs deployed by chute in namespace {cluster.namespace!r}\n"
+        return format_status(rows)
+
+    try:
+        if not args.watch:
+            sys.stdout.write(table())
+            return 0
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        try:
+            watch(table, write=write, interval=args.interval)
+        except KeyboardInterrupt:
+            return 0  # Ctrl-C is how a watch ends
     finally:
         kube.close()
-    if not rows:
-        print(f"no APIs deployed by chute in namespace {cluster.namespace!r}")
-        return 0
-    sys.stdout.write(format_status(rows))
     return 0

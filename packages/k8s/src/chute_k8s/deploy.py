@@ -49,13 +49,19 @@ def _keep_replicas(kube: Kube, obj: Obj) -> Obj:
     return {**obj, "spec": {**obj["spec"], "replicas": live["spec"]["replicas"]}}
 
 
-def deploy(objects: list[Obj], cluster: Cluster, kube: Kube, say: Say = print) -> None:
+def deploy(
+    objects: list[Obj], cluster: Cluster, kube: Kube, say: Say = print, *, dry_run: bool = False
+) -> None:
     """Apply every object (server-side, field manager ``chute``), then delete the objects
     chute made earlier in this namespace that are no longer rendered (APIs removed from the
-    file, monitoring turned off)."""
+    file, monitoring turned off). ``dry_run`` changes nothing: it only reads the cluster and
+    says what would be applied and pruned."""
     for obj in objects:  # every kind must exist before anything changes
         kube.require(obj["apiVersion"], obj["kind"])
     for obj in objects:
+        if dry_run:
+            say(f"would apply {obj['kind']} {obj['metadata']['name']}")
+            continue
         kube.apply(_keep_replicas(kube, obj), field_manager=names.FIELD_MANAGER)
         say(f"applied {obj['kind']} {obj['metadata']['name']}")
     rendered = {_key(obj) for obj in objects}
@@ -67,7 +73,9 @@ def deploy(objects: list[Obj], cluster: Cluster, kube: Kube, say: Say = print) -
         for live in kube.list(api_version, kind, cluster.namespace, names.prune_selector(cluster)):
             if _key(live) not in rendered:
                 name = live["metadata"]["name"]
-                if kube.delete(api_version, kind, cluster.namespace, name):
+                if dry_run:
+                    say(f"would prune {kind} {name}")
+                elif kube.delete(api_version, kind, cluster.namespace, name):
                     say(f"pruned {kind} {name}")
 
 

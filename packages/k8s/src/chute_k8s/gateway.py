@@ -80,7 +80,7 @@ def gateway_deployment(apis: list[API], cluster: Cluster) -> Obj:
             cluster.store_url,
             "--max-body-size",
             gw.max_body_size,
-            "--graceful-timeout",
+            "--grace-period",
             f"{gw.graceful_timeout:g}",
         ],
         "envFrom": [credentials(cluster)],

@@ -46,9 +46,11 @@ def chute_keda_trigger(queue_url: str, api: API) -> dict[str, object] | None:
     """The embedded backend is one file on one machine: it cannot scale pods on a cluster."""
     if not queue_url.lower().startswith(f"{SCHEME}:"):
         return None
+    from chute.install import install_line
+
     raise ConfigError(
         f"API {api.name!r}: the queue {queue_url!r} is the embedded SQLite backend, a file on "
         "one machine that pods on a cluster cannot share, so it cannot be autoscaled there; "
-        'use a networked queue such as redis:// (pip install "chute[redis]") or sqs:// '
-        '(pip install "chute[sqs]") in the cluster file'
+        f"use a networked queue such as redis:// ({install_line('redis')}) or sqs:// "
+        f"({install_line('sqs')}) in the cluster file"
     )

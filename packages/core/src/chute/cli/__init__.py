@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from chute._version import __version__
+from chute.cli import _exit as exit_codes
 from chute.errors import ChuteError
 
 #: Subcommands that first-party distributions add, and the extra that installs each.
@@ -66,8 +67,11 @@ def _missing_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> st
     for action in parser._actions:  # argparse has no public way to list subcommands
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
             return None
+    from chute.install import install_line
+
     extra = PLUGIN_COMMANDS[command]
-    return f'chute: {command!r} comes with {extra}; install it with: pip install "{extra}"'
+    line = install_line(extra.removeprefix("chute[").removesuffix("]"))
+    return f"chute: {command!r} comes with {extra}; install it with: {line}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,16 +79,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     hint = _missing_command(parser, sys.argv[1:] if argv is None else argv)
     if hint is not None:
         print(hint, file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
     except ChuteError as exc:
         print(f"chute {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.for_error(exc)
+    except BaseExceptionGroup as group:
+        # A task group's error (anyio): one clear line when it holds a single chute error.
+        only = _only_chute_error(group)
+        if only is None:
+            raise
+        print(f"chute {args.command}: {only}", file=sys.stderr)
+        return exit_codes.for_error(only)
     except KeyboardInterrupt:
-        return 130
+        return exit_codes.INTERRUPTED
     return code
+
+
+def _only_chute_error(group: BaseExceptionGroup[BaseException]) -> ChuteError | None:
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    return leaves[0] if len(leaves) == 1 and isinstance(leaves[0], ChuteError) else None
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ from __future__ import annotations
 from chute.errors import ConfigError
 from chute.registry import DEFAULT_URL, URL_ENV, resolve_url
 
-URL_HELP = "{role} URL (default: ${env}, else " + DEFAULT_URL + ", relative to this directory)"
+URL_HELP = (
+    "{role} URL (default: ${env}, else the running `chute dev`'s (found through .chute/ here or "
+    "in a parent), else " + DEFAULT_URL + ", relative to this directory)"
+)
 
 
 def url_help(role: str) -> str:
@@ -19,7 +22,13 @@ def url_help(role: str) -> str:
 def existing_url(role: str, explicit: str | None) -> str:
     """Resolve the ``role`` URL like the gateway does, refusing an embedded database that does
     not exist yet."""
-    url = resolve_url(role, explicit)
+    url = resolve_url(role, explicit, default="")
+    if not url:
+        from chute.cli._running import running_dev
+
+        dev = running_dev()
+        found = None if dev is None else (dev.queue_url if role == "queue" else dev.store_url)
+        url = found or DEFAULT_URL
     if url.startswith("sqlite:"):
         from chute.backends.sqlite_db import parse_url
 

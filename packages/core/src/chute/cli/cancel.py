@@ -28,17 +28,19 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chute.cli.submit import print_result
+    from chute.cli import _exit as exit_codes
+    from chute.cli import _running as running
+    from chute.cli.submit import print_body
     from chute.client import Client
     from chute.errors import APIError
 
-    with Client(args.gateway) as client:
+    with Client(running.gateway_url(args.gateway)) as client:
         try:
-            result = client.cancel(args.api, args.request_id)
+            answer = client._cancel_answer(args.api, args.request_id)
         except APIError as exc:
             if exc.status_code != 409:
                 raise
             print(f"chute cancel: {exc.message}", file=sys.stderr)
-            return 1
-    print_result(result)
-    return 0
+            return exit_codes.FAILED
+    print_body(answer.body)
+    return exit_codes.OK

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
+from chute.backends.urls import redact
 from chute.cli._backends import existing_url, url_help
+from chute.cli._confirm import add_yes, confirm
+from chute.cli._exit import USAGE
+
+if TYPE_CHECKING:
+    from chute.backends.base import Queue, Store
 
 ORDER = 55
-#: ``requeue`` without ids takes up to this many at a time (run it again for more).
-REQUEUE_ALL_LIMIT = 10_000
+#: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
+REQUEUE_BATCH = 1000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,7 +36,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         p.add_argument("--queue", help=url_help("queue"))
         p.add_argument("--store", help=url_help("store"))
 
-    listing = sub.add_parser("list", help="show the dead letters, oldest first")
+    listing = sub.add_parser(
+        "list",
+        help="show the dead letters, oldest first",
+        description="Show the API's dead letters, oldest first: id, when, attempts and why.",
+    )
     common(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -45,14 +56,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
     )
     common(requeue)
-    requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all)")
+    requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all of them)")
     requeue.set_defaults(run=run_requeue)
 
     purge = sub.add_parser(
         "purge",
         help="delete every dead letter of the API (the failed records stay until retention)",
+        description=(
+            "Delete every dead letter of the API for good. Asks for confirmation on a terminal; "
+            "elsewhere (scripts, CI) it needs --yes."
+        ),
     )
     common(purge)
+    add_yes(purge)
     purge.set_defaults(run=run_purge)
 
 
@@ -87,7 +103,6 @@ def run_list(args: argparse.Namespace) -> int:
 def run_requeue(args: argparse.Namespace) -> int:
     import anyio
 
-    from chute.errors import NotFound, TransitionRejected
     from chute.registry import open_queue, open_store
 
     queue_url = existing_url("queue", args.queue)
@@ -95,37 +110,66 @@ def run_requeue(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
-            dead = {d.request_id for d in await queue.list_dead(args.api, limit=REQUEUE_ALL_LIMIT)}
-            wanted = list(args.ids) or sorted(dead)
-            ready: list[str] = []
-            problems = 0
-            for request_id in wanted:
-                if request_id not in dead:
-                    # Never move a record without its message: it would wait in_queue forever.
-                    print(f"{request_id}: not in the dead letter of {args.api}; left as is")
-                    problems += 1
-                    continue
-                # The record first: once the message is back, a dequeuer may take it at once.
-                try:
-                    await store.requeue(args.api, request_id)
-                except NotFound:
-                    print(f"{request_id}: record gone (past its retention?); left as is")
-                    problems += 1
-                    continue
-                except TransitionRejected as exc:
-                    print(f"{request_id}: {exc}; left in the dead letter")
-                    problems += 1
-                    continue
-                ready.append(request_id)
-            moved = await queue.requeue_dead(args.api, ready) if ready else 0
+            mover = _Requeue(args.api, queue, store)
+            if args.ids:
+                count = (await queue.depth(args.api)).dead
+                listed = await queue.list_dead(args.api, limit=max(count, len(args.ids)))
+                await mover.move(list(args.ids), {d.request_id for d in listed})
+            else:  # every one, a batch at a time, until none is left that could move
+                left: set[str] = set()
+                while True:
+                    batch = await queue.list_dead(args.api, limit=REQUEUE_BATCH + len(left))
+                    wanted = [d.request_id for d in batch if d.request_id not in left]
+                    if not wanted:
+                        break
+                    ready = await mover.move(wanted, set(wanted))
+                    left |= set(wanted) - set(ready)
+            moved = mover.moved
             print(f"requeued {moved} request{'s' if moved != 1 else ''} of {args.api}")
-            if moved < len(ready):
-                print(f"{len(ready) - moved} were not in the dead letter (requeued already?)")
-                problems += 1
-            return 1 if problems else 0
+            return 1 if mover.problems else 0
 
     code: int = anyio.run(main)
     return code
+
+
+class _Requeue:
+    """Moves dead letters back, record first, and counts what moved and what did not."""
+
+    def __init__(self, api: str, queue: Queue, store: Store) -> None:
+        self.api, self.queue, self.store = api, queue, store
+        self.moved = 0
+        self.problems = 0
+
+    async def move(self, wanted: list[str], dead: set[str]) -> list[str]:
+        """Requeue ``wanted`` (``dead``: the ones known to be dead letters); return the ids
+        whose record went back to in_queue."""
+        from chute.errors import NotFound, TransitionRejected
+
+        ready: list[str] = []
+        for request_id in wanted:
+            if request_id not in dead:
+                # Never move a record without its message: it would wait in_queue forever.
+                print(f"{request_id}: not in the dead letter of {self.api}; left as is")
+                self.problems += 1
+                continue
+            # The record first: once the message is back, a dequeuer may take it at once.
+            try:
+                await self.store.requeue(self.api, request_id)
+            except NotFound:
+                print(f"{request_id}: record gone (past its retention?); left as is")
+                self.problems += 1
+                continue
+            except TransitionRejected as exc:
+                print(f"{request_id}: {exc}; left in the dead letter")
+                self.problems += 1
+                continue
+            ready.append(request_id)
+        moved = await self.queue.requeue_dead(self.api, ready) if ready else 0
+        self.moved += moved
+        if moved < len(ready):
+            print(f"{len(ready) - moved} were not in the dead letter (requeued already?)")
+            self.problems += 1
+        return ready
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -134,6 +178,8 @@ def run_purge(args: argparse.Namespace) -> int:
     from chute.registry import open_queue
 
     url = existing_url("queue", args.queue)
+    if not confirm(args, f"delete every dead letter of {args.api} in {redact(url)} for good?"):
+        return USAGE
 
     async def main() -> int:
         async with open_queue(url) as queue:

@@ -53,13 +53,21 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="the dequeuers' message lease (default: the dequeuer's own)",
     )
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the gateway logs one JSON line per request (default: on; $CHUTE_ACCESS_LOG=0 "
+        "turns it off)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from chute import dev
+    from chute import dev, preflight
+    from chute.gateway import access_log
     from chute.registry import URL_ENV
 
     setup = dev.plan(
@@ -71,5 +79,8 @@ def run(args: argparse.Namespace) -> int:
         store_url=args.store or os.environ.get(URL_ENV["store"]),
         grace_period=args.grace_period,
         lease=args.lease,
+        access_log=access_log.enabled(args.access_log, default=True),
     )
+    # Fail fast, naming the backend and the error, before any process starts.
+    preflight.check(setup.local_apis, queue_url=setup.queue_url, store_url=setup.store_url)
     return anyio.run(dev.serve, setup)

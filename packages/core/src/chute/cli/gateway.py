@@ -66,11 +66,15 @@ def register(subparsers: Any) -> None:
         help="largest request body accepted, e.g. 100MiB (the default), 10MB; larger → 413",
     )
     parser.add_argument(
-        "--graceful-timeout",
+        "--grace-period",
         type=float,
         default=30.0,
         metavar="SECONDS",
         help="after SIGTERM, how long in-flight requests may take to finish (%(default)s)",
+    )
+    # The old spelling, kept working: the same flag is --grace-period on dev and the dequeuer.
+    parser.add_argument(
+        "--graceful-timeout", type=float, dest="grace_period", help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--server",
@@ -90,7 +94,21 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="require a global API key on /metrics and /queues/* too",
     )
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, …")
+    parser.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="log one JSON line per request: method, path, status, bytes, duration, request id "
+        "(default: $CHUTE_ACCESS_LOG, else off; chute dev turns it on)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR (default: $CHUTE_LOG_LEVEL, else INFO)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -98,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from chute.config import load_apis
-    from chute.gateway import Gateway, serve
+    from chute.gateway import Gateway, access_log, serve
     from chute.gateway.auth import global_keys
     from chute.logs import configure_logging
     from chute.registry import resolve_url
@@ -112,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         api_keys=global_keys(args.api_keys_file),
         protect_admin=args.protect_admin,
+        access_log=access_log.enabled(args.access_log, default=False),
     )
 
     async def main() -> None:
@@ -119,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             app,
             host=args.host,
             port=args.port,
-            graceful_timeout=args.graceful_timeout,
+            graceful_timeout=args.grace_period,
             server=args.server,
         )
 

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+import textwrap
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 ORDER = 40
 
@@ -29,8 +32,9 @@ def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True)
         "--gateway",
         metavar="URL",
         default=None,
-        help="the gateway's URL (default: $CHUTE_GATEWAY_URL, else $CORTEX_CLI_CONFIG_DIR/"
-        "cli.yaml, else http://127.0.0.1:8888); API key: $CHUTE_API_KEY",
+        help="the gateway's URL (default: $CHUTE_GATEWAY_URL, else the `chute dev` running "
+        "with .chute/ in this directory or a parent, else $CORTEX_CLI_CONFIG_DIR/cli.yaml, "
+        "else http://127.0.0.1:8888); API key: $CHUTE_API_KEY",
     )
     if not timeout:
         return
@@ -39,7 +43,7 @@ def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True)
         type=positive_seconds,
         default=None,
         metavar="SECONDS",
-        help="with --wait: give up after this long (exit status 2); default: wait forever",
+        help="with --wait: give up after this long (exit status 6); default: wait forever",
     )
 
 
@@ -47,12 +51,27 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "submit",
         help="submit a request to an API through the gateway and print its id",
-        description=(
+        description=textwrap.fill(
             "POST a body to an API's endpoint and print the request id, or with --wait the "
-            "finished request as JSON. API is the API's name or its endpoint path (/v1/x)."
+            "finished request as the gateway's JSON. API is the API's `name` from the API file "
+            "(hello-world is served at /hello-world), or its endpoint path when "
+            "`networking.endpoint` gives it another one (/v1/hello). Exit status: 0, 1 when "
+            "the request failed, 6 when --wait timed out; docs/cli.md lists them all.",
+            width=78,
         ),
+        epilog=(
+            "examples:\n"
+            '  chute submit hello-world --json \'{"text": "hi"}\' --wait\n'
+            "  chute submit /v1/hello --data @photo.jpg -H 'Content-Type: image/jpeg'\n"
+            "  cat rows.csv | chute submit batch --data - -H 'Content-Type: text/csv'"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("api", metavar="API", help="API name, or endpoint path")
+    parser.add_argument(
+        "api",
+        metavar="API",
+        help="the API's name (POST /<name>), or its endpoint path if networking.endpoint sets one",
+    )
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--json", metavar="JSON", help="a JSON document (sent as application/json)")
     body.add_argument(
@@ -89,31 +108,64 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def read_data(data: str) -> bytes:
-    """``-`` → standard input, ``@path`` → the file's bytes, anything else → its UTF-8."""
+#: Bytes read at a time from a --data file or standard input: the body is streamed, never
+#: held whole in memory.
+CHUNK = 64 * 1024
+
+
+def read_data(data: str) -> tuple[bytes | Iterator[bytes], dict[str, str]]:
+    """The body for ``--data`` and the headers it implies. ``-`` streams standard input
+    (chunked), ``@path`` streams the file (with its Content-Length, so that a gateway refuses
+    an oversized body before it is sent), anything else is the text's UTF-8."""
     if data == "-":
-        return sys.stdin.buffer.read()
+        return _chunks(sys.stdin.buffer), {}
     if data.startswith("@"):
         from chute.errors import ConfigError
 
         try:
-            with open(data[1:], "rb") as handle:
-                return handle.read()
+            handle = open(data[1:], "rb")  # noqa: SIM115 (closed by _chunks)
+            size = os.fstat(handle.fileno()).st_size
         except OSError as exc:
             raise ConfigError(f"--data {data}: {exc.strerror or exc}") from exc
-    return data.encode()
+        return _chunks(handle), {"Content-Length": str(size)}
+    return data.encode(), {}
 
 
-def print_result(result: Any) -> None:
-    """Print a :class:`chute.Result` as the gateway's JSON, one document per line."""
-    import msgspec
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
 
-    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+
+def print_body(body: bytes) -> None:
+    """Print the gateway's JSON answer exactly as it sent it, one document per line."""
+    out = sys.stdout.buffer
+    out.write(body.rstrip(b"\n") + b"\n")
+    out.flush()
+
+
+def status_printer(stream: Any = None) -> Any:
+    """``on_status`` for ``Client.wait``: on a terminal, one line per status change on
+    standard error (``in_queue``, ``in_progress 2.1 s``...); None (quiet) otherwise."""
+    import time
+
+    stream = stream if stream is not None else sys.stderr
+    if not stream.isatty():
+        return None
+    started = time.monotonic()
+
+    def show(result: Any) -> None:
+        stream.write(f"{result.id}: {result.status.value} ({time.monotonic() - started:.1f} s)\n")
+        stream.flush()
+
+    return show
 
 
 def run(args: argparse.Namespace) -> int:
     import msgspec
 
+    from chute.cli import _exit as exit_codes
+    from chute.cli import _running as running
     from chute.client import Client
     from chute.errors import ConfigError, WaitTimeout
 
@@ -122,15 +174,17 @@ def run(args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(str(exc)) from None
     json: Any = None
-    content: bytes | None = None
+    content: bytes | Iterator[bytes] | None = None
     if args.json is not None:
         try:
             json = msgspec.json.decode(args.json)
         except msgspec.DecodeError as exc:
             raise ConfigError(f"--json is not valid JSON: {exc}") from None
     elif args.data is not None:
-        content = read_data(args.data)
-    with Client(args.gateway) as client:
+        content, implied = read_data(args.data)
+        for name, value in implied.items():
+            headers.setdefault(name, value)
+    with Client(running.gateway_url(args.gateway)) as client:
         request_id = client.submit(
             args.api,
             json=json,
@@ -142,10 +196,12 @@ def run(args: argparse.Namespace) -> int:
             print(request_id)
             return 0
         try:
-            result = client.wait(args.api, request_id, timeout=args.timeout)
+            answer = client._wait_answer(
+                args.api, request_id, timeout=args.timeout, on_status=status_printer()
+            )
         except WaitTimeout as exc:
             print(f"chute submit: {exc}", file=sys.stderr)
             print(request_id)
-            return 2
-    print_result(result)
-    return 0 if result.status == "completed" else 1
+            return exit_codes.TIMEOUT
+    print_body(answer.body)
+    return exit_codes.OK if answer.result.status == "completed" else exit_codes.FAILED

@@ -16,8 +16,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Check an API configuration file (a YAML list of Cortex AsyncAPI specs). A valid "
             "file is printed back normalised, with every default filled in; each problem in an "
-            "invalid one is printed on its own line as 'FILE: PATH: MESSAGE', and the exit "
-            "status is 1."
+            "invalid one is printed on its own line as 'FILE:LINE: PATH: MESSAGE' (every "
+            "problem in one run), and the exit status is 3."
         ),
     )
     parser.add_argument("file", metavar="FILE", help="the YAML file to check")
@@ -28,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chute.cli._exit import CONFIG
     from chute.config import ConfigValidationError, dump_apis, load_apis
 
     try:
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigValidationError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
-        return 1
+        return CONFIG
     if not args.quiet:
         sys.stdout.write(dump_apis(apis))
     return 0

@@ -22,6 +22,7 @@ import anyio
 import msgspec
 
 from chute.backends.base import DEFAULT_RETENTION, Joint, Queue, Store
+from chute.backends.urls import redact
 from chute.config import API
 from chute.errors import (
     BackendUnavailable,
@@ -33,6 +34,7 @@ from chute.errors import (
     PayloadTooLarge,
     TransitionRejected,
 )
+from chute.gateway.access_log import with_access_log
 from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
 from chute.gateway.controls import (
     IDEMPOTENCY_HEADER,
@@ -250,6 +252,7 @@ class Gateway:
         retention: float = DEFAULT_RETENTION,
         api_keys: Sequence[str] = (),
         protect_admin: bool = False,
+        access_log: bool = False,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
@@ -299,13 +302,15 @@ class Gateway:
             (Kind.OPENAPI, "GET"): self._openapi,
             (Kind.QUEUE, "GET"): self._queue_depth,
         }
+        #: HTTP requests go here: the handler, or the handler inside the access log.
+        self._serve_http = with_access_log(self._http) if access_log else self._http
 
     # -- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._serve_http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets: not a route of ours; close the handshake politely
@@ -427,7 +432,8 @@ class Gateway:
         except HTTPError as exc:
             response = exc.response()
         except BackendUnavailable as exc:
-            logger.warning("backend unavailable", extra={"api": api_label, "error": str(exc)})
+            where = {"api": api_label} if api_label else {"path": scope["path"]}
+            logger.warning("backend unavailable", extra={**where, "error": str(exc)})
             response = error(503, str(exc), ((b"retry-after", RETRY_AFTER),)).response()
         except _Disconnected:
             self.metrics.observe(api_label, method, 499, time.perf_counter() - started)
@@ -787,10 +793,14 @@ class Gateway:
     # -- the gateway's own routes ----------------------------------------------------------
 
     async def _health(self, scope: Scope, receive: _Receive, route: Route) -> Response:
+        waiting = f"the queue ({redact(self.queue_url)})"
+
         async def check() -> None:
+            nonlocal waiting
             queue = await self._queue()
-            store = await self._store()
             await queue.ping()
+            waiting = f"the store ({redact(self.store_url)})"
+            store = await self._store()
             await store.ping()
 
         try:
@@ -798,7 +808,7 @@ class Gateway:
                 await check()
         except TimeoutError:
             raise BackendUnavailable(
-                f"the backends did not answer within {HEALTH_TIMEOUT} s"
+                f"{waiting} did not answer within {HEALTH_TIMEOUT} s"
             ) from None
         except ChuteError as exc:
             if isinstance(exc, BackendUnavailable):
