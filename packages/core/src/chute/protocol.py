@@ -11,6 +11,7 @@ import enum
 import re
 import secrets
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,10 +78,18 @@ TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED
 
 
 def new_request_id() -> str:
-    """A fresh request id: a time-ordered prefix (for humans and sorted listings) and 96 random
-    bits, so ids cannot be guessed from one another."""
+    """A fresh request id: a UUID version 7 (RFC 9562), as Cortex's ids were UUIDs (clients in
+    the wild parse them). Its first 48 bits are the Unix time in milliseconds, so ids sort by
+    submission time; the other 74 bits not taken by the version and variant are random, so
+    ids cannot be guessed from one another. (``uuid.uuid7`` arrives only in Python 3.14.)"""
     millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{secrets.token_hex(12)}"
+    rand = int.from_bytes(secrets.token_bytes(10))  # 80 bits; 74 are used
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
+    value |= 0b10 << 62  # RFC 9562 variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    return str(uuid.UUID(int=value))
 
 
 def validate_request_id(request_id: str) -> str:
