@@ -90,6 +90,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="require a global API key on /metrics and /queues/* too",
     )
+    parser.add_argument(
+        "--cors-origins",
+        default="*",
+        metavar="ORIGINS",
+        help="browser origins that may call the gateway: '*' (any, as Cortex; the default), "
+        "a comma-separated list (https://app.example,http://localhost:3000), or 'none'",
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO (default), WARNING, …")
     parser.set_defaults(run=run)
 
@@ -100,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from chute.config import load_apis
     from chute.gateway import Gateway, serve
     from chute.gateway.auth import global_keys
+    from chute.gateway.cors import CORSPolicy
     from chute.logs import configure_logging
     from chute.registry import resolve_url
 
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         api_keys=global_keys(args.api_keys_file),
         protect_admin=args.protect_admin,
+        cors=CORSPolicy.parse(args.cors_origins),
     )
 
     async def main() -> None:

@@ -42,6 +42,7 @@ from chute.gateway.controls import (
     is_control,
     parse_controls,
 )
+from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.openapi import openapi_document
@@ -236,8 +237,9 @@ class Gateway:
 
     ``api_keys`` are the global API keys; an API's ``auth:`` keys (read here, at construction)
     replace them for that API. No keys at all: the gateway is open. ``protect_admin`` puts
-    ``/metrics`` and ``/queues/*`` behind the global keys too. The ASGI lifespan must run
-    (any ASGI server does it): long-polls and webhooks live in it.
+    ``/metrics`` and ``/queues/*`` behind the global keys too. ``cors`` says which browser
+    origins may call it (any, as Cortex's gateway; None: no CORS headers). The ASGI lifespan
+    must run (any ASGI server does it): long-polls and webhooks live in it.
     """
 
     def __init__(
@@ -250,6 +252,7 @@ class Gateway:
         retention: float = DEFAULT_RETENTION,
         api_keys: Sequence[str] = (),
         protect_admin: bool = False,
+        cors: CORSPolicy | None = ANY_ORIGIN,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
@@ -288,6 +291,7 @@ class Gateway:
         self._by_name = {api.name: api for api in self.apis}
         self.webhooks: WebhookSender | None = None
         self._open_lock = anyio.Lock()
+        self._entry = with_cors(self._http, cors)
         self._handlers: dict[
             tuple[Kind, str], Callable[[Scope, _Receive, Route], Awaitable[Response]]
         ] = {
@@ -305,7 +309,7 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._entry(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:  # websockets: not a route of ours; close the handshake politely
