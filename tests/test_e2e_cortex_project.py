@@ -4,11 +4,21 @@ layout). chute dev takes the start from the Dockerfile; real processes, results 
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_support import PATIENCE, PY, Processes, free_port, start_chute_dev, submit_to, wait_for
+from e2e_support import (
+    PATIENCE,
+    PY,
+    ROOT,
+    Processes,
+    free_port,
+    start_chute_dev,
+    submit_to,
+    wait_for,
+)
 
 API_FILE = """\
 - name: hello-world
@@ -154,3 +164,23 @@ def test_wrong_attach_and_dockerfile_options_are_refused(
     )
     assert done.returncode != 0
     assert message in done.stderr
+
+
+def test_the_iris_classifier_example_runs_unchanged(processes: Processes, tmp_path: Path) -> None:
+    example = ROOT / "examples" / "iris-classifier"
+    dev = start_chute_dev(processes, example / "cortex.yaml", tmp_path / "state")
+    dev.wait_ready()
+    sample = json.loads((example / "sample.json").read_text())
+    versicolor = {"sepal_length": 6.0, "sepal_width": 2.9, "petal_length": 4.5, "petal_width": 1.5}
+    ids = [submit_to(dev.url, "iris-classifier", s) for s in (sample, versicolor)]
+    answers = [wait_for(dev.url, "iris-classifier", i) for i in ids]
+    assert [a["status"] for a in answers] == ["completed", "completed"], answers
+    assert [a["result"]["prediction"] for a in answers] == ["setosa", "versicolor"]
+    for answer in answers:
+        probabilities = answer["result"]["probabilities"]
+        assert set(probabilities) == {"setosa", "versicolor", "virginica"}
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+    # A sample without the four measurements fails with the container's reason.
+    bad = wait_for(dev.url, "iris-classifier", submit_to(dev.url, "iris-classifier", {"x": 1}))
+    assert bad["status"] == "failed"
+    assert bad["error"]["status_code"] == 400
