@@ -11,6 +11,7 @@ caller repeats that logic. The keys, defaults and rules are documented in docs/c
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import random
@@ -25,6 +26,8 @@ import msgspec
 import yaml
 
 from chute.errors import ConfigError
+
+logger = logging.getLogger("chute.config")
 
 Quantity = str | int | float
 
@@ -421,15 +424,36 @@ def loads_apis(data: str | bytes, *, file: str = "<string>") -> list[API]:
 
     issues = _Issues(file)
     apis: list[API | None] = []
+    skipped: list[tuple[int, str, Any]] = []
     for i, item in enumerate(document):
+        if _other_kind(item):
+            # Cortex files mix kinds; chute serves the AsyncAPIs and says what it left out.
+            skipped.append((i, item["kind"], item.get("name", "?")))
+            continue
         api = _convert_api(item, f"$[{i}]", issues)
         if api is not None:
             _check_api(api, f"$[{i}]", issues)
         apis.append(api)
+    if not apis and not issues.items:
+        listing = ", ".join(f"$[{i}] ({kind} {name!r})" for i, kind, name in skipped)
+        issues.add(
+            "$",
+            "expected at least one API of kind AsyncAPI: chute runs Cortex's Async APIs only "
+            f"(skipped {listing})",
+        )
     _check_across(apis, issues)
     issues.items.sort(key=_api_index)  # stable: each API's issues together, in file order
     if issues.items:
         raise ConfigValidationError(issues.items)
+    for i, kind, name in skipped:
+        logger.warning(
+            "%s: $[%d]: skipped %s %r: chute runs Cortex's AsyncAPIs only",
+            file,
+            i,
+            kind,
+            name,
+            extra={"file": file, "path": f"$[{i}]", "kind": kind},
+        )
     return [_with_defaults(api) for api in apis if api is not None]
 
 
@@ -557,19 +581,65 @@ def _readable_types(spec: str) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _other_kind(item: Any) -> bool:
+    """An entry of another Cortex API kind (RealtimeAPI, BatchAPI, …), which chute skips."""
+    return isinstance(item, dict) and item.get("kind") in _OTHER_KINDS
+
+
+#: Keys of Cortex's API format before v0.36 (Python predictors and handlers, not containers).
+_LEGACY_KEYS = ("predictor", "handler")
+
+
+def _cortex_defaults(item: Any) -> Any:
+    """``item`` with the values Cortex accepts as 'use the default' taken out, so the defaults
+    apply: ``pod.port: null``, and probe timings of 0 (Kubernetes defaults a 0 there)."""
+    if not isinstance(item, dict) or not isinstance(item.get("pod"), dict):
+        return item
+    pod = dict(item["pod"])
+    if "port" in pod and pod["port"] is None:
+        del pod["port"]
+    containers = pod.get("containers")
+    if isinstance(containers, list):
+        pod["containers"] = [_probe_defaults(c) for c in containers]
+    return {**item, "pod": pod}
+
+
+def _probe_defaults(container: Any) -> Any:
+    if not isinstance(container, dict):
+        return container
+    out = dict(container)
+    for key in ("readiness_probe", "liveness_probe"):
+        probe = out.get(key)
+        if isinstance(probe, dict):
+            out[key] = {
+                k: v
+                for k, v in probe.items()
+                if not (k in _PROBE_TIMINGS and v == 0 and not isinstance(v, bool))
+            }
+    return out
+
+
+#: Probe timings whose 0 means Kubernetes' default (timeout 1 s, period 10 s, thresholds 1, 3).
+_PROBE_TIMINGS = ("timeout_seconds", "period_seconds", "success_threshold", "failure_threshold")
+
+
 def _convert_api(item: Any, where: str, issues: _Issues) -> API | None:
     """msgspec's type check of one API; its first error becomes one issue with its path."""
     if isinstance(item, dict) and "kind" in item and item["kind"] != "AsyncAPI":
-        kind = item["kind"]
-        if kind in _OTHER_KINDS:
-            issues.add(
-                f"{where}.kind",
-                f"expected AsyncAPI; chute runs Cortex's Async APIs only, {kind} is not supported",
-                kind,
-            )
-        else:
-            issues.add(f"{where}.kind", "expected AsyncAPI", kind)
+        issues.add(f"{where}.kind", "expected AsyncAPI", item["kind"])
         return None
+    legacy = [k for k in _LEGACY_KEYS if isinstance(item, dict) and k in item]
+    if legacy:
+        issues.add(
+            f"{where}.{legacy[0]}",
+            f"this is Cortex's API format from before v0.36 (`{legacy[0]}:` with Python "
+            "code); chute runs the container format of v0.36 and later: serve your code as a "
+            "web server (POST / on $CORTEX_PORT, answering JSON) in an image, list it under "
+            "`pod.containers`, and drop the `predictor`/`handler` key (see "
+            "docs/coming-from-cortex.md)",
+        )
+        return None
+    item = _cortex_defaults(item)
     try:
         return msgspec.convert(item, API)
     except msgspec.ValidationError as exc:
