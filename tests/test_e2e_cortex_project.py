@@ -20,6 +20,8 @@ from e2e_support import (
     wait_for,
 )
 
+from chute import dev
+
 API_FILE = """\
 - name: hello-world
   kind: AsyncAPI
@@ -184,3 +186,83 @@ def test_the_iris_classifier_example_runs_unchanged(processes: Processes, tmp_pa
     bad = wait_for(dev.url, "iris-classifier", submit_to(dev.url, "iris-classifier", {"x": 1}))
     assert bad["status"] == "failed"
     assert bad["error"]["status_code"] == 400
+
+
+# -- --runtime docker | podman ----------------------------------------------------------------
+
+
+def test_the_docker_runtime_builds_the_image_and_runs_it_as_a_pod_would(tmp_path: Path) -> None:
+    """What chute dev hands the engine (this test needs none): the build from the Dockerfile, and
+    a run publishing pod.port on a free local port with /mnt and Cortex's environment."""
+    api_file = cortex_project(tmp_path / "hello-world")
+    setup = dev.plan(api_file, state_dir=tmp_path / "state", port=0, runtime="docker")
+    assert setup.builds == [
+        [
+            "docker",
+            "build",
+            "--file",
+            str(tmp_path / "hello-world" / "cpu.Dockerfile"),
+            "--tag",
+            "chute-dev/hello-world-api:latest",
+            str(tmp_path / "hello-world"),
+        ]
+    ]
+    [container] = [p for p in setup.processes if p.role == "container"]
+    argv = container.argv
+    assert argv[:3] == ["docker", "run", "--rm"]
+    assert argv[-1] == "chute-dev/hello-world-api:latest"  # the image's own CMD runs
+    local_port = setup.apis[0].port
+    assert f"127.0.0.1:{local_port}:8080" in argv  # the pod's port, published locally
+    assert f"{setup.mnt}:/mnt" in argv
+    env = {argv[i + 1] for i, word in enumerate(argv) if word == "--env"}
+    assert {"CORTEX_PORT=8080", "CHUTE_MNT=/mnt"} <= env
+    gateway = setup.gateway_url.replace("127.0.0.1", "host.docker.internal")
+    assert f"CHUTE_GATEWAY_URL={gateway}" in env
+    # The dequeuer and its probes use the published port.
+    assert setup.local_apis[0].pod.port == local_port
+
+
+def engine_answers(runtime: str) -> str | None:
+    """None when ``runtime``'s engine answers, else why not."""
+    try:
+        done = subprocess.run(
+            [runtime, "info"], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{runtime} info: {exc}"
+    return None if done.returncode == 0 else f"{runtime} info: {done.stderr.strip()[-200:]}"
+
+
+def test_without_an_engine_the_docker_runtime_says_so(tmp_path: Path) -> None:
+    if engine_answers("docker") is None:
+        pytest.skip("a Docker engine answers here: the refusal cannot be shown")
+    api_file = cortex_project(tmp_path / "p")
+    done = subprocess.run(
+        [PY, "-m", "chute", "dev", str(api_file), "--state-dir", str(tmp_path / "s")]
+        + ["--runtime", "docker"],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+    assert done.returncode != 0
+    assert "--runtime docker:" in done.stderr
+    assert not (tmp_path / "s" / "dev.json").exists()  # nothing started
+
+
+@pytest.mark.parametrize("runtime", ["docker", "podman"])
+def test_a_cortex_project_runs_in_its_image(
+    processes: Processes, tmp_path: Path, runtime: str
+) -> None:
+    reason = engine_answers(runtime)
+    if reason is not None:
+        pytest.skip(f"--runtime {runtime} needs a {runtime} engine: {reason}")
+    api_file = cortex_project(tmp_path / "hello-world")
+    (tmp_path / "hello-world" / "cpu.Dockerfile").write_text(
+        DOCKERFILE.replace("COPY app /app", "RUN pip install uvicorn\nCOPY app /app")
+    )
+    chute = start_chute_dev(processes, api_file, tmp_path / "state", "--runtime", runtime)
+    chute.wait_ready(timeout=600)
+    request_id = submit_to(chute.url, "hello-world", {"n": 1})
+    body = wait_for(chute.url, "hello-world", request_id)
+    assert body["status"] == "completed", body
+    assert body["result"] == {"message": "hello world", "cwd": "/app"}

@@ -35,6 +35,15 @@ from anyio.streams.text import TextReceiveStream
 
 from chute._version import __version__
 from chute.config import API, Container, Probe, dump_apis, load_apis
+from chute.container_runtime import (
+    HOST_ALIAS,
+    Runtime,
+    build_argv,
+    check_engine,
+    container_name,
+    image_tag,
+    run_argv,
+)
 from chute.dockerfile import ImageStart, choose_dockerfile, read_start
 from chute.errors import ChuteError, ConfigError
 
@@ -116,6 +125,8 @@ class DevPlan:
     processes: list[ProcessSpec] = field(default_factory=list)
     #: The APIs as the gateway and dequeuers see them: the file's, with local ports.
     local_apis: list[API] = field(default_factory=list)
+    #: Image builds to run before anything starts (``--runtime docker|podman``).
+    builds: list[list[str]] = field(default_factory=list)
 
     @property
     def pids_file(self) -> Path:
@@ -169,6 +180,7 @@ def plan(
     lease: float | None = None,
     dockerfiles: Mapping[str, Path] | None = None,
     attach: Mapping[str, int] | None = None,
+    runtime: Runtime = "local",
 ) -> DevPlan:
     """Check the API file and decide every process, port and environment; start nothing.
 
@@ -176,6 +188,8 @@ def plan(
     beside the API file (``dockerfiles`` names one per container where the choice is not
     clear; see :mod:`chute.dockerfile`). ``attach`` maps an API to the port of a server the
     user already runs: its dequeuer feeds that server and none of its containers is started.
+    ``runtime`` ``docker`` or ``podman`` runs the images instead (built from those Dockerfiles,
+    :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`).
 
     Raises :class:`ConfigError` for an invalid file, an unknown name in ``dockerfiles`` or
     ``attach``, or a container that cannot be started, before anything starts.
@@ -187,7 +201,7 @@ def plan(
     starts = {
         (api.name, c.name): _image_start(path, api, c, dockerfiles or {})
         for api in apis
-        if api.name not in attach
+        if api.name not in attach and runtime == "local"
         for c in api.pod.containers
         if not c.command
     }
@@ -201,7 +215,12 @@ def plan(
     # Locally all APIs share one network, unlike pods: each API gets a free port, handed to
     # its container as CORTEX_PORT; the file the gateway and dequeuers read says the same.
     planned = [
-        APIPlan(api.name, api.endpoint, _local_port(api, starts, attach), free_port())
+        APIPlan(
+            api.name,
+            api.endpoint,
+            _local_port(api, starts, attach),
+            free_port(),
+        )
         for api in apis
     ]
     local_apis = [_with_port(api, p.port) for api, p in zip(apis, planned, strict=True)]
@@ -220,6 +239,7 @@ def plan(
         )
     ]
     dequeuer = _dequeuer_command()
+    builds: list[list[str]] = []
     for api, p in zip(apis, planned, strict=True):
         argv = dequeuer + ["--api-file", str(local_file), "--api", api.name]
         argv += ["--user-port", str(p.port), "--workers", str(api.pod.max_concurrency)]
@@ -240,6 +260,12 @@ def plan(
         )
         if api.name in attach:
             continue  # the user runs its server
+        if runtime != "local":
+            processes += _engine_processes(
+                runtime, path, api, p, dockerfiles or {}, gateway_url=gateway_url, mnt=mnt,
+                grace=grace_period, builds=builds,
+            )  # fmt: skip
+            continue
         for container in api.pod.containers:
             env = container_env(container, port=p.port, gateway_url=gateway_url, mnt=mnt)
             start = starts.get((api.name, container.name))
@@ -285,6 +311,7 @@ def plan(
         apis=planned,
         processes=processes,
         local_apis=local_apis,
+        builds=builds,
     )
 
 
@@ -367,6 +394,16 @@ def _check_executable(
         )
 
 
+def build_images(runtime: Runtime, builds: Sequence[Sequence[str]]) -> None:
+    """Check the engine, then run each image build with its output shown; raise
+    :class:`DevError` naming the first that fails."""
+    check_engine(runtime)
+    for argv in builds:
+        print(f"{SUPERVISOR}: {_display(argv)}", file=sys.stderr, flush=True)
+        if subprocess.run(list(argv), check=False).returncode != 0:
+            raise DevError(f"building the image failed: {_display(argv)}")
+
+
 def attach_port(target: str) -> int:
     """The port of ``--attach API=URL``: the dequeuer is a sidecar and calls its server on
     127.0.0.1, as in a pod, so the URL must be a loopback one (or just a port)."""
@@ -389,6 +426,58 @@ def attach_port(target: str) -> int:
     return port
 
 
+def _engine_processes(
+    runtime: Runtime,
+    path: Path,
+    api: API,
+    plan: APIPlan,
+    dockerfiles: Mapping[str, Path],
+    *,
+    gateway_url: str,
+    mnt: Path,
+    grace: float,
+    builds: list[list[str]],
+) -> list[ProcessSpec]:
+    """One ``docker run`` per container of ``api``, as its pod would run them: a container
+    without ``command`` is built from its Dockerfile; one with a command runs its ``image``."""
+    # Inside the engine's network the gateway is on the host.
+    inside_url = gateway_url.replace("127.0.0.1", HOST_ALIAS).replace("localhost", HOST_ALIAS)
+    out: list[ProcessSpec] = []
+    first: str | None = None
+    for container in api.pod.containers:
+        image = container.image
+        if not container.command:
+            image = image_tag(api.name, container.name)
+            builds.append(
+                build_argv(runtime, _dockerfile(path, api, container, dockerfiles), image)
+            )
+        env = container_env(container, port=api.pod.port, gateway_url=inside_url, mnt=Path("/mnt"))
+        name = container_name(api.name, container.name, plan.port)
+        argv = run_argv(
+            runtime,
+            image=image,
+            name=name,
+            env=env,
+            mnt=mnt,
+            publish=(plan.port, api.pod.port) if first is None else None,
+            network_of=first,
+            command=[expand_vars(a, env) for a in container.command or []],
+            args=[expand_vars(a, env) for a in container.args or []],
+        )
+        first = first or name
+        out.append(
+            ProcessSpec(
+                name=f"{api.name}/{container.name}",
+                role="container",
+                argv=argv,
+                env=_process_env({}),
+                cwd=path.parent,
+                grace=grace,
+            )
+        )
+    return out
+
+
 def _check_names(
     path: Path, apis: Sequence[API], dockerfiles: Mapping[str, Path], attach: Mapping[str, int]
 ) -> None:
@@ -405,12 +494,18 @@ def _check_names(
             raise ConfigError(f"--attach {name}=…: {path} has no API {name!r} ({known})")
 
 
+def _dockerfile(
+    path: Path, api: API, container: Container, dockerfiles: Mapping[str, Path]
+) -> Path:
+    """The Dockerfile of a container without ``command`` (``--dockerfile`` first)."""
+    explicit = dockerfiles.get(f"{api.name}/{container.name}", dockerfiles.get(container.name))
+    return choose_dockerfile(path, api.name, container.name, explicit=explicit)
+
+
 def _image_start(
     path: Path, api: API, container: Container, dockerfiles: Mapping[str, Path]
 ) -> ImageStart:
-    explicit = dockerfiles.get(f"{api.name}/{container.name}", dockerfiles.get(container.name))
-    dockerfile = choose_dockerfile(path, api.name, container.name, explicit=explicit)
-    return read_start(dockerfile)
+    return read_start(_dockerfile(path, api, container, dockerfiles))
 
 
 def _local_port(

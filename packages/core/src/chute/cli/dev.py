@@ -71,6 +71,13 @@ def register(subparsers: Any) -> None:
         help="feed API's requests to a server you already run (in a debugger, an IDE) at URL "
         "(http://127.0.0.1:PORT, or just PORT) instead of starting its containers; repeatable",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=("local", "docker", "podman"),
+        default="local",
+        help="how containers run: as local processes (the default), or their images built "
+        "and run by a Docker or Podman engine",
+    )
     parser.set_defaults(run=run)
 
 
@@ -105,5 +112,8 @@ def run(args: argparse.Namespace) -> int:
         lease=args.lease,
         dockerfiles={k: Path(v) for k, v in _pairs("--dockerfile", args.dockerfile).items()},
         attach={k: dev.attach_port(v) for k, v in _pairs("--attach", args.attach).items()},
+        runtime=args.runtime,
     )
+    if args.runtime != "local":
+        dev.build_images(args.runtime, setup.builds)
     return anyio.run(dev.serve, setup)
