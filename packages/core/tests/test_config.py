@@ -155,6 +155,7 @@ def test_dump_is_normalised_and_loads_back_equal(path: Path) -> None:
         "networking",
         "retries",
         "deadlines",
+        "results",
     ]
     assert list(first["pod"]) == ["port", "max_concurrency", "containers"]
     assert "init_replicas" in first["autoscaling"]

@@ -317,8 +317,10 @@ def test_openapi_document_is_valid_and_complete(http: httpx.Client) -> None:
     assert set(document["paths"]) == {
         "/hello",
         "/hello/{request_id}",
+        "/hello/{request_id}/result",
         "/v1/other",
         "/v1/other/{request_id}",
+        "/v1/other/{request_id}/result",
         "/queues/hello",
         "/queues/other",
         "/healthz",

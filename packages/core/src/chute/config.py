@@ -196,6 +196,14 @@ class Deadlines(Base, frozen=True, kw_only=True):
         return None if self.execution is None else parse_duration(self.execution)
 
 
+class Results(Base, frozen=True, kw_only=True):
+    """What a container may answer (docs/results.md). ``json`` is Cortex's rule: a JSON body
+    with ``Content-Type: application/json``. ``any``: any content type; a result that is not
+    JSON is stored as bytes with its type, and read at ``GET <endpoint>/<id>/result``."""
+
+    content_type: Literal["json", "any"] = "json"
+
+
 class Webhook(Base, frozen=True, kw_only=True):
     """Where and for which events a request's outcome is POSTed (docs/webhooks.md)."""
 
@@ -223,6 +231,7 @@ class API(Base, frozen=True, kw_only=True):
     networking: Networking = Networking()
     retries: Retries = Retries()
     deadlines: Deadlines = Deadlines()
+    results: Results = Results()
     webhook: Webhook | None = None
     auth: Auth | None = None
 
