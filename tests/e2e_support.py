@@ -348,3 +348,24 @@ def calls_by_request(container_log: str) -> dict[str, list[int]]:
     for match in re.finditer(r"hello-world: call (\d+): request (\S+)", container_log):
         calls.setdefault(match.group(2), []).append(int(match.group(1)))
     return calls
+
+
+def submit_to(gateway_url: str, api: str, payload: Any) -> str:
+    """POST ``payload`` to ``api``; return the new request's id."""
+    response = httpx.post(f"{gateway_url}/{api}", json=payload, timeout=30)
+    assert response.status_code == 200, response.text
+    request_id: str = response.json()["id"]
+    return request_id
+
+
+def wait_for(gateway_url: str, api: str, request_id: str) -> dict[str, Any]:
+    """``GET /<api>/<id>`` once the request is no longer queued or running."""
+
+    def finished() -> dict[str, Any] | None:
+        response = httpx.get(f"{gateway_url}/{api}/{request_id}", timeout=30)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return None if body["status"] in ("in_queue", "in_progress") else body
+
+    body: dict[str, Any] = eventually(finished, f"request {request_id}")
+    return body

@@ -63,7 +63,9 @@ def write_api(directory: Path, command: str | None) -> Path:
 STAND_IN = '["python", "container.py", "$(CORTEX_PORT)", "$(NOT_SET)", "$$(CORTEX_PORT)"]'
 
 
-def test_a_container_without_command_is_refused_before_anything_starts(tmp_path: Path) -> None:
+def test_a_container_without_command_or_dockerfile_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
     api_file = write_api(tmp_path, command=None)
     state = tmp_path / "state"
     argv = [PY, "-m", "chute", "dev", str(api_file), "--port", str(free_port())]
@@ -72,7 +74,7 @@ def test_a_container_without_command_is_refused_before_anything_starts(tmp_path:
     )
     assert done.returncode != 0
     assert "container 'web' has no `command`" in done.stderr
-    assert "does not run images (registry.example.com/stand-in:1)" in done.stderr
+    assert "no Dockerfile beside the API file" in done.stderr
     assert "Add a `command`" in done.stderr
     assert done.stdout == ""
     assert not state.exists()

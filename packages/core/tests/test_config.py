@@ -155,6 +155,7 @@ def test_dump_is_normalised_and_loads_back_equal(path: Path) -> None:
         "networking",
         "retries",
         "deadlines",
+        "results",
     ]
     assert list(first["pod"]) == ["port", "max_concurrency", "containers"]
     assert "init_replicas" in first["autoscaling"]
@@ -191,7 +192,7 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("name-b-prefix", {"name": "b-hello"}, "$[0].name", "not start with 'b-'"),
     ("name-number", {"name": 12}, "$[0].name", "expected a string \\(got an integer\\); quote"),
     ("name-missing", {"name": DELETE}, "$[0].name", "^required key is missing$"),
-    ("kind-realtime", {"kind": "RealtimeAPI"}, "$[0].kind", "RealtimeAPI is not supported"),
+    ("kind-realtime", {"kind": "RealtimeAPI"}, "$", "at least one API of kind AsyncAPI.*"),
     ("kind-typo", {"kind": "AsyncApi"}, "$[0].kind", '^expected AsyncAPI \\(got "AsyncApi"\\)$'),
     ("unknown-top-key", {"replicas": 3}, "$[0].replicas", "unknown key; .*expected one of: name,"),
     (
@@ -276,9 +277,15 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ),
     (
         "readiness-period",
-        {f"{C0}.readiness_probe.period_seconds": 0},
+        {f"{C0}.readiness_probe.period_seconds": -1},
         f"$[0].{C0}.readiness_probe.period_seconds",
-        "1 or more \\(got 0\\)",
+        "1 or more \\(got -1\\)",
+    ),
+    (
+        "legacy-predictor",
+        {"predictor": {"type": "python", "path": "predictor.py"}},
+        "$[0].predictor",
+        "Cortex's API format from before v0.36",
     ),
     (
         "readiness-delay",
@@ -513,7 +520,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None
     first = hello()
     apply(first, {"pod.port": 8888, f"{C0}.compute.mem": "1Mi", "autoscaling.window": "15s"})
     second = hello()
-    apply(second, {"name": "second", "kind": "BatchAPI"})
+    apply(second, {"name": "second", "kind": "AsyncApi"})
     third = hello()
     apply(third, {"name": "Third", "pod.max_concurrency": 0})
     issues = issues_of(write(tmp_path, [first, second, third]))
@@ -525,7 +532,43 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path: Path) -> None
         "$[2].name",
         "$[2].pod.max_concurrency",
     ]
-    assert "BatchAPI is not supported" in issues[3].message
+    assert issues[3].message == 'expected AsyncAPI (got "AsyncApi")'
+
+
+def test_a_file_mixing_kinds_serves_its_async_apis_and_says_what_it_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    realtime = {"name": "realtime", "kind": "RealtimeAPI", "pod": {"containers": []}}
+    batch = {"name": "batch", "kind": "BatchAPI", "pod": {"containers": []}}
+    task = {"name": "task", "kind": "TaskAPI"}
+    with caplog.at_level("WARNING", logger="chute.config"):
+        apis = load_apis(write(tmp_path, [realtime, hello(), batch, task]))
+    assert [api.name for api in apis] == ["hello-world"]
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "$[0]: skipped RealtimeAPI 'realtime': chute runs Cortex's AsyncAPIs only",
+        "$[2]: skipped BatchAPI 'batch': chute runs Cortex's AsyncAPIs only",
+        "$[3]: skipped TaskAPI 'task': chute runs Cortex's AsyncAPIs only",
+    ]
+
+
+def test_a_file_without_async_apis_is_refused_naming_what_it_holds(tmp_path: Path) -> None:
+    realtime = {"name": "realtime", "kind": "RealtimeAPI", "pod": {"containers": []}}
+    [issue] = issues_of(write(tmp_path, [realtime]))
+    assert issue.path == "$"
+    assert "skipped $[0] (RealtimeAPI 'realtime')" in issue.message
+
+
+def test_cortex_accepts_a_null_port_and_zero_probe_timings_as_the_defaults(tmp_path: Path) -> None:
+    api = hello()
+    probe = {"http_get": {"port": 8080, "path": "/healthz"}, "period_seconds": 0}
+    probe |= {"timeout_seconds": 0, "success_threshold": 0, "failure_threshold": 0}
+    apply(api, {"pod.port": None, f"{C0}.readiness_probe": probe})
+    [loaded] = load_apis(write(tmp_path, [api]))
+    assert loaded.pod.port == 8080
+    ready = loaded.pod.containers[0].readiness_probe
+    assert ready is not None
+    timings = (ready.timeout_seconds, ready.period_seconds)
+    assert timings + (ready.success_threshold, ready.failure_threshold) == (1, 10, 1, 3)
 
 
 def test_containers_are_checked_each_and_together(tmp_path: Path) -> None:
@@ -780,7 +823,7 @@ def test_validate_as_a_real_process(tmp_path: Path) -> None:
     assert bad.returncode == 3
     assert bad.stdout == ""
     assert re.fullmatch(
-        r".*apis\.yaml:2: \$\[0\]\.kind: expected AsyncAPI; .*TaskAPI.*\n", bad.stderr
+        r".*apis\.yaml:1: \$: expected at least one API of kind AsyncAPI.*TaskAPI.*\n", bad.stderr
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import chute.hookspecs
@@ -33,3 +35,39 @@ def test_ci_runs_the_readmes_test_command() -> None:
     demo, tests = lines
     assert "chute demo" in demo
     assert tests in (ROOT / ".ci" / "run").read_text(), ".ci/run must run the README's test line"
+
+
+def _validate_samples() -> list[tuple[str, str, str]]:
+    """(YAML, file name, console block) for each ``chute validate FILE`` sample in
+    docs/configuration.md: the nearest YAML block before the console block that runs it."""
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    samples = []
+    yaml_text = None
+    for block in re.finditer(r"```(\w*)\n(.*?)```", text, re.S):
+        kind, body = block.group(1), block.group(2)
+        run = re.match(r"\$ chute validate (\S+)\n", body)
+        if kind == "yaml":
+            yaml_text = body
+        elif kind == "console" and run and yaml_text is not None:
+            samples.append((yaml_text, run.group(1), body))
+    return samples
+
+
+def test_the_validate_samples_print_what_chute_validate_prints(tmp_path: Path) -> None:
+    samples = _validate_samples()
+    assert len(samples) == 2, "docs/configuration.md shows a valid and an invalid file"
+    for yaml_text, name, console in samples:
+        (tmp_path / name).write_text(yaml_text)
+        done = subprocess.run(
+            [sys.executable, "-m", "chute", "validate", name],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        lines = console.splitlines()[1:]
+        if lines[-2:-1] == ["$ echo $?"]:
+            assert done.returncode == int(lines[-1])
+            lines = lines[:-2]
+        assert done.stdout + done.stderr == "".join(f"{line}\n" for line in lines), name

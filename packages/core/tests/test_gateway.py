@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -93,6 +94,7 @@ def test_submit_stores_body_content_type_and_headers(http: httpx.Client, db_url:
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert list(body) == ["id"]  # Cortex's shape, nothing more
+    assert uuid.UUID(body["id"]).version == 7  # a UUID, as Cortex's ids were
     record, payload = stored(db_url, "hello", body["id"])
     assert record is not None
     assert record.status is Status.IN_QUEUE
@@ -315,8 +317,10 @@ def test_openapi_document_is_valid_and_complete(http: httpx.Client) -> None:
     assert set(document["paths"]) == {
         "/hello",
         "/hello/{request_id}",
+        "/hello/{request_id}/result",
         "/v1/other",
         "/v1/other/{request_id}",
+        "/v1/other/{request_id}/result",
         "/queues/hello",
         "/queues/other",
         "/healthz",

@@ -9,6 +9,8 @@ forwards it:
 * ``text``: ``200 text/plain``;
 * ``invalid-json``: ``200 application/json`` with a body that is not JSON;
 * ``charset``: ``200 application/json; charset=utf-8``;
+* ``png``: ``200 image/png`` with the request's body as the answer; ``untyped``: the same with
+  no Content-Type at all;
 * ``sleep:<seconds>``: echo after sleeping; if the dequeuer closes the connection meanwhile,
   the call records ``disconnected`` (the time) and answers nothing;
 * ``flaky:<code>:<n>``: the first ``n`` calls for this request id answer ``<code>``, later
@@ -101,6 +103,11 @@ async def handle(scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b"hello", "text/plain")
     elif behaviour == "invalid-json":
         await respond(send, 200, b"{not json", "application/json")
+    elif behaviour == "png":
+        await respond(send, 200, body, "image/png")
+    elif behaviour == "untyped":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
     elif behaviour == "charset":
         await respond(send, 200, json.dumps(echo).encode(), "application/json; charset=utf-8")
     else:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from dequeuer_harness import API, Backend, Container, Dequeuer, rss_peak_mib
 
-from chute.protocol import REQUEST_ID_HEADER, Status
+from chute.protocol import EXTRA_RESULT_TYPE, REQUEST_ID_HEADER, Status
 
 pytestmark = pytest.mark.anyio
 
@@ -81,6 +81,32 @@ async def test_binary_and_empty_payloads_are_sent_as_stored(
     (call,) = container.calls(rid_empty)
     assert call["body_b64"] == ""
     assert header(call, "Content-Type") == []
+
+
+async def test_an_api_taking_any_content_type_stores_bytes_with_their_type(
+    container: Container, start_dequeuer: StartDequeuer, backend: Backend
+) -> None:
+    start_dequeuer(container.port, api_extra="  results:\n    content_type: any\n")
+    image = bytes(range(256)) * 64 + b"\x89PNG"
+    png = await backend.submit(image, headers=[("X-Behaviour", "png")])
+    untyped = await backend.submit(b"\x00\x01", headers=[("X-Behaviour", "untyped")])
+    plain = await backend.submit(b'{"a": 1}', content_type="application/json")
+    bad = await backend.submit(headers=[("X-Behaviour", "invalid-json")])
+
+    record = await backend.wait_status(png, Status.COMPLETED, Status.FAILED)
+    assert record.status is Status.COMPLETED, record.error
+    assert record.extra[EXTRA_RESULT_TYPE] == "image/png"
+    assert await backend.store.result(API, png) == image
+    record = await backend.wait_status(untyped, Status.COMPLETED, Status.FAILED)
+    assert record.extra[EXTRA_RESULT_TYPE] == "application/octet-stream"
+    assert await backend.store.result(API, untyped) == b"\x00\x01"
+    # JSON stays JSON (no type kept), and JSON that does not parse still fails.
+    record = await backend.wait_status(plain, Status.COMPLETED, Status.FAILED)
+    assert record.status is Status.COMPLETED
+    assert EXTRA_RESULT_TYPE not in record.extra
+    record = await backend.wait_status(bad, Status.COMPLETED, Status.FAILED)
+    assert record.error is not None
+    assert record.error.type == "invalid_json"
 
 
 @pytest.mark.parametrize(

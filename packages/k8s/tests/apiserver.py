@@ -68,7 +68,7 @@ def _parse(path: str) -> tuple[str, str | None, str | None, str | None] | None:
     else:
         return None
     namespace = None
-    if len(rest) >= 2 and rest[0] == "namespaces":
+    if len(rest) >= 3 and rest[0] == "namespaces":  # /namespaces/<ns> alone is a Namespace
         namespace, rest = rest[1], rest[2:]
     plural = rest[0] if rest else None
     name = rest[1] if len(rest) > 1 else None

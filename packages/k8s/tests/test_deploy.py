@@ -258,3 +258,22 @@ def test_the_recorded_body_is_the_rendered_yaml(
 def test_kubeconfig_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot load the kubeconfig"):
         Kube.connect(kubeconfig=str(tmp_path / "missing"))
+
+
+def test_turning_the_cortex_address_off_prunes_it_but_keeps_the_namespace(
+    server: tuple[FakeCluster, Kube], manager: PluginManager
+) -> None:
+    state, kube = server
+    cluster = loads_cluster(CLUSTER)
+    deploy(render(one_api(TWO_APIS), cluster, manager=manager), cluster, kube, lambda _: None)
+    assert state.find("Service", "ingressgateway-apis") is not None
+    assert state.find("Namespace", "istio-system") is not None
+
+    off = loads_cluster(CLUSTER + "gateway: {cortex_address: false}\n")
+    said: list[str] = []
+    deploy(render(one_api(TWO_APIS), off, manager=manager), off, kube, said.append)
+    assert state.find("Service", "ingressgateway-apis") is None
+    assert "pruned Service ingressgateway-apis" in said
+    # Never pruned: where Istio runs, the namespace is Istio's.
+    assert state.find("Namespace", "istio-system") is not None
+    assert state.find("Service", "chute-gateway") is not None

@@ -323,6 +323,8 @@ def test_namespace_objects(cluster: Cluster, manager: PluginManager) -> None:
         ("Deployment", "chute-gateway"),
         ("Service", "chute-gateway"),
         ("HorizontalPodAutoscaler", "chute-gateway"),
+        ("Namespace", "istio-system"),
+        ("Service", "ingressgateway-apis"),
         ("TriggerAuthentication", "chute-aws"),
         ("ConfigMap", "chute-dashboard"),
         ("ServiceMonitor", "chute-gateway"),
@@ -365,6 +367,35 @@ def test_namespace_objects(cluster: Cluster, manager: PluginManager) -> None:
         "ChuteFailureRatioHigh",
         "ChuteQueueStalled",
     ]
+
+
+def test_cortex_in_cluster_address_reaches_the_gateway(
+    cluster: Cluster, manager: PluginManager
+) -> None:
+    """A container chaining by Cortex's URL (the seed's example),
+    ``http://ingressgateway-apis.istio-system.svc.cluster.local/<api>``, reaches chute's gateway:
+    an ExternalName to the gateway Service, which answers on port 80 too."""
+    objects = render(one_api(CPU_API), cluster, manager=manager)
+    validate_all(objects)
+    alias = by_kind(objects, "Service", "ingressgateway-apis")
+    assert alias["metadata"]["namespace"] == "istio-system"
+    assert alias["spec"] == {
+        "type": "ExternalName",
+        "externalName": "chute-gateway.chute-test.svc.cluster.local",
+    }
+    ports = by_kind(objects, "Service", "chute-gateway")["spec"]["ports"]
+    assert {(p["port"], p["targetPort"]) for p in ports} == {(8888, "http"), (80, "http")}
+    assert by_kind(objects, "Namespace", "istio-system")["metadata"] == {"name": "istio-system"}
+
+    # Where the cluster runs Istio, that name is Istio's: the cluster file leaves it out.
+    istio = msgspec.structs.replace(
+        cluster, gateway=msgspec.structs.replace(cluster.gateway, cortex_address=False)
+    )
+    objects = render(one_api(CPU_API), istio, manager=manager)
+    assert not [o for o in objects if o["kind"] == "Namespace"]
+    assert not [o for o in objects if o["metadata"]["name"] == "ingressgateway-apis"]
+    ports = by_kind(objects, "Service", "chute-gateway")["spec"]["ports"]
+    assert [p["port"] for p in ports] == [8888]
 
 
 def test_a_spec_change_rolls_the_pods(cluster: Cluster, manager: PluginManager) -> None:

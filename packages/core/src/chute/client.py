@@ -31,7 +31,14 @@ from chute.errors import (
     VersionMismatchWarning,
     WaitTimeout,
 )
-from chute.protocol import ErrorInfo, ErrorResponse, Status, SubmitResponse, validate_request_id
+from chute.protocol import (
+    RESULT_SUFFIX,
+    ErrorInfo,
+    ErrorResponse,
+    Status,
+    SubmitResponse,
+    validate_request_id,
+)
 
 #: Where the gateway is when nothing says otherwise (``chute dev`` and ``chute gateway``).
 DEFAULT_GATEWAY_URL = "http://127.0.0.1:8888"
@@ -72,6 +79,10 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     id: str
     status: Status
     result: Any = None
+    #: For a result that is not JSON (``results.content_type: any``): where its bytes are
+    #: read (:meth:`Client.result_bytes`) and their type; ``result`` is then None.
+    result_url: str | None = None
+    result_type: str | None = None
     timestamp: datetime | None = None
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -84,6 +95,13 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     def done(self) -> bool:
         """True once the request is terminal (completed, failed, cancelled or expired)."""
         return self.status.terminal
+
+
+class ResultBytes(NamedTuple):
+    """A completed request's result as the container answered it (``GET …/<id>/result``)."""
+
+    content: bytes
+    content_type: str
 
 
 class Answer(NamedTuple):
@@ -352,6 +370,16 @@ class AsyncClient(_Base):
         result: Result = _decode(_result_decoder, response)
         return result
 
+    async def result_bytes(self, api: ApiRef, request_id: str) -> ResultBytes:
+        """A completed request's result, its bytes and type, whatever the type (docs/results.md).
+        A request not yet completed raises APIError 409; an unknown one 404."""
+        try:
+            response = await self._http.get(self._path(api, request_id) + RESULT_SUFFIX)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        _check(response)
+        return ResultBytes(response.content, response.headers.get("content-type", ""))
+
     async def cancel(self, api: ApiRef, request_id: str) -> Result:
         """Cancel a queued or running request (``DELETE``) and return it, ``cancelled``.
         A finished request raises APIError 409 (``conflict``); an unknown one 404."""
@@ -459,6 +487,15 @@ class Client(_Base):
     def get(self, api: ApiRef, request_id: str) -> Result:
         """The request's current status (and its result once completed)."""
         return self._get_answer(api, request_id).result
+
+    def result_bytes(self, api: ApiRef, request_id: str) -> ResultBytes:
+        """A completed request's result: bytes and type (:meth:`AsyncClient.result_bytes`)."""
+        try:
+            response = self._http.get(self._path(api, request_id) + RESULT_SUFFIX)
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        _check(response)
+        return ResultBytes(response.content, response.headers.get("content-type", ""))
 
     def cancel(self, api: ApiRef, request_id: str) -> Result:
         """Cancel a queued or running request (see :meth:`AsyncClient.cancel`)."""

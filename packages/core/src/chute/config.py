@@ -11,6 +11,7 @@ caller repeats that logic. The keys, defaults and rules are documented in docs/c
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import random
@@ -26,6 +27,8 @@ import yaml
 
 from chute.config_problems import compose, locate, type_problems
 from chute.errors import ConfigError
+
+logger = logging.getLogger("chute.config")
 
 Quantity = str | int | float
 
@@ -194,6 +197,14 @@ class Deadlines(Base, frozen=True, kw_only=True):
         return None if self.execution is None else parse_duration(self.execution)
 
 
+class Results(Base, frozen=True, kw_only=True):
+    """What a container may answer (docs/results.md). ``json`` is Cortex's rule: a JSON body
+    with ``Content-Type: application/json``. ``any``: any content type; a result that is not
+    JSON is stored as bytes with its type, and read at ``GET <endpoint>/<id>/result``."""
+
+    content_type: Literal["json", "any"] = "json"
+
+
 class Webhook(Base, frozen=True, kw_only=True):
     """Where and for which events a request's outcome is POSTed (docs/webhooks.md)."""
 
@@ -221,6 +232,7 @@ class API(Base, frozen=True, kw_only=True):
     networking: Networking = Networking()
     retries: Retries = Retries()
     deadlines: Deadlines = Deadlines()
+    results: Results = Results()
     webhook: Webhook | None = None
     auth: Auth | None = None
 
@@ -423,17 +435,38 @@ def loads_apis(data: str | bytes, *, file: str = "<string>") -> list[API]:
 
     issues = _Issues(file)
     apis: list[API | None] = []
+    skipped: list[tuple[int, str, Any]] = []
     for i, item in enumerate(document):
+        if _other_kind(item):
+            # Cortex files mix kinds; chute serves the AsyncAPIs and says what it left out.
+            skipped.append((i, item["kind"], item.get("name", "?")))
+            continue
         api = _convert_api(item, f"$[{i}]", issues)
         if api is not None:
             _check_api(api, f"$[{i}]", issues)
         apis.append(api)
+    if not apis and not issues.items:
+        listing = ", ".join(f"$[{i}] ({kind} {name!r})" for i, kind, name in skipped)
+        issues.add(
+            "$",
+            "expected at least one API of kind AsyncAPI: chute runs Cortex's Async APIs only "
+            f"(skipped {listing})",
+        )
     _check_across(apis, issues)
     issues.items.sort(key=_api_index)  # stable: each API's issues together, in file order
     if issues.items:
         tree = compose(data, _Loader)
         raise ConfigValidationError(
             [msgspec.structs.replace(i, line=locate(tree, i.path)) for i in issues.items]
+        )
+    for i, kind, name in skipped:
+        logger.warning(
+            "%s: $[%d]: skipped %s %r: chute runs Cortex's AsyncAPIs only",
+            file,
+            i,
+            kind,
+            name,
+            extra={"file": file, "path": f"$[{i}]", "kind": kind},
         )
     return [_with_defaults(api) for api in apis if api is not None]
 
@@ -562,19 +595,65 @@ def _readable_types(spec: str) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _other_kind(item: Any) -> bool:
+    """An entry of another Cortex API kind (RealtimeAPI, BatchAPI, …), which chute skips."""
+    return isinstance(item, dict) and item.get("kind") in _OTHER_KINDS
+
+
+#: Keys of Cortex's API format before v0.36 (Python predictors and handlers, not containers).
+_LEGACY_KEYS = ("predictor", "handler")
+
+
+def _cortex_defaults(item: Any) -> Any:
+    """``item`` with the values Cortex accepts as 'use the default' taken out, so the defaults
+    apply: ``pod.port: null``, and probe timings of 0 (Kubernetes defaults a 0 there)."""
+    if not isinstance(item, dict) or not isinstance(item.get("pod"), dict):
+        return item
+    pod = dict(item["pod"])
+    if "port" in pod and pod["port"] is None:
+        del pod["port"]
+    containers = pod.get("containers")
+    if isinstance(containers, list):
+        pod["containers"] = [_probe_defaults(c) for c in containers]
+    return {**item, "pod": pod}
+
+
+def _probe_defaults(container: Any) -> Any:
+    if not isinstance(container, dict):
+        return container
+    out = dict(container)
+    for key in ("readiness_probe", "liveness_probe"):
+        probe = out.get(key)
+        if isinstance(probe, dict):
+            out[key] = {
+                k: v
+                for k, v in probe.items()
+                if not (k in _PROBE_TIMINGS and v == 0 and not isinstance(v, bool))
+            }
+    return out
+
+
+#: Probe timings whose 0 means Kubernetes' default (timeout 1 s, period 10 s, thresholds 1, 3).
+_PROBE_TIMINGS = ("timeout_seconds", "period_seconds", "success_threshold", "failure_threshold")
+
+
 def _convert_api(item: Any, where: str, issues: _Issues) -> API | None:
     """msgspec's type check of one API; its first error becomes one issue with its path."""
     if isinstance(item, dict) and "kind" in item and item["kind"] != "AsyncAPI":
-        kind = item["kind"]
-        if kind in _OTHER_KINDS:
-            issues.add(
-                f"{where}.kind",
-                f"expected AsyncAPI; chute runs Cortex's Async APIs only, {kind} is not supported",
-                kind,
-            )
-        else:
-            issues.add(f"{where}.kind", "expected AsyncAPI", kind)
+        issues.add(f"{where}.kind", "expected AsyncAPI", item["kind"])
         return None
+    legacy = [k for k in _LEGACY_KEYS if isinstance(item, dict) and k in item]
+    if legacy:
+        issues.add(
+            f"{where}.{legacy[0]}",
+            f"this is Cortex's API format from before v0.36 (`{legacy[0]}:` with Python "
+            "code); chute runs the container format of v0.36 and later: serve your code as a "
+            "web server (POST / on $CORTEX_PORT, answering JSON) in an image, list it under "
+            "`pod.containers`, and drop the `predictor`/`handler` key (see "
+            "docs/coming-from-cortex.md)",
+        )
+        return None
+    item = _cortex_defaults(item)
     try:
         return msgspec.convert(item, API)
     except msgspec.ValidationError as exc:

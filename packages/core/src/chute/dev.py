@@ -15,6 +15,7 @@ import fcntl
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -34,6 +35,16 @@ from anyio.streams.text import TextReceiveStream
 
 from chute._version import __version__
 from chute.config import API, Container, Probe, dump_apis, load_apis
+from chute.container_runtime import (
+    HOST_ALIAS,
+    Runtime,
+    build_argv,
+    check_engine,
+    container_name,
+    image_tag,
+    run_argv,
+)
+from chute.dockerfile import ImageStart, choose_dockerfile, read_start
 from chute.errors import ChuteError, ConfigError
 
 Role = Literal["gateway", "dequeuer", "container"]
@@ -87,6 +98,8 @@ class ProcessSpec:
     cwd: Path
     #: Seconds between SIGTERM and SIGKILL when stopping it.
     grace: float
+    #: Said when the process exits before everything is ready (what it may be missing).
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +125,8 @@ class DevPlan:
     processes: list[ProcessSpec] = field(default_factory=list)
     #: The APIs as the gateway and dequeuers see them: the file's, with local ports.
     local_apis: list[API] = field(default_factory=list)
+    #: Image builds to run before anything starts (``--runtime docker|podman``).
+    builds: list[list[str]] = field(default_factory=list)
 
     @property
     def pids_file(self) -> Path:
@@ -164,18 +179,33 @@ def plan(
     grace_period: float = 30.0,
     lease: float | None = None,
     access_log: bool = True,
+    dockerfiles: Mapping[str, Path] | None = None,
+    attach: Mapping[str, int] | None = None,
+    runtime: Runtime = "local",
 ) -> DevPlan:
     """Check the API file and decide every process, port and environment; start nothing.
 
-    Raises :class:`ConfigError` for an invalid file or a container without a ``command``
-    (its image is not run here), before anything starts.
+    A container without a ``command`` starts as its image would, read from the Dockerfile
+    beside the API file (``dockerfiles`` names one per container where the choice is not
+    clear; see :mod:`chute.dockerfile`). ``attach`` maps an API to the port of a server the
+    user already runs: its dequeuer feeds that server and none of its containers is started.
+    ``runtime`` ``docker`` or ``podman`` runs the images instead (built from those Dockerfiles,
+    :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`).
+
+    Raises :class:`ConfigError` for an invalid file, an unknown name in ``dockerfiles`` or
+    ``attach``, or a container that cannot be started, before anything starts.
     """
     path = Path(api_file).resolve()
     apis = load_apis(path)
-    for api in apis:
-        for container in api.pod.containers:
-            if not container.command:
-                raise ConfigError(_no_command_message(path, api, container))
+    attach = dict(attach or {})
+    _check_names(path, apis, dockerfiles or {}, attach)
+    starts = {
+        (api.name, c.name): _image_start(path, api, c, dockerfiles or {})
+        for api in apis
+        if api.name not in attach and runtime == "local"
+        for c in api.pod.containers
+        if not c.command
+    }
     state = Path(state_dir).resolve()
     backend = default_backend_url(state)
     queue_url, store_url = queue_url or backend, store_url or backend
@@ -185,7 +215,15 @@ def plan(
 
     # Locally all APIs share one network, unlike pods: each API gets a free port, handed to
     # its container as CORTEX_PORT; the file the gateway and dequeuers read says the same.
-    planned = [APIPlan(api.name, api.endpoint, free_port(), free_port()) for api in apis]
+    planned = [
+        APIPlan(
+            api.name,
+            api.endpoint,
+            _local_port(api, starts, attach),
+            free_port(),
+        )
+        for api in apis
+    ]
     local_apis = [_with_port(api, p.port) for api, p in zip(apis, planned, strict=True)]
     local_file = local_api_file(state)
 
@@ -203,6 +241,7 @@ def plan(
         )
     ]
     dequeuer = _dequeuer_command()
+    builds: list[list[str]] = []
     for api, p in zip(apis, planned, strict=True):
         argv = dequeuer + ["--api-file", str(local_file), "--api", api.name]
         argv += ["--user-port", str(p.port), "--workers", str(api.pod.max_concurrency)]
@@ -221,23 +260,47 @@ def plan(
                 grace=grace_period + DEQUEUER_MARGIN,
             )
         )
+        if api.name in attach:
+            continue  # the user runs its server
+        if runtime != "local":
+            processes += _engine_processes(
+                runtime, path, api, p, dockerfiles or {}, gateway_url=gateway_url, mnt=mnt,
+                grace=grace_period, builds=builds,
+            )  # fmt: skip
+            continue
         for container in api.pod.containers:
             env = container_env(container, port=p.port, gateway_url=gateway_url, mnt=mnt)
-            argv = [
-                expand_vars(a, env) for a in [*(container.command or []), *(container.args or [])]
-            ]
+            start = starts.get((api.name, container.name))
+            cwd = path.parent
+            if start is None:
+                words = [*(container.command or []), *(container.args or [])]
+                argv = [expand_vars(a, env) for a in words]
+            else:
+                # The image's ENV first, the pod's (CORTEX_PORT, the container's env) on top,
+                # as in a pod; `args` replace the image's CMD as Kubernetes does.
+                env = {**start.env, **env}
+                argv = start.argv
+                if container.args:
+                    argv = [*start.argv[: len(start.argv) - start.cmd_length], *container.args]
+                cwd = start.workdir
             if argv[0] in ("python", "python3"):
                 argv[0] = py
             env = _process_env(env)
-            _check_executable(argv[0], env.get("PATH"), path, api, container)
+            if start is not None:
+                # Programs the image installs with pip are found in chute's own environment.
+                env["PATH"] = os.pathsep.join([str(Path(py).parent), env.get("PATH", "")])
+                _check_image_program(start, env, path, api, container)
+            else:
+                _check_executable(argv[0], env.get("PATH"), path, api, container)
             processes.append(
                 ProcessSpec(
                     name=f"{api.name}/{container.name}",
                     role="container",
                     argv=argv,
                     env=env,
-                    cwd=path.parent,
+                    cwd=cwd,
                     grace=grace_period,
+                    hint=_requirements_hint(start),
                 )
             )
 
@@ -250,6 +313,7 @@ def plan(
         apis=planned,
         processes=processes,
         local_apis=local_apis,
+        builds=builds,
     )
 
 
@@ -334,14 +398,166 @@ def _check_executable(
         )
 
 
-def _no_command_message(path: Path, api: API, container: Container) -> str:
+def build_images(runtime: Runtime, builds: Sequence[Sequence[str]]) -> None:
+    """Check the engine, then run each image build with its output shown; raise
+    :class:`DevError` naming the first that fails."""
+    check_engine(runtime)
+    for argv in builds:
+        print(f"{SUPERVISOR}: {_display(argv)}", file=sys.stderr, flush=True)
+        if subprocess.run(list(argv), check=False).returncode != 0:
+            raise DevError(f"building the image failed: {_display(argv)}")
+
+
+def attach_port(target: str) -> int:
+    """The port of ``--attach API=URL``: the dequeuer is a sidecar and calls its server on
+    127.0.0.1, as in a pod, so the URL must be a loopback one (or just a port)."""
+    from urllib.parse import urlsplit
+
+    if target.isdigit():
+        port = int(target)
+    else:
+        url = urlsplit(target if "//" in target else f"http://{target}")
+        if url.hostname not in ("127.0.0.1", "localhost", "::1") or url.port is None:
+            raise ConfigError(
+                f"--attach …={target}: give the port of a server on this machine "
+                "(http://127.0.0.1:PORT or PORT): the dequeuer calls its container on 127.0.0.1"
+            )
+        if url.path not in ("", "/"):
+            raise ConfigError(f"--attach …={target}: the container is called at /, not a path")
+        port = url.port
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--attach …={target}: port must be 1..65535")
+    return port
+
+
+def _engine_processes(
+    runtime: Runtime,
+    path: Path,
+    api: API,
+    plan: APIPlan,
+    dockerfiles: Mapping[str, Path],
+    *,
+    gateway_url: str,
+    mnt: Path,
+    grace: float,
+    builds: list[list[str]],
+) -> list[ProcessSpec]:
+    """One ``docker run`` per container of ``api``, as its pod would run them: a container
+    without ``command`` is built from its Dockerfile; one with a command runs its ``image``."""
+    # Inside the engine's network the gateway is on the host.
+    inside_url = gateway_url.replace("127.0.0.1", HOST_ALIAS).replace("localhost", HOST_ALIAS)
+    out: list[ProcessSpec] = []
+    first: str | None = None
+    for container in api.pod.containers:
+        image = container.image
+        if not container.command:
+            image = image_tag(api.name, container.name)
+            builds.append(
+                build_argv(runtime, _dockerfile(path, api, container, dockerfiles), image)
+            )
+        env = container_env(container, port=api.pod.port, gateway_url=inside_url, mnt=Path("/mnt"))
+        name = container_name(api.name, container.name, plan.port)
+        argv = run_argv(
+            runtime,
+            image=image,
+            name=name,
+            env=env,
+            mnt=mnt,
+            publish=(plan.port, api.pod.port) if first is None else None,
+            network_of=first,
+            command=[expand_vars(a, env) for a in container.command or []],
+            args=[expand_vars(a, env) for a in container.args or []],
+        )
+        first = first or name
+        out.append(
+            ProcessSpec(
+                name=f"{api.name}/{container.name}",
+                role="container",
+                argv=argv,
+                env=_process_env({}),
+                cwd=path.parent,
+                grace=grace,
+            )
+        )
+    return out
+
+
+def _check_names(
+    path: Path, apis: Sequence[API], dockerfiles: Mapping[str, Path], attach: Mapping[str, int]
+) -> None:
+    containers = {c.name for api in apis for c in api.pod.containers}
+    containers |= {f"{api.name}/{c.name}" for api in apis for c in api.pod.containers}
+    for name in dockerfiles:
+        if name not in containers:
+            known = ", ".join(sorted(containers))
+            raise ConfigError(f"--dockerfile {name}=…: {path} has no container {name!r} ({known})")
+    names = {api.name for api in apis}
+    for name in attach:
+        if name not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"--attach {name}=…: {path} has no API {name!r} ({known})")
+
+
+def _dockerfile(
+    path: Path, api: API, container: Container, dockerfiles: Mapping[str, Path]
+) -> Path:
+    """The Dockerfile of a container without ``command`` (``--dockerfile`` first)."""
+    explicit = dockerfiles.get(f"{api.name}/{container.name}", dockerfiles.get(container.name))
+    return choose_dockerfile(path, api.name, container.name, explicit=explicit)
+
+
+def _image_start(
+    path: Path, api: API, container: Container, dockerfiles: Mapping[str, Path]
+) -> ImageStart:
+    return read_start(_dockerfile(path, api, container, dockerfiles))
+
+
+def _local_port(
+    api: API, starts: Mapping[tuple[str, str], ImageStart], attach: Mapping[str, int]
+) -> int:
+    """Where ``api``'s server listens here: the attached server's port; the pod's own port
+    when an image's start names its port without $CORTEX_PORT (it cannot be moved); else a
+    free port, handed over as CORTEX_PORT."""
+    if api.name in attach:
+        return attach[api.name]
+    for (name, _), start in starts.items():
+        if name == api.name and "CORTEX_PORT" not in " ".join(start.argv):
+            return api.pod.port
+    return free_port()
+
+
+def _check_image_program(
+    start: ImageStart, env: Mapping[str, str], path: Path, api: API, container: Container
+) -> None:
+    """Refuse before anything starts when the program the image runs is not installed here."""
+    argv = start.argv
+    if argv[:2] == ["/bin/sh", "-c"]:
+        try:
+            words = shlex.split(argv[2])
+        except ValueError:
+            return  # let the shell say what is wrong
+        words = [w for w in words if w != "exec" and "=" not in w.split("/")[0]]
+        program = words[0] if words else ""
+        if not program or "$" in program:
+            return
+    else:
+        program = argv[0]
+    if program in ("python", "python3") or (os.sep in program and Path(program).is_file()):
+        return
+    if shutil.which(program, path=env.get("PATH")) is None:
+        hint = _requirements_hint(start) or "install it in this environment"
+        raise ConfigError(
+            f"{path}: API {api.name!r}, container {container.name!r}: {start.dockerfile.name} "
+            f"starts {program!r}, which is not installed here: {hint}"
+        )
+
+
+def _requirements_hint(start: ImageStart | None) -> str | None:
+    if start is None or start.requirements is None:
+        return None
     return (
-        f"{path}: API {api.name!r}, container {container.name!r} has no `command`. "
-        f"chute dev runs each container's command as a local process; it does not run images "
-        f"({container.image}). Add a `command` (and `args`) that starts the server from the "
-        f"API file's directory on $(CORTEX_PORT), e.g. "
-        f'command: ["python", "-m", "hypercorn", "app:app", "--bind", '
-        f'"127.0.0.1:$(CORTEX_PORT)"]'
+        f"{start.dockerfile.name} installs its dependencies from {start.requirements}: "
+        f"pip install -r {start.requirements}"
     )
 
 
@@ -526,7 +742,10 @@ class Supervisor:
         # Whatever it started dies with it: no orphans.
         _signal_group(running.process.pid, signal.SIGKILL)
         if not self._shutting_down:
-            self._fail(f"{running.spec.name} exited unexpectedly {_describe(running.returncode)}")
+            reason = f"{running.spec.name} exited unexpectedly {_describe(running.returncode)}"
+            if running.spec.hint and not self.ready.is_set():
+                reason += f" ({running.spec.hint})"
+            self._fail(reason)
 
     def _fail(self, reason: str) -> None:
         if self._failure is None:

@@ -11,6 +11,7 @@ import enum
 import re
 import secrets
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,10 +78,18 @@ TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED
 
 
 def new_request_id() -> str:
-    """A fresh request id: a time-ordered prefix (for humans and sorted listings) and 96 random
-    bits, so ids cannot be guessed from one another."""
+    """A fresh request id: a UUID version 7 (RFC 9562), as Cortex's ids were UUIDs (clients in
+    the wild parse them). Its first 48 bits are the Unix time in milliseconds, so ids sort by
+    submission time; the other 74 bits not taken by the version and variant are random, so
+    ids cannot be guessed from one another. (``uuid.uuid7`` arrives only in Python 3.14.)"""
     millis = time.time_ns() // 1_000_000
-    return f"{millis:012x}{secrets.token_hex(12)}"
+    rand = int.from_bytes(secrets.token_bytes(10))  # 80 bits; 74 are used
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version 7
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
+    value |= 0b10 << 62  # RFC 9562 variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    return str(uuid.UUID(int=value))
 
 
 def validate_request_id(request_id: str) -> str:
@@ -160,6 +169,13 @@ class RequestRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     extra: dict[str, Any] = {}
 
 
+#: ``RequestRecord.extra`` key of a completed request's result type, when it is not JSON (an
+#: API with ``results.content_type: any``): the result is bytes, read at ``…/<id>/result``.
+EXTRA_RESULT_TYPE = "result_type"
+#: The path under a request where its result's bytes are served.
+RESULT_SUFFIX = "/result"
+
+
 class SubmitResponse(msgspec.Struct, frozen=True):
     """``POST /<api>`` → ``{"id": "..."}``, as Cortex answers."""
 
@@ -173,6 +189,9 @@ class ResultResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     status: str
     result: Any = msgspec.UNSET
+    #: Where a result that is not JSON is read (``<endpoint>/<id>/result``), and its type.
+    result_url: str | msgspec.UnsetType = msgspec.UNSET
+    result_type: str | msgspec.UnsetType = msgspec.UNSET
     timestamp: str | msgspec.UnsetType = msgspec.UNSET
     created_at: str | msgspec.UnsetType = msgspec.UNSET
     started_at: str | msgspec.UnsetType = msgspec.UNSET
@@ -184,17 +203,29 @@ class ResultResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     webhook: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
 
 
-def result_response(record: RequestRecord, result: Any = msgspec.UNSET) -> ResultResponse:
-    """Build the ``GET`` answer for a record (and its decoded result, once completed)."""
+def result_response(
+    record: RequestRecord, result: Any = msgspec.UNSET, *, endpoint: str | None = None
+) -> ResultResponse:
+    """Build the ``GET`` answer for a record (and its decoded result, once completed). A
+    result that is not JSON is not inlined: ``result_url`` (under ``endpoint``) and
+    ``result_type`` say where to read it and what it is."""
 
     def ts(value: float | None) -> str | msgspec.UnsetType:
         return msgspec.UNSET if value is None else rfc3339(value)
 
     completed = record.status is Status.COMPLETED
+    result_type = record.extra.get(EXTRA_RESULT_TYPE) if completed else None
+    result_url: str | msgspec.UnsetType = msgspec.UNSET
+    if result_type is not None:
+        result = msgspec.UNSET
+        if endpoint is not None:
+            result_url = f"{endpoint.rstrip('/')}/{record.id}{RESULT_SUFFIX}"
     return ResultResponse(
         id=record.id,
         status=record.status.value,
         result=result if completed else msgspec.UNSET,
+        result_url=result_url,
+        result_type=result_type if isinstance(result_type, str) else msgspec.UNSET,
         timestamp=ts(record.finished_at) if completed else msgspec.UNSET,
         created_at=ts(record.created_at),
         started_at=ts(record.started_at),

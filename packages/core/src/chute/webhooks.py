@@ -246,7 +246,9 @@ class WebhookSender:
             self._count("dropped")
             return
         response = result_response(
-            record, msgspec.Raw(result) if result is not None else msgspec.UNSET
+            record,
+            msgspec.Raw(result) if result is not None else msgspec.UNSET,
+            endpoint=api.endpoint,
         )
         job = _Job(
             store=store,

@@ -6,7 +6,9 @@ streams from the store to the socket; only the answer is held in memory, up to a
 
 A call succeeds when the container answers ``200`` with ``Content-Type: application/json``
 (parameters such as ``; charset=utf-8`` allowed) and a body that parses as JSON. Anything else
-yields an :class:`~chute.protocol.ErrorInfo` whose ``type`` says why.
+yields an :class:`~chute.protocol.ErrorInfo` whose ``type`` says why. An API with
+``results.content_type: any`` also takes a ``200`` of any other type: its bytes are the result,
+stored with that type (a JSON type must still parse).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class CallResult(msgspec.Struct, frozen=True, kw_only=True):
     """What became of one call: ``result`` (JSON bytes) on success, else ``error``."""
 
     result: bytes | None = None
+    #: The result's Content-Type when it is not JSON (``results.content_type: any``).
+    content_type: str | None = None
     error: ErrorInfo | None = None
     status_code: int | None = None  # None when the container never answered
     seconds: float = 0.0
@@ -77,8 +81,10 @@ class ContainerClient:
         max_connections: int,
         connect_timeout: float = 5.0,
         max_result_size: int = 100 * 1024 * 1024,
+        any_content_type: bool = False,
     ) -> None:
         self.url = f"http://127.0.0.1:{port}/"
+        self.any_content_type = any_content_type
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.max_result_size = max_result_size
@@ -162,7 +168,7 @@ class ContainerClient:
         problem: tuple[str, str] | None = None
         if status != 200:
             problem = ("container_status", f"got status code {status}, expected 200")
-        elif not is_json_media_type(content_type):
+        elif not is_json_media_type(content_type) and not self.any_content_type:
             problem = (
                 "content_type",
                 f"got Content-Type {content_type or 'none'!r}, expected application/json",
@@ -175,6 +181,10 @@ class ContainerClient:
         if body is None:
             message = f"response body is larger than the limit of {self.max_result_size} bytes"
             return _failed(("result_too_large", message), status, b"", started)
+        if not is_json_media_type(content_type):
+            # Bytes of their own type: stored as they came (no type: as HTTP says, octets).
+            kind = content_type or "application/octet-stream"
+            return CallResult(result=body, content_type=kind, status_code=status, seconds=seconds)
         try:
             msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

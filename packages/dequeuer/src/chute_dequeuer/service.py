@@ -45,6 +45,7 @@ async def serve(settings: Settings, *, admin_host: str = "0.0.0.0") -> int:
                 max_connections=settings.workers,
                 connect_timeout=settings.connect_timeout,
                 max_result_size=settings.max_result_size,
+                any_content_type=settings.api.results.content_type == "any",
             ) as container,
             WebhookSender(
                 retry_for=settings.webhook_retry_for,

@@ -33,7 +33,14 @@ from chute.backends.base import Delivery, Queue, Received, Store, Versioned
 from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
 from chute.lifecycle import EXTRA_REQUEUE_BASE, queue_deadline_passed
-from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, RequestRecord, Status, now
+from chute.protocol import (
+    EXTRA_DEAD_LETTERED,
+    EXTRA_RESULT_TYPE,
+    ErrorInfo,
+    RequestRecord,
+    Status,
+    now,
+)
 from chute.webhooks import WebhookSender
 from chute_dequeuer.container import CallResult, ContainerClient
 from chute_dequeuer.metrics import Metrics
@@ -324,7 +331,13 @@ class Dispatcher:
         if result.status_code is not None:
             self.metrics.observe_call(result.status_code, result.seconds)
         if result.error is None:
-            return await self._finish(job, Status.COMPLETED, result=result.result, took=result)
+            # A result that is not JSON (results.content_type: any) keeps its type.
+            extra = (
+                None if result.content_type is None else {EXTRA_RESULT_TYPE: result.content_type}
+            )
+            return await self._finish(
+                job, Status.COMPLETED, result=result.result, took=result, extra=extra
+            )
         self.metrics.failures.labels(reason=result.error.type).inc()
         return await self._failed(job, record, result.error, took=result)
 

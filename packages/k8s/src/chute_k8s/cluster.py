@@ -23,6 +23,9 @@ from chute.errors import ConfigError
 DEFAULT_IMAGE = f"chute:{__version__}"
 #: The port the gateway serves on in its pod and behind its Service (Cortex's 8888).
 GATEWAY_PORT = 8888
+#: Cortex's in-cluster gateway address: ``http://<service>.<namespace>.svc.cluster.local``.
+CORTEX_SERVICE = "ingressgateway-apis"
+CORTEX_NAMESPACE = "istio-system"
 #: Where KEDA finds Prometheus when the queue's trigger reads a metric (kube-prometheus-stack).
 DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 
@@ -54,6 +57,12 @@ class Gateway(Base, frozen=True, kw_only=True):
     max_body_size: str = "100MiB"
     graceful_timeout: float = 30.0
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    #: Serve Cortex's in-cluster address too: a Service ``ingressgateway-apis`` in namespace
+    #: ``istio-system`` (an ExternalName to this gateway, which then also answers on port 80),
+    #: so that containers chaining by Cortex's URL
+    #: ``http://ingressgateway-apis.istio-system.svc.cluster.local/<api>`` reach chute
+    #: unchanged. Turn off where the cluster runs Istio itself (that name is Istio's there).
+    cortex_address: bool = True
 
 
 class Dequeuer(Base, frozen=True, kw_only=True):

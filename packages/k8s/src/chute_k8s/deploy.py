@@ -12,7 +12,7 @@ from chute.backends.base import QueueDepth
 from chute.errors import ChuteError, NotFound
 from chute.registry import open_queue
 from chute_k8s import names
-from chute_k8s.cluster import Cluster
+from chute_k8s.cluster import CORTEX_NAMESPACE, Cluster
 from chute_k8s.kube import Kube
 
 Obj = dict[str, Any]
@@ -70,13 +70,22 @@ def deploy(
         if (obj["apiVersion"], obj["kind"]) not in kinds:
             kinds.append((obj["apiVersion"], obj["kind"]))
     for api_version, kind in kinds:
-        for live in kube.list(api_version, kind, cluster.namespace, names.prune_selector(cluster)):
-            if _key(live) not in rendered:
-                name = live["metadata"]["name"]
-                if dry_run:
-                    say(f"would prune {kind} {name}")
-                elif kube.delete(api_version, kind, cluster.namespace, name):
-                    say(f"pruned {kind} {name}")
+        for namespace in _namespaces(cluster, kind):
+            for live in kube.list(api_version, kind, namespace, names.prune_selector(cluster)):
+                if _key(live) not in rendered:
+                    name = live["metadata"]["name"]
+                    if dry_run:
+                        say(f"would prune {kind} {name}")
+                    elif kube.delete(api_version, kind, namespace, name):
+                        say(f"pruned {kind} {name}")
+
+
+def _namespaces(cluster: Cluster, kind: str) -> list[str]:
+    """Where chute's objects of ``kind`` may live: the cluster's namespace, and for Services
+    Cortex's (the in-cluster address, pruned when the cluster file turns it off)."""
+    if kind == "Service" and cluster.namespace != CORTEX_NAMESPACE:
+        return [cluster.namespace, CORTEX_NAMESPACE]
+    return [cluster.namespace]
 
 
 def delete_api(api: str, cluster: Cluster, kube: Kube, say: Say = print) -> None:

@@ -10,7 +10,7 @@ import msgspec
 
 from chute.config import API, dump_apis
 from chute_k8s import names
-from chute_k8s.cluster import GATEWAY_PORT, Cluster
+from chute_k8s.cluster import CORTEX_NAMESPACE, CORTEX_SERVICE, GATEWAY_PORT, Cluster
 from chute_k8s.workload import credentials, scrape_annotations
 
 Obj = dict[str, Any]
@@ -121,6 +121,12 @@ def gateway_deployment(apis: list[API], cluster: Cluster) -> Obj:
 
 
 def gateway_service(cluster: Cluster) -> Obj:
+    ports: list[Obj] = [
+        {"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}
+    ]
+    if cluster.gateway.cortex_address:
+        # An ExternalName keeps the port the client dialled: Cortex's URL has none (80).
+        ports.append({"name": "http-cortex", "port": 80, "targetPort": "http", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -132,11 +138,34 @@ def gateway_service(cluster: Cluster) -> Obj:
         "spec": {
             "type": cluster.gateway.service_type,
             "selector": names.selector(cluster, "gateway"),
-            "ports": [
-                {"name": "http", "port": GATEWAY_PORT, "targetPort": "http", "protocol": "TCP"}
-            ],
+            "ports": ports,
         },
     }
+
+
+def cortex_address(cluster: Cluster) -> list[Obj]:
+    """Cortex's in-cluster gateway name, pointing at chute's gateway (when the cluster file
+    asks for it): the ``istio-system`` namespace and an ExternalName Service in it."""
+    if not cluster.gateway.cortex_address:
+        return []
+    labels = names.labels(cluster, "gateway")
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            # Created when missing, never pruned: where Istio runs, it owns this namespace.
+            "metadata": {"name": CORTEX_NAMESPACE},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": CORTEX_SERVICE, "namespace": CORTEX_NAMESPACE, "labels": labels},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": f"{names.gateway(cluster)}.{cluster.namespace}.svc.cluster.local",
+            },
+        },
+    ]
 
 
 def gateway_autoscaler(cluster: Cluster) -> Obj:

@@ -80,6 +80,7 @@ def render(
         gateway.gateway_deployment(apis, cluster),
         gateway.gateway_service(cluster),
         gateway.gateway_autoscaler(cluster),
+        *gateway.cortex_address(cluster),
         *scaling.trigger_authentications(cluster),
         *observability.objects(cluster),
     ]

@@ -15,7 +15,9 @@ def register(subparsers: Any) -> None:
         help="run an API file locally: gateway, dequeuers and containers as processes",
         description=(
             "Run the gateway, one dequeuer per API and each container's command + args as "
-            "local processes, with their output prefixed by name. Stops everything on Ctrl-C "
+            "local processes, with their output prefixed by name. A container without a "
+            "command starts as its image would, read from the Dockerfile beside the API file "
+            "(a Cortex project runs unchanged). Stops everything on Ctrl-C "
             "or SIGTERM (exit 0); if any process exits by itself, stops the rest and exits 1. "
             "See docs/dev.md."
         ),
@@ -60,10 +62,47 @@ def register(subparsers: Any) -> None:
         help="the gateway logs one JSON line per request (default: on; $CHUTE_ACCESS_LOG=0 "
         "turns it off)",
     )
+    parser.add_argument(
+        "--dockerfile",
+        action="append",
+        default=[],
+        metavar="CONTAINER=PATH",
+        help="the Dockerfile that builds CONTAINER's image (or API/CONTAINER), when a container "
+        "has no command and the folder holds several Dockerfiles; repeatable",
+    )
+    parser.add_argument(
+        "--attach",
+        action="append",
+        default=[],
+        metavar="API=URL",
+        help="feed API's requests to a server you already run (in a debugger, an IDE) at URL "
+        "(http://127.0.0.1:PORT, or just PORT) instead of starting its containers; repeatable",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("local", "docker", "podman"),
+        default="local",
+        help="how containers run: as local processes (the default), or their images built "
+        "and run by a Docker or Podman engine",
+    )
     parser.set_defaults(run=run)
 
 
+def _pairs(option: str, values: list[str]) -> dict[str, str]:
+    from chute.errors import ConfigError
+
+    pairs: dict[str, str] = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise ConfigError(f"{option} {value!r}: expected NAME=VALUE")
+        pairs[name] = rest
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import anyio
 
     from chute import dev, preflight
@@ -80,7 +119,12 @@ def run(args: argparse.Namespace) -> int:
         grace_period=args.grace_period,
         lease=args.lease,
         access_log=access_log.enabled(args.access_log, default=True),
+        dockerfiles={k: Path(v) for k, v in _pairs("--dockerfile", args.dockerfile).items()},
+        attach={k: dev.attach_port(v) for k, v in _pairs("--attach", args.attach).items()},
+        runtime=args.runtime,
     )
     # Fail fast, naming the backend and the error, before any process starts.
     preflight.check(setup.local_apis, queue_url=setup.queue_url, store_url=setup.store_url)
+    if args.runtime != "local":
+        dev.build_images(args.runtime, setup.builds)
     return anyio.run(dev.serve, setup)

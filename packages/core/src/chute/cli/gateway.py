@@ -102,6 +102,13 @@ def register(subparsers: Any) -> None:
         "(default: $CHUTE_ACCESS_LOG, else off; chute dev turns it on)",
     )
     parser.add_argument(
+        "--cors-origins",
+        default="*",
+        metavar="ORIGINS",
+        help="browser origins that may call the gateway: '*' (any, as Cortex; the default), "
+        "a comma-separated list (https://app.example,http://localhost:3000), or 'none'",
+    )
+    parser.add_argument(
         "--log-level",
         default=None,
         type=str.upper,
@@ -118,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from chute.config import load_apis
     from chute.gateway import Gateway, access_log, serve
     from chute.gateway.auth import global_keys
+    from chute.gateway.cors import CORSPolicy
     from chute.logs import configure_logging
     from chute.registry import resolve_url
 
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         api_keys=global_keys(args.api_keys_file),
         protect_admin=args.protect_admin,
         access_log=access_log.enabled(args.access_log, default=False),
+        cors=CORSPolicy.parse(args.cors_origins),
     )
 
     async def main() -> None:

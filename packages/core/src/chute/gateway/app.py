@@ -44,10 +44,12 @@ from chute.gateway.controls import (
     is_control,
     parse_controls,
 )
+from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.openapi import openapi_document
 from chute.gateway.responses import (
+    JSON,
     HealthResponse,
     HTTPError,
     QueueResponse,
@@ -59,6 +61,7 @@ from chute.gateway.routing import METHODS, Kind, Route, Router
 from chute.gateway.watch import MAX_WAIT, Observation, Watcher
 from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
+    EXTRA_RESULT_TYPE,
     EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
     RequestRecord,
@@ -238,8 +241,9 @@ class Gateway:
 
     ``api_keys`` are the global API keys; an API's ``auth:`` keys (read here, at construction)
     replace them for that API. No keys at all: the gateway is open. ``protect_admin`` puts
-    ``/metrics`` and ``/queues/*`` behind the global keys too. The ASGI lifespan must run
-    (any ASGI server does it): long-polls and webhooks live in it.
+    ``/metrics`` and ``/queues/*`` behind the global keys too. ``cors`` says which browser
+    origins may call it (any, as Cortex's gateway; None: no CORS headers). The ASGI lifespan
+    must run (any ASGI server does it): long-polls and webhooks live in it.
     """
 
     def __init__(
@@ -253,6 +257,7 @@ class Gateway:
         api_keys: Sequence[str] = (),
         protect_admin: bool = False,
         access_log: bool = False,
+        cors: CORSPolicy | None = ANY_ORIGIN,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
@@ -297,13 +302,16 @@ class Gateway:
             (Kind.SUBMIT, "POST"): self._submit,
             (Kind.RESULT, "GET"): self._result,
             (Kind.RESULT, "DELETE"): self._cancel,
+            (Kind.RESULT_BODY, "GET"): self._result_body,
             (Kind.HEALTH, "GET"): self._health,
             (Kind.METRICS, "GET"): self._metrics,
             (Kind.OPENAPI, "GET"): self._openapi,
             (Kind.QUEUE, "GET"): self._queue_depth,
         }
         #: HTTP requests go here: the handler, or the handler inside the access log.
-        self._serve_http = with_access_log(self._http) if access_log else self._http
+        # CORS inside the access log, so that preflights answered by CORS are logged too.
+        http = with_cors(self._http, cors)
+        self._serve_http = with_access_log(http) if access_log else http
 
     # -- ASGI ------------------------------------------------------------------------------
 
@@ -668,7 +676,11 @@ class Gateway:
         if record is not None and self._queue_deadline_passed(record):
             record = await self._end(store, record, Status.EXPIRED)
         result: bytes | None = None
-        if record is not None and record.status is Status.COMPLETED:
+        if (
+            record is not None
+            and record.status is Status.COMPLETED
+            and EXTRA_RESULT_TYPE not in record.extra  # bytes: read at …/result, not here
+        ):
             result = await store.result(api, request_id)
             if result is None:
                 logger.error(
@@ -770,7 +782,31 @@ class Gateway:
         if record.status is Status.COMPLETED:
             # The stored bytes are JSON already: spliced in as they are, never re-encoded.
             result = msgspec.Raw(seen.result if seen.result is not None else b"null")
-        return Response(200, encoder.encode(result_response(record, result)))
+        endpoint = self._by_name[api].endpoint
+        return Response(200, encoder.encode(result_response(record, result, endpoint=endpoint)))
+
+    async def _result_body(self, scope: Scope, receive: _Receive, route: Route) -> Response:
+        """``GET <endpoint>/<id>/result``: the result's bytes with their type (JSON results
+        too, as ``application/json``)."""
+        assert route.api is not None
+        api = route.api.name
+        request_id = self._request_id(route)
+        store = await self._store()
+        record = (await self._observe(store, api, request_id)).record
+        if record is None:
+            raise error(404, f"request {request_id} of API {api} not found (or expired)")
+        if record.status is not Status.COMPLETED:
+            raise error(
+                409,
+                f"request {request_id} is {record.status.value}: only a completed request has "
+                "a result",
+            )
+        result = await store.result(api, request_id)
+        if result is None:
+            raise error(404, f"the result of request {request_id} of API {api} is gone")
+        kind = record.extra.get(EXTRA_RESULT_TYPE)
+        content_type = kind.encode("latin-1") if isinstance(kind, str) else JSON
+        return Response(200, result, content_type)
 
     async def _cancel(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None

@@ -11,10 +11,10 @@ knows it or not, so future controls never leak into containers written today.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 import re
+import uuid
 from dataclasses import dataclass
 
 from chute.protocol import EXECUTION_TIMEOUT_HEADER, QUEUE_TIMEOUT_HEADER, WEBHOOK_HEADER
@@ -22,8 +22,6 @@ from chute.protocol import EXECUTION_TIMEOUT_HEADER, QUEUE_TIMEOUT_HEADER, WEBHO
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: The longest Idempotency-Key accepted (as Stripe's).
 MAX_IDEMPOTENCY_KEY = 255
-#: Ids derived from an Idempotency-Key start with this, so they are recognisable in logs.
-IDEMPOTENT_ID_PREFIX = "idem-"
 #: Header names reserved for the gateway (lower case prefix).
 RESERVED_PREFIX = "x-chute-"
 #: The largest timeout a header may ask for: a year (anything longer is a typo).
@@ -79,9 +77,14 @@ def validate_idempotency_key(key: str) -> str:
 
 def idempotent_id(api: str, key: str) -> str:
     """The request id for ``key`` at ``api``: the same for every gateway replica and every
-    repeat, and a valid request id (``idem-`` and 43 characters of URL-safe base64)."""
+    repeat, and a UUID like every other id — version 8 (RFC 9562's custom layout) holding 122
+    bits of SHA-256 over the API and the key. (chute 0.1 derived ``idem-…`` ids; those stay
+    readable, but a key first used before the upgrade gets a new id after it.)"""
     digest = hashlib.sha256(f"{api}\n{key}".encode()).digest()
-    return IDEMPOTENT_ID_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    value = int.from_bytes(digest[:16])
+    value = (value & ~(0xF << 76)) | (0x8 << 76)  # version 8
+    value = (value & ~(0b11 << 62)) | (0b10 << 62)  # RFC 9562 variant
+    return str(uuid.UUID(int=value))
 
 
 def parse_controls(headers: list[tuple[str, str]]) -> Controls:

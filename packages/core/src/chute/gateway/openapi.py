@@ -21,6 +21,7 @@ from chute.protocol import (
     EXECUTION_TIMEOUT_HEADER,
     MAX_ID_LENGTH,
     QUEUE_TIMEOUT_HEADER,
+    RESULT_SUFFIX,
     WEBHOOK_HEADER,
     ErrorResponse,
     ResultResponse,
@@ -189,6 +190,30 @@ def openapi_document(
                     "parameters": [request_id],
                     "responses": {
                         "200": _json(result, "The cancelled request."),
+                        **errors(404, 409, 500, 503),
+                    },
+                },
+                keyed,
+            ),
+        }
+        paths[f"{base}/{{request_id}}{RESULT_SUFFIX}"] = {
+            "get": auth(
+                {
+                    "operationId": _operation_id("result", api),
+                    "summary": f"Read the result of a request of {api.name}",
+                    "description": (
+                        "A completed request's result as the container answered it, with its "
+                        "Content-Type: JSON, or any other type on an API with "
+                        "`results.content_type: any` (then `GET` gives `result_url` and "
+                        "`result_type` instead of `result`). 409 while it has not completed."
+                    ),
+                    "tags": [api.name],
+                    "parameters": [request_id],
+                    "responses": {
+                        "200": {
+                            "description": "The result's bytes, with the container's type.",
+                            "content": {"*/*": {"schema": {}}},
+                        },
                         **errors(404, 409, 500, 503),
                     },
                 },

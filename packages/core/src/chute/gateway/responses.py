@@ -71,8 +71,8 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
     405: ("method_not_allowed", "The route exists but not for this method; see Allow."),
     409: (
         "conflict",
-        "The request is already finished (DELETE), or the Idempotency-Key was used with "
-        "another body.",
+        "The request is already finished (DELETE), has no result yet (GET …/result), or the "
+        "Idempotency-Key was used with another body.",
     ),
     413: ("payload_too_large", "The body is larger than the gateway's or the store's limit."),
     415: ("unsupported_media_type", "The Content-Type header is not a valid media type."),

@@ -4,6 +4,7 @@ Routes, as Cortex's Istio VirtualService and gateway laid them out:
 
 * ``<endpoint>`` and ``<endpoint>/``: the API's collection (``POST`` submits);
 * ``<endpoint>/<id>``: one request (``GET`` reads it, ``DELETE`` cancels it);
+* ``<endpoint>/<id>/result``: its result's bytes, with their type (``GET``);
 * ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/queues/<api-name>`` (queue depth, for
   KEDA's metrics-api scaler): the gateway's own, which no API may shadow.
 """
@@ -16,11 +17,13 @@ from typing import NamedTuple
 
 from chute.config import API
 from chute.errors import ConfigError
+from chute.protocol import RESULT_SUFFIX
 
 
 class Kind(enum.Enum):
     SUBMIT = "submit"
     RESULT = "result"
+    RESULT_BODY = "result_body"
     HEALTH = "health"
     METRICS = "metrics"
     OPENAPI = "openapi"
@@ -40,6 +43,7 @@ QUEUES_PREFIX = "/queues"
 METHODS: dict[Kind, tuple[str, ...]] = {
     Kind.SUBMIT: ("POST",),
     Kind.RESULT: ("GET", "DELETE"),
+    Kind.RESULT_BODY: ("GET",),
     Kind.HEALTH: ("GET",),
     Kind.METRICS: ("GET",),
     Kind.OPENAPI: ("GET",),
@@ -93,6 +97,11 @@ class Router:
             api = self.by_endpoint.get(prefix or "/")
             if api is not None:
                 return Route(Kind.RESULT, api, request_id)
+        if trimmed.endswith(RESULT_SUFFIX):  # <endpoint>/<id>/result (ids hold no "/")
+            prefix, slash, request_id = trimmed[: -len(RESULT_SUFFIX)].rpartition("/")
+            api = self.by_endpoint.get(prefix or "/") if slash and request_id else None
+            if api is not None:
+                return Route(Kind.RESULT_BODY, api, request_id)
         return None
 
 

@@ -21,7 +21,14 @@ from chute.errors import (
     TransitionRejected,
 )
 from chute.lifecycle import ALLOWED
-from chute.protocol import ErrorInfo, RequestRecord, Status, new_request_id, now
+from chute.protocol import (
+    EXTRA_RESULT_TYPE,
+    ErrorInfo,
+    RequestRecord,
+    Status,
+    new_request_id,
+    now,
+)
 from chute.registry import open_store
 from chute.testing.contract import BackendContract
 
@@ -491,6 +498,24 @@ class StoreContract(BackendContract):
         stored = await store.result(api, record.id)
         assert stored == result
         assert msgspec.json.decode(stored) == value
+
+    async def test_binary_result_round_trip(self, store: Store, api: str) -> None:
+        """A result that is not JSON (an API with ``results.content_type: any``: an image, a
+        file) comes back byte for byte, every byte value, with its type in the record. If
+        this fails, users get a corrupted file or a result of the wrong type."""
+        result = bytes(range(256)) * 4096 + b"\x00\xff\r\n"  # ~1 MiB, not UTF-8
+        record = await self.in_status(store, api, Status.IN_PROGRESS)
+        done = await store.transition(
+            api,
+            record.id,
+            Status.COMPLETED,
+            attempt=1,
+            result=result,
+            extra={EXTRA_RESULT_TYPE: "image/png"},
+        )
+        assert done.extra[EXTRA_RESULT_TYPE] == "image/png"
+        assert await store.result(api, record.id) == result
+        assert (await self.get(store, api, record.id)).extra[EXTRA_RESULT_TYPE] == "image/png"
 
     async def test_large_payload_round_trip(self, store: Store, api: str) -> None:
         """A payload of at least 10 MiB is stored and streamed back unchanged, in more than
