@@ -266,3 +266,101 @@ def test_a_cortex_project_runs_in_its_image(
     body = wait_for(chute.url, "hello-world", request_id)
     assert body["status"] == "completed", body
     assert body["result"] == {"message": "hello world", "cwd": "/app"}
+
+
+# -- chaining by Cortex's in-cluster URL --------------------------------------------------------
+
+CHAIN_API_FILE = """\
+- name: first
+  kind: AsyncAPI
+  pod:
+    containers:
+      - name: api
+        image: example/first:1
+        command: ["python", "-m", "uvicorn", "chain:app", "--port", "$(CORTEX_PORT)"]
+        env: {OUTSIDE_URL: "__OUTSIDE__"}
+        readiness_probe: {tcp_socket: {port: 8080}, period_seconds: 1}
+- name: second
+  kind: AsyncAPI
+  pod:
+    containers:
+      - name: api
+        image: example/second:1
+        command: ["python", "-m", "uvicorn", "chain:app", "--port", "$(CORTEX_PORT)"]
+        readiness_probe: {tcp_socket: {port: 8080}, period_seconds: 1}
+"""
+
+# The seed's chaining example, as a Cortex container writes it: submit to another API by
+# Cortex's own gateway URL, then read its result there. Plain urllib: it honours HTTP_PROXY.
+CHAIN_APP = """\
+import asyncio
+import json
+import os
+import urllib.request
+
+CORTEX = "http://ingressgateway-apis.istio-system.svc.cluster.local"
+
+
+def chain(text):
+    submit = urllib.request.Request(
+        CORTEX + "/second", data=json.dumps({"text": text}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )
+    request_id = json.load(urllib.request.urlopen(submit, timeout=30))["id"]
+    for _ in range(600):
+        body = json.load(urllib.request.urlopen(f"{CORTEX}/second/{request_id}", timeout=30))
+        if body["status"] == "completed":
+            break
+        import time; time.sleep(0.05)
+    outside = urllib.request.urlopen(os.environ["OUTSIDE_URL"], timeout=30).read().decode()
+    return {"chained": body["result"], "outside": outside}
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    text = json.loads(body)["text"]
+    if "OUTSIDE_URL" in os.environ:
+        answer = await asyncio.get_running_loop().run_in_executor(None, chain, text)
+    else:
+        answer = {"upper": text.upper()}
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+"""
+
+
+def test_a_container_chains_by_cortexs_in_cluster_url(
+    processes: Processes, tmp_path: Path, backend: str
+) -> None:
+    # Something a container calls that is neither the gateway nor local to NO_PROXY
+    # (127.0.0.2 is loopback too): the proxy passes it on unchanged.
+    outside_port = free_port()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "index.html").write_text("from outside")
+    processes.start(
+        "outside",
+        [PY, "-m", "http.server", str(outside_port), "--bind", "127.0.0.2"],
+        cwd=outside,
+    )
+    root = tmp_path / "chain"
+    root.mkdir()
+    (root / "chain.py").write_text(CHAIN_APP)
+    api_file = root / "api.yaml"
+    api_file.write_text(
+        CHAIN_API_FILE.replace("__OUTSIDE__", f"http://127.0.0.2:{outside_port}/index.html")
+    )
+    chute = start_chute_dev(
+        processes, api_file, tmp_path / "state", "--queue", backend, "--store", backend
+    )
+    chute.wait_ready()
+    body = wait_for(chute.url, "first", submit_to(chute.url, "first", {"text": "hi"}))
+    assert body["status"] == "completed", body
+    assert body["result"] == {"chained": {"upper": "HI"}, "outside": "from outside"}

@@ -121,7 +121,12 @@ def test_a_signal_stops_every_process_and_exits_0(
     dev = start_chute_dev(processes, EXAMPLE, tmp_path / "state")
     dev.wait_ready()
     children = dev.child_pids()
-    assert set(children) == {"gateway", "hello-world/dequeuer", "hello-world/api"}
+    assert set(children) == {
+        "gateway",
+        "hello-world/dequeuer",
+        "hello-world/api",
+        "cortex-address",  # Cortex's in-cluster URL for the containers (chute.dev_proxy)
+    }
     assert all(alive(pid) for pid in children.values())
 
     dev.proc.signal(sig)

@@ -44,10 +44,11 @@ from chute.container_runtime import (
     image_tag,
     run_argv,
 )
+from chute.dev_proxy import proxy_env
 from chute.dockerfile import ImageStart, choose_dockerfile, read_start
 from chute.errors import ChuteError, ConfigError
 
-Role = Literal["gateway", "dequeuer", "container"]
+Role = Literal["gateway", "dequeuer", "container", "proxy"]
 #: Receives each output line: (process name, line without its newline).
 LineSink = Callable[[str, str], None]
 
@@ -182,6 +183,7 @@ def plan(
     dockerfiles: Mapping[str, Path] | None = None,
     attach: Mapping[str, int] | None = None,
     runtime: Runtime = "local",
+    cortex_address: bool = True,
 ) -> DevPlan:
     """Check the API file and decide every process, port and environment; start nothing.
 
@@ -190,7 +192,9 @@ def plan(
     clear; see :mod:`chute.dockerfile`). ``attach`` maps an API to the port of a server the
     user already runs: its dequeuer feeds that server and none of its containers is started.
     ``runtime`` ``docker`` or ``podman`` runs the images instead (built from those Dockerfiles,
-    :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`).
+    :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`). ``cortex_address``: local
+    containers reach the gateway by Cortex's in-cluster URL too, through a small proxy
+    (:mod:`chute.dev_proxy`).
 
     Raises :class:`ConfigError` for an invalid file, an unknown name in ``dockerfiles`` or
     ``attach``, or a container that cannot be started, before anything starts.
@@ -240,6 +244,23 @@ def plan(
             grace=grace_period,
         )
     ]
+    # Cortex's in-cluster address for local containers: their plain-HTTP calls go through a
+    # proxy that sends that host to the gateway and everything else where it was going.
+    proxy: dict[str, str] = {}
+    if cortex_address and runtime == "local" and any(a.name not in attach for a in apis):
+        proxy_port = free_port()
+        proxy = proxy_env(f"http://127.0.0.1:{proxy_port}")
+        processes.append(
+            ProcessSpec(
+                name="cortex-address",
+                role="proxy",
+                argv=[py, "-m", "chute.dev_proxy", "--port", str(proxy_port)]
+                + ["--gateway", gateway_url],
+                env=_process_env({}),
+                cwd=path.parent,
+                grace=grace_period,
+            )
+        )
     dequeuer = _dequeuer_command()
     builds: list[list[str]] = []
     for api, p in zip(apis, planned, strict=True):
@@ -285,7 +306,7 @@ def plan(
                 cwd = start.workdir
             if argv[0] in ("python", "python3"):
                 argv[0] = py
-            env = _process_env(env)
+            env = _process_env({**proxy, **env})  # the container's own env wins
             if start is not None:
                 # Programs the image installs with pip are found in chute's own environment.
                 env["PATH"] = os.pathsep.join([str(Path(py).parent), env.get("PATH", "")])
@@ -790,7 +811,7 @@ class Supervisor:
     async def _shutdown(self) -> None:
         self._shutting_down = True
         self.say("stopping")
-        for roles in (("gateway", "dequeuer"), ("container",)):
+        for roles in (("gateway", "dequeuer"), ("container", "proxy")):
             await self._terminate([r for r in self._running if r.spec.role in roles])
         for running in self._running:
             _signal_group(running.process.pid, signal.SIGKILL)

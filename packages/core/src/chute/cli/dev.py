@@ -85,6 +85,14 @@ def register(subparsers: Any) -> None:
         help="how containers run: as local processes (the default), or their images built "
         "and run by a Docker or Podman engine",
     )
+    parser.add_argument(
+        "--cortex-address",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let containers reach the gateway by Cortex's in-cluster URL, "
+        "http://ingressgateway-apis.istio-system.svc.cluster.local/<api>, through a local HTTP "
+        "proxy given to them as HTTP_PROXY (default: on)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         dockerfiles={k: Path(v) for k, v in _pairs("--dockerfile", args.dockerfile).items()},
         attach={k: dev.attach_port(v) for k, v in _pairs("--attach", args.attach).items()},
         runtime=args.runtime,
+        cortex_address=args.cortex_address,
     )
     # Fail fast, naming the backend and the error, before any process starts.
     preflight.check(setup.local_apis, queue_url=setup.queue_url, store_url=setup.store_url)
