@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,63 @@ def test_a_cortex_project_runs_unchanged(
             "message": "hello world",
             "cwd": str((tmp_path / "hello-world" / "app").resolve()),
         }
+        assert uuid.UUID(request_id).version == 7  # a UUID, as Cortex's ids were
+
+
+def test_a_file_mixing_kinds_runs_its_async_apis(
+    processes: Processes, tmp_path: Path, backend: str
+) -> None:
+    api_file = cortex_project(tmp_path / "hello-world")
+    api_file.write_text(REALTIME + API_FILE)  # a Cortex file of several kinds
+    dev = start_chute_dev(
+        processes, api_file, tmp_path / "state", "--queue", backend, "--store", backend
+    )
+    dev.wait_ready()
+    assert "$[0]: skipped RealtimeAPI 'text-generator'" in dev.proc.output()
+    request_id = submit_to(dev.url, "hello-world", {"n": 1})
+    assert wait_for(dev.url, "hello-world", request_id)["status"] == "completed"
+
+
+def test_a_legacy_cortex_api_file_says_what_to_change(tmp_path: Path, backend: str) -> None:
+    api_file = cortex_project(tmp_path / "p")
+    api_file.write_text(LEGACY)
+    done = subprocess.run(
+        [PY, "-m", "chute", "dev", str(api_file), "--state-dir", str(tmp_path / "s")]
+        + ["--queue", backend, "--store", backend],
+        capture_output=True,
+        text=True,
+        timeout=PATIENCE,
+    )
+    assert done.returncode == 3
+    assert "$[1].predictor: this is Cortex's API format from before v0.36" in done.stderr
+    assert "pod.containers" in done.stderr
+
+
+REALTIME = """\
+- name: text-generator
+  kind: RealtimeAPI
+  pod:
+    port: 9000
+    containers:
+    - name: api
+      image: quay.io/cortexlabs-test/realtime-text-generator-cpu:latest
+"""
+
+# Cortex's format before v0.36 (a Python predictor, no container).
+LEGACY = """\
+- name: iris-classifier
+  kind: RealtimeAPI
+  predictor:
+    type: python
+    path: predictor.py
+  compute:
+    cpu: 200m
+- name: hello-world
+  kind: AsyncAPI
+  predictor:
+    type: python
+    path: predictor.py
+"""
 
 
 def test_attach_feeds_a_server_the_user_runs(processes: Processes, tmp_path: Path) -> None:
