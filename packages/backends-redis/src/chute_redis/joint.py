@@ -7,14 +7,14 @@ instead of 2, a dequeued request 3 instead of 6 (docs/redis.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Sequence
 
-from chute.backends.base import AckingWrite, Delivery, Joint, Received
+from chute.backends.base import AckingWrite, Delivery, Joint, Received, Settle, Settled
 from chute.errors import InvalidRequestId
 from chute.protocol import RequestRecord, now, record_decoder, validate_request_id
 from chute_redis import scripts
 from chute_redis.queue import RedisQueue, delivery_of
-from chute_redis.store import READ_PIECE, RedisStore
+from chute_redis.store import MAX_BATCH, READ_PIECE, RedisStore
 
 #: Payloads up to this size come along with the receive (a flood's are tens of bytes);
 #: larger ones stream from the store as on the generic path.
@@ -23,6 +23,8 @@ INLINE_PAYLOAD = READ_PIECE
 
 class RedisJoint(Joint):
     """What :meth:`RedisStore.joint` returns for a :class:`RedisQueue` on the same server."""
+
+    max_batch = MAX_BATCH
 
     def __init__(self, queue: RedisQueue, store: RedisStore) -> None:
         self.queue = queue
@@ -69,6 +71,34 @@ class RedisJoint(Joint):
     def acking(self, delivery: Delivery) -> AckingWrite:
         return _AckingWrite(self, delivery)
 
+    async def settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
+        out: list[Settled] = []
+        for start in range(0, len(settles), MAX_BATCH):
+            chunk = settles[start : start + MAX_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for item in chunk:
+                k, a = self.finish_args(item.delivery, item.record, item.version, item.result)
+                keys += k
+                args += a
+            with self.store.connection.op(f"settling {len(chunk)} requests"):
+                reply = await scripts.JOINT_SETTLE_MANY(self.store.connection.client(), keys, args)
+            out += [
+                Settled(int(reply[i]) or None, bool(reply[i + 1])) for i in range(0, len(reply), 2)
+            ]
+        return out
+
+    def finish_args(
+        self, d: Delivery, record: RequestRecord, version: object, result: bytes | None
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """The keys and arguments of joint_finish.lua (one settle of joint_settle_many.lua)."""
+        if (record.api, record.id) != (d.api, d.request_id):
+            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
+        keys, args = self.store.write_args(record, version, result)
+        keys += self.queue.ack_keys(d.api)
+        args += [d.request_id, d.receipt]
+        return keys, args
+
 
 class _AckingWrite(AckingWrite):
     def __init__(self, joint: RedisJoint, delivery: Delivery) -> None:
@@ -79,12 +109,8 @@ class _AckingWrite(AckingWrite):
         self, record: RequestRecord, version: object, result: bytes | None
     ) -> int | None:
         d = self.delivery
-        if (record.api, record.id) != (d.api, d.request_id):
-            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
-        store, queue = self.joint.store, self.joint.queue
-        keys, args = store.write_args(record, version, result)
-        keys += queue.ack_keys(d.api)
-        args += [d.request_id, d.receipt]
+        store = self.joint.store
+        keys, args = self.joint.finish_args(d, record, version, result)
         with store.connection.op(f"storing the outcome of {d.request_id} of {d.api}"):
             written, acked = await scripts.JOINT_FINISH(store.connection.client(), keys, args)
         self.acked = bool(acked)

@@ -69,6 +69,8 @@ class RedisQueue(Queue):
 
     #: Leases are kept in milliseconds of server time; anything from 10 ms is honoured.
     min_lease = 0.05
+    #: One receive script leases up to this many messages.
+    max_batch = 64
 
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import anyio
 import msgspec
 
-from chute.backends.base import Joint, Queue, Store
+from chute.backends.base import Joint, Queue, Store, Write
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
 from chute.protocol import (
@@ -43,6 +43,9 @@ UPLOAD_PIECE = 1024 * 1024
 READ_PIECE = 256 * 1024
 #: How long an abandoned upload may linger.
 UPLOAD_TTL = 3600
+#: The most items one batch script carries (a larger batch is split): Redis runs a script
+#: alone, so one batch must stay short.
+MAX_BATCH = 64
 
 
 class _Keys(NamedTuple):
@@ -161,6 +164,24 @@ class RedisStore(Store):
         with self._conn.op(f"updating request {record.id} of {record.api}"):
             written = int(await scripts.STORE_WRITE_IF(client, keys, args))
         return written or None
+
+    max_batch = MAX_BATCH
+
+    async def write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        out: list[object | None] = []
+        client = self._conn.client()
+        for start in range(0, len(writes), MAX_BATCH):
+            chunk = writes[start : start + MAX_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for w in chunk:
+                k, a = self.write_args(w.record, w.version, w.result)
+                keys += k
+                args += a
+            with self._conn.op(f"updating {len(chunk)} requests"):
+                reply = await scripts.STORE_WRITE_MANY(client, keys, args)
+            out += [int(v) or None for v in reply]
+        return out
 
     def write_args(
         self, record: RequestRecord, version: object, result: bytes | None

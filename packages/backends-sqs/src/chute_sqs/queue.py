@@ -94,6 +94,8 @@ class SqsQueue(Queue):
 
     #: Visibility timeouts are whole seconds.
     min_lease = 1.0
+    #: ReceiveMessage hands out up to 10 messages per call.
+    max_batch = MAX_BATCH
 
     def __init__(self, url: str) -> None:
         self.settings = parse_sqs_url(url)

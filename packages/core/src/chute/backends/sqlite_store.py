@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from functools import partial
 
 import anyio
 import msgspec
 
-from chute.backends.base import Store
+from chute.backends.base import Store, Write
 from chute.backends.sqlite_db import Database, write_transaction
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
@@ -164,16 +164,26 @@ class SqliteStore(Store):
         if not isinstance(version, int):
             return False  # not a version this store handed out
         encoded = record_encoder.encode(record)
+        return await self._db.run(partial(_update, record, encoded, version, result))
 
-        def update(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
-                "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
-                (encoded, record.expires_at, result, record.api, record.id, version),
-            )
-            return cursor.rowcount == 1
+    #: Writes of one batch share a transaction (one commit, one fsync where there is one).
+    max_batch = 64
 
-        return await self._db.run(update)
+    async def write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        for w in writes:
+            validate_request_id(w.record.id)
+        encoded = [(w.record, record_encoder.encode(w.record), w.version, w.result) for w in writes]
+
+        def update_all(conn: sqlite3.Connection) -> list[object | None]:
+            with write_transaction(conn):
+                return [
+                    version + 1
+                    if isinstance(version, int) and _update(record, raw, version, result, conn)
+                    else None
+                    for record, raw, version, result in encoded
+                ]
+
+        return await self._db.run(update_all)
 
     async def write_next(
         self, record: RequestRecord, version: object, *, result: bytes | None = None
@@ -250,3 +260,19 @@ def _write_chunk(upload: str, seq: int, data: bytes, conn: sqlite3.Connection) -
         "INSERT INTO store_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
         (upload, seq, data, now()),
     )
+
+
+def _update(
+    record: RequestRecord,
+    encoded: bytes,
+    version: int,
+    result: bytes | None,
+    conn: sqlite3.Connection,
+) -> bool:
+    """The conditional write: from exactly ``version`` to ``version + 1``."""
+    cursor = conn.execute(
+        "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
+        "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
+        (encoded, record.expires_at, result, record.api, record.id, version),
+    )
+    return cursor.rowcount == 1
