@@ -43,6 +43,8 @@ class SqliteQueue(Queue):
     """
 
     min_lease = 0.05
+    #: One transaction leases up to this many messages.
+    max_batch = 64
 
     def __init__(self, url: str) -> None:
         self._db = Database(url)
