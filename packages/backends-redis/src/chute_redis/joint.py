@@ -14,11 +14,7 @@ from chute.errors import InvalidRequestId
 from chute.protocol import RequestRecord, now, record_decoder, validate_request_id
 from chute_redis import scripts
 from chute_redis.queue import RedisQueue, delivery_of
-from chute_redis.store import MAX_BATCH, READ_PIECE, RedisStore
-
-#: Payloads up to this size come along with the receive (a flood's are tens of bytes);
-#: larger ones stream from the store as on the generic path.
-INLINE_PAYLOAD = READ_PIECE
+from chute_redis.store import MAX_BATCH, RedisStore
 
 
 class RedisJoint(Joint):
@@ -45,7 +41,7 @@ class RedisJoint(Joint):
         rows = await self.queue.receive_rows(
             api,
             scripts.JOINT_RECEIVE,
-            [self.store.record_prefix(api), INLINE_PAYLOAD],
+            [self.store.record_prefix(api)],
             6,
             max_messages=max_messages,
             wait=wait,
