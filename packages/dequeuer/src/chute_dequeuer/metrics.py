@@ -119,7 +119,7 @@ class Metrics:
             "chute_dequeuer_backend_batches",
             "Backend calls that carry a batch, by kind: receive (messages leased), write "
             "(starts and outcomes: Store.write_many), settle (outcome and ack: "
-            "Joint.settle_many).",
+            "Joint.settle_many), ack (Queue.ack_many, where the ack is not part of the settle).",
             ["kind"],
             registry=r,
         )

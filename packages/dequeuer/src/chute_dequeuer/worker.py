@@ -153,6 +153,10 @@ class Dispatcher:
         self._settles: GroupCommit[Settle, Settled] | None = None
         if self.joint is not None and self.joint.max_batch > 1:
             self._settles = GroupCommit(self._settle_many, min(self.joint.max_batch, workers))
+        #: Acks by group commit where the queue batches them and nothing acks with the write.
+        self._acks: GroupCommit[Delivery, bool] | None = None
+        if self.joint is None and queue.max_batch > 1:
+            self._acks = GroupCommit(self._ack_many, min(queue.max_batch, workers))
         readiness.subscribe(self._on_readiness)
 
     @property
@@ -240,6 +244,10 @@ class Dispatcher:
     async def _write_many(self, writes: Sequence[Write]) -> list[object | None]:
         self.metrics.batch("write", len(writes))
         return await self.store.write_many(writes)
+
+    async def _ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        self.metrics.batch("ack", len(deliveries))
+        return await self.queue.ack_many(deliveries)
 
     async def _settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
         assert self.joint is not None
@@ -656,8 +664,12 @@ class Dispatcher:
         return "dropped"
 
     async def _ack(self, job: Job) -> None:
+        acks = self._acks
         try:
-            await self.outage.call("ack", lambda: self.queue.ack(job.delivery))
+            if acks is None:
+                await self.outage.call("ack", lambda: self.queue.ack(job.delivery))
+            elif not await self.outage.call("ack", lambda: acks(job.delivery)):
+                raise LeaseLost(job.delivery.request_id)
         except LeaseLost:
             job.log.info("ack skipped: the message was delivered again meanwhile")
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Self
 
 import msgspec
 
-from chute.errors import NotFound, TransitionRejected
+from chute.errors import LeaseLost, NotFound, TransitionRejected
 from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
 
@@ -224,6 +224,22 @@ class Queue(_AsyncClosing, abc.ABC):
     @abc.abstractmethod
     async def ack(self, delivery: Delivery) -> None:
         """Remove the message for good. Raises LeaseLost if another consumer holds it now."""
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Several :meth:`ack` calls in as few calls as the backend can (up to
+        :attr:`max_batch` each), each with its own outcome: True when acked, False where
+        :meth:`ack` would raise LeaseLost (the others are acked all the same). The default acks
+        one at a time; that is the reference a backend declaring :attr:`max_batch` above 1
+        must agree with (``QueueContract``)."""
+        acked = []
+        for delivery in deliveries:
+            try:
+                await self.ack(delivery)
+            except LeaseLost:
+                acked.append(False)
+            else:
+                acked.append(True)
+        return acked
 
     @abc.abstractmethod
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:

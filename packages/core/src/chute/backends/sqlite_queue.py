@@ -168,6 +168,25 @@ class SqliteQueue(Queue):
 
         _check_held(await self._db.run(delete), delivery)
 
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        held: list[tuple[int, str] | None] = []
+        for d in deliveries:
+            row_id, _, token = d.receipt.partition(".")
+            held.append((int(row_id), token) if row_id.isdigit() and token else None)
+
+        def delete_all(conn: sqlite3.Connection) -> list[bool]:
+            with write_transaction(conn):
+                return [
+                    h is not None
+                    and conn.execute(
+                        "DELETE FROM queue_messages WHERE id = ? AND receipt = ?", h
+                    ).rowcount
+                    == 1
+                    for h in held
+                ]
+
+        return await self._db.run(delete_all)
+
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         row_id, token = _parse_receipt(delivery)
 
