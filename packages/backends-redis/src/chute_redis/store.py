@@ -83,6 +83,10 @@ class RedisStore(Store):
         record = f"{self.record_prefix(api)}{{{request_id}}}"
         return _Keys(record, f"{record}:payload")
 
+    def record_keys(self, api: str, request_id: str) -> _Keys:
+        """The keys of one request: its record hash and its own payload key."""
+        return self._keys(api, request_id)
+
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
         return await self.create_with(record, body)
 

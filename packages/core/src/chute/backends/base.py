@@ -19,7 +19,14 @@ from typing import Any, NamedTuple, Self
 
 import msgspec
 
-from chute.errors import LeaseLost, NotFound, TransitionRejected
+from chute.errors import (
+    ChuteError,
+    Conflict,
+    LeaseLost,
+    NotFound,
+    PayloadTooLarge,
+    TransitionRejected,
+)
 from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
 
@@ -107,6 +114,13 @@ class Settle(NamedTuple):
     result: bytes | None = None
 
 
+class Submit(NamedTuple):
+    """One request of :meth:`Joint.submit_many`: its record and its whole payload."""
+
+    record: RequestRecord
+    payload: bytes
+
+
 class Settled(NamedTuple):
     """What :meth:`Joint.settle_many` did with one :class:`Settle`: ``version`` as
     :meth:`Store.write_next` tells it (None: the record moved, nothing written and nothing
@@ -159,9 +173,24 @@ class Joint(abc.ABC):
     def acking(self, delivery: Delivery) -> AckingWrite:
         """A write for :meth:`Store.transition_versioned` that acks ``delivery`` with it."""
 
-    #: Capability: how many settles :meth:`settle_many` makes in one call (one round trip);
-    #: 1, the default, means it makes them one after another.
+    #: Capability: how many settles :meth:`settle_many` (or submits :meth:`submit_many`)
+    #: makes in one call (one round trip); 1, the default, means one after another.
     max_batch: int = 1
+
+    async def submit_many(self, submits: Sequence[Submit]) -> list[RequestRecord | ChuteError]:
+        """Several :meth:`submit` calls of payloads already in memory, in as few calls as the
+        backend can, each with its own answer: the record as stored, or the error
+        :meth:`submit` would raise for that request alone (Conflict, PayloadTooLarge), in
+        which case nothing of it is stored or queued. An outage raises for the whole batch,
+        as it would for each submit. The default submits one at a time; that is the
+        reference (``JointContract``)."""
+        answers: list[RequestRecord | ChuteError] = []
+        for item in submits:
+            try:
+                answers.append(await self.submit(item.record, _pieces(item.payload)))
+            except (Conflict, PayloadTooLarge) as exc:
+                answers.append(exc)
+        return answers
 
     async def settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
         """Several :meth:`acking` writes, each with its own outcome, in as few calls as the
@@ -501,3 +530,7 @@ class Store(_AsyncClosing, abc.ABC):
                 return updated, written
             found = None  # the record moved: read it again and decide again
         raise TransitionRejected(f"request {request_id}: too much contention, gave up")
+
+
+async def _pieces(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from chute.backends.base import Joint, Queue, Received, Settle, Store, Write
+from chute.backends.base import Joint, Queue, Received, Settle, Store, Submit, Write
 from chute.errors import Conflict, LeaseLost, TransitionRejected
 from chute.lifecycle import apply_transition
 from chute.protocol import Status, now
@@ -291,3 +291,39 @@ class JointContract(BackendContract):
             )
         for r in got.values():
             await queue.ack(r.delivery)
+
+    async def test_submit_many_gives_each_submit_its_own_answer(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A batch of submits where one id is taken: the others are stored and queued, each
+        answered with its stored record; the taken one is answered Conflict and nothing of it
+        is queued, exactly as separate submits would be. If this fails, the gateway's
+        coalesced submits answer a client with an id that will not run, or an error for a
+        request that will."""
+        queue, store, joint = pair
+        if joint.max_batch <= 1:
+            pytest.skip(f"{type(joint).__name__} declares no batches")
+        taken = new_record(api)
+        await joint.submit(taken, body_of(b"first"))
+        await self.receive_several(joint, api, 1)  # leased: the queue holds nothing else
+        fresh = [new_record(api) for _ in range(3)]
+        items = [
+            Submit(fresh[0], b'{"n": 0}'),
+            Submit(taken, b"again"),
+            Submit(fresh[1], b""),
+            Submit(fresh[2], b"z" * (self.large_payload + 1)),
+        ]
+        answers = await joint.submit_many(items)
+        assert isinstance(answers[1], Conflict)
+        for i, record in zip((0, 2, 3), fresh, strict=True):
+            stored = answers[i]
+            assert not isinstance(stored, Exception), stored
+            assert stored.id == record.id
+            assert stored.payload_size == len(items[i].payload)
+            assert await store.get(api, record.id) == stored
+            assert b"".join(await read_all(store.payload(api, record.id))) == items[i].payload
+        got = await self.receive_several(joint, api, 3)
+        assert sorted(r.delivery.request_id for r in got) == sorted(r.id for r in fresh)
+        assert (await queue.depth(api)).queued == 0
+        assert b"".join(await read_all(store.payload(api, taken.id))) == b"first"
+        assert await joint.submit_many([]) == []
