@@ -34,6 +34,7 @@ from chute.errors import (
     PayloadTooLarge,
     TransitionRejected,
 )
+from chute.gateway import coalesce
 from chute.gateway.access_log import with_access_log
 from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
 from chute.gateway.controls import (
@@ -549,7 +550,7 @@ class Gateway:
                 return replayed
         try:
             if joint is not None:
-                stored = await joint.submit(record, body.chunks())
+                stored = await coalesce.submit(joint, record, body.chunks())
             else:
                 stored = await store.create(record, body.chunks())
         except PayloadTooLarge as exc:
