@@ -73,6 +73,14 @@ def register(subparsers: Any) -> None:
         help="after SIGTERM, how long in-flight requests may take to finish (%(default)s)",
     )
     parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a submit whose write had an unknown outcome (a backend died mid-write) "
+        "keeps asking the store what happened before it answers (%(default)s; docs/gateway.md)",
+    )
+    parser.add_argument(
         "--server",
         choices=("hypercorn", "uvicorn", "granian"),
         default="hypercorn",
@@ -112,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_size=args.max_body_size,
         api_keys=global_keys(args.api_keys_file),
         protect_admin=args.protect_admin,
+        settle_timeout=args.settle_timeout,
     )
 
     async def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.abc
 import msgspec
 
 from chute.backends.base import DEFAULT_RETENTION, Joint, Queue, Store
@@ -45,6 +46,12 @@ from chute.gateway.controls import (
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.openapi import openapi_document
+from chute.gateway.outcome import (
+    UNCONFIRMED_ERROR,
+    Settled,
+    is_refused,
+    settle,
+)
 from chute.gateway.responses import (
     HealthResponse,
     HTTPError,
@@ -79,8 +86,13 @@ Send = Callable[[Message], Awaitable[None]]
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 #: Seconds /healthz waits for the backends before calling them down.
 HEALTH_TIMEOUT = 2.0
-#: Seconds an enqueue may take before the submit gives up (and removes the stored record).
+#: Seconds an enqueue may take before the submit gives up (and settles the stored record).
 ENQUEUE_TIMEOUT = 30.0
+#: Seconds a submit whose create or enqueue had an unknown outcome keeps asking the store
+#: what happened before it answers (see ``chute.gateway.outcome`` and docs/gateway.md).
+SETTLE_TIMEOUT = 10.0
+#: Seconds a submit cancelled mid-create (the server stops) may take to settle its record.
+CANCELLED_SETTLE_TIMEOUT = 5.0
 #: Seconds to read and drop the rest of a body answered early, and to keep emptying the
 #: server's queue while the connection closes after that (see ``_finish_early``).
 DRAIN_TIME = 5.0
@@ -250,6 +262,7 @@ class Gateway:
         retention: float = DEFAULT_RETENTION,
         api_keys: Sequence[str] = (),
         protect_admin: bool = False,
+        settle_timeout: float = SETTLE_TIMEOUT,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
@@ -265,6 +278,13 @@ class Gateway:
                 "--protect-admin needs global API keys (--api-keys-file or $CHUTE_API_KEYS)"
             )
         self.protect_admin = protect_admin
+        self.settle_timeout = settle_timeout
+        #: Set at first and whenever a submit met an unreachable store: the next submits ping
+        #: the backends first (an error then is definite, as nothing was written) until they
+        #: answer, so only submits caught mid-write by an outage need settling.
+        self._suspect = True
+        #: Settlements that outlived their submit (the lifespan's task group).
+        self._background: anyio.abc.TaskGroup | None = None
         self._keys = {
             api.name: KeyRing(read_api_keys(api)) or self.global_keys for api in self.apis
         }
@@ -322,12 +342,18 @@ class Gateway:
                 self.startup_error = exc
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
-            async with WebhookSender(observe=self._count_webhook) as sender:
+            async with (
+                WebhookSender(observe=self._count_webhook) as sender,
+                anyio.create_task_group() as background,
+            ):
                 self.webhooks = sender
+                self._background = background
                 await send({"type": "lifespan.startup.complete"})
                 while (await receive())["type"] != "lifespan.shutdown":
                     pass
                 self.webhooks = None
+                self._background = None
+                background.cancel_scope.cancel()
             # Pending deliveries had their chance (they annotate records): close the backends.
             await self.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
@@ -493,6 +519,8 @@ class Gateway:
             raise error(400, str(exc)) from None
 
         store = await self._store()
+        if self._suspect:
+            await self._probe(store)
         limit = self.max_body_size
         if store.max_payload_size is not None:
             limit = min(limit, store.max_payload_size)
@@ -557,6 +585,16 @@ class Gateway:
                 raise _Disconnected from None
             if body.too_large:
                 raise error(413, f"body exceeds the limit of {limit} bytes") from None
+            # Anything else: the record may have been stored (and queued) all the same.
+            answer = await self._settle(store, record, control, body)
+            if answer is None:
+                raise  # definite: it will not run
+            return answer
+        except BaseException:  # cancelled (the server stops): leave nothing half-submitted
+            with anyio.CancelScope(shield=True):
+                await self._settle(
+                    store, record, control, body, within=CANCELLED_SETTLE_TIMEOUT, answer=False
+                )
             raise
         if key is not None and stored.extra.get(EXTRA_BODY_SHA256) != body.sha256:
             # A store that copied the record before the body ended: record the hash now.
@@ -564,24 +602,117 @@ class Gateway:
 
         if joint is not None:
             return Response(200, encoder.encode(SubmitResponse(record.id)))
-        # Shielded: once stored, the record must be either queued or removed, even if the
+        # Shielded: once stored, the record must be either queued or refused, even if the
         # server cancels this task (shutdown), or it would stay in_queue forever.
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(ENQUEUE_TIMEOUT):
                     queue = await self._queue()
                     await queue.send(api, record.id)
-            except TimeoutError:
-                await self._forget(store, api, record.id)
-                raise BackendUnavailable(
-                    f"the queue did not answer within {ENQUEUE_TIMEOUT} s"
-                ) from None
-            except BaseException:
-                await self._forget(store, api, record.id)
+            except Exception as exc:
+                # Sent or not, the record says: refused unless a dequeuer already took it.
+                answer = await self._settle(store, record, control, body)
+                if answer is not None:
+                    return answer
+                if isinstance(exc, TimeoutError):
+                    raise BackendUnavailable(
+                        f"the queue did not answer within {ENQUEUE_TIMEOUT} s"
+                    ) from None
                 raise
             if key is not None:
                 await self._mark_enqueued(store, api, record.id)
         return Response(200, encoder.encode(SubmitResponse(record.id)))
+
+    async def _probe(self, store: Store) -> None:
+        """While the store is suspect, ping the backends before writing anything: an error
+        now is a definite 503 (nothing was written), not an unknown outcome to settle."""
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                await store.ping()
+                if await self._joint_path(store) is None:
+                    await (await self._queue()).ping()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the backends did not answer within {HEALTH_TIMEOUT} s"
+            ) from None
+        self._suspect = False
+
+    async def _settle(
+        self,
+        store: Store,
+        record: RequestRecord,
+        control: Controls,
+        body: _Body,
+        *,
+        within: float | None = None,
+        answer: bool = True,
+    ) -> Response | None:
+        """Settle a submit whose create or enqueue had an unknown outcome (see
+        ``chute.gateway.outcome``): the answer when it runs (its id), None when it will not
+        (the caller raises its error)."""
+        api = record.api
+        self._suspect = True
+        deadline = time.monotonic() + (self.settle_timeout if within is None else within)
+        settlement = await settle(store, record, deadline=deadline)
+        self.metrics.submits_settled.labels(api, settlement.settled.value).inc()
+        if settlement.settled is not Settled.UNKNOWN:
+            self._suspect = False
+        if settlement.settled is Settled.REFUSED:
+            return None
+        if settlement.settled is Settled.OTHERS:
+            if not answer:
+                return None
+            # An Idempotency-Key repeat stored the id first: answer as its repeat.
+            replayed = await self._replay(store, record, control, body, before_create=False)
+            if replayed is None:
+                raise BackendUnavailable(
+                    f"a request with this {IDEMPOTENCY_HEADER} was being submitted and was "
+                    "not queued; retry"
+                )
+            return replayed
+        if settlement.settled is Settled.UNKNOWN:
+            # The store stays silent: the request may run. Its id is the only true answer;
+            # once the store answers, a request that did not start is refused and its
+            # record says so (GET: cancelled, error submit_unconfirmed), never a 404.
+            logger.error(
+                "submit outcome unknown: the store did not answer; answering the id and "
+                "settling in the background",
+                extra={"api": api, "request_id": record.id},
+            )
+            self._settle_later(store, record)
+        elif control.idempotency_key is not None:
+            await self._mark_enqueued(store, api, record.id)
+        return Response(200, encoder.encode(SubmitResponse(record.id)))
+
+    def _settle_later(self, store: Store, record: RequestRecord) -> None:
+        if self._background is None:
+            logger.error(
+                "cannot settle in the background: the gateway's lifespan is not running",
+                extra={"api": record.api, "request_id": record.id},
+            )
+            return
+        self._background.start_soon(self._settle_in_background, store, record)
+
+    async def _settle_in_background(self, store: Store, record: RequestRecord) -> None:
+        settlement = await settle(
+            store,
+            record,
+            deadline=time.monotonic() + max(0.0, record.expires_at - now()),
+            error_type=UNCONFIRMED_ERROR,
+            message=(
+                "the gateway answered with this id while the store was unreachable; once it "
+                "answered, the request had not started, so it was cancelled and never ran"
+            ),
+            remove=False,
+        )
+        logger.warning(
+            "submit settled in the background",
+            extra={
+                "api": record.api,
+                "request_id": record.id,
+                "outcome": settlement.settled.value,
+            },
+        )
 
     async def _mark_enqueued(self, store: Store, api: str, request_id: str) -> None:
         """Let repeats of this Idempotency-Key answer with the id (see ``_replay``)."""
@@ -616,7 +747,12 @@ class Gateway:
         if found is None:
             return None
         existing = found[0]
-        if existing.expires_at <= now():
+        if existing.expires_at <= now() or (
+            is_refused(existing)
+            and existing.error is not None
+            and existing.error.type != UNCONFIRMED_ERROR
+        ):
+            # Past its retention, or refused with an error answer: the key starts anew.
             if before_create:
                 await store.delete(api, record.id)
             return None
@@ -641,17 +777,6 @@ class Gateway:
             )
         self.metrics.idempotent_replays.labels(api).inc()
         return Response(200, encoder.encode(SubmitResponse(existing.id)))
-
-    async def _forget(self, store: Store, api: str, request_id: str) -> None:
-        """Remove a record whose enqueue failed: the client gets an error, never its id."""
-        try:
-            await store.delete(api, request_id)
-        except Exception:
-            logger.exception(
-                "enqueue failed and the record could not be removed; it stays in_queue "
-                "until its retention ends",
-                extra={"api": api, "request_id": request_id},
-            )
 
     # -- one request -----------------------------------------------------------------------
 
