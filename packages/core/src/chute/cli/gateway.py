@@ -73,6 +73,30 @@ def register(subparsers: Any) -> None:
         help="after SIGTERM, how long in-flight requests may take to finish (%(default)s)",
     )
     parser.add_argument(
+        "--max-header-size",
+        type=parse_size,
+        default=parse_size("8KiB"),
+        metavar="SIZE",
+        help="largest header block a submit may carry, e.g. 8KiB (the default, as the "
+        "container's server commonly allows); larger → 431",
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="longest pause while a request body arrives; longer → 408, connection closed "
+        "(%(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest time a whole request body may take to arrive; longer → 408, connection "
+        "closed (%(default)s)",
+    )
+    parser.add_argument(
         "--settle-timeout",
         type=float,
         default=10.0,
@@ -121,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         api_keys=global_keys(args.api_keys_file),
         protect_admin=args.protect_admin,
         settle_timeout=args.settle_timeout,
+        max_header_size=args.max_header_size,
+        body_idle_timeout=args.body_idle_timeout,
+        body_timeout=args.body_timeout,
     )
 
     async def main() -> None:

@@ -45,6 +45,7 @@ from chute.gateway.controls import (
 )
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
+from chute.gateway.numbers import NumberError, parse_seconds
 from chute.gateway.openapi import openapi_document
 from chute.gateway.outcome import (
     UNCONFIRMED_ERROR,
@@ -60,7 +61,7 @@ from chute.gateway.responses import (
     encoder,
     error,
 )
-from chute.gateway.routing import METHODS, Kind, Route, Router
+from chute.gateway.routing import METHODS, Kind, Route, Router, origin_path
 from chute.gateway.watch import MAX_WAIT, Observation, Watcher
 from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
@@ -84,6 +85,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Default limit on a request body: 100 MiB.
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
+#: Default limit on a submit's header block (names, values and their separators), as the
+#: container's server commonly has it: 8 KiB.
+DEFAULT_MAX_HEADER_SIZE = 8 * 1024
+#: Default seconds a request body may pause between two pieces, and take in all.
+DEFAULT_BODY_IDLE_TIMEOUT = 15.0
+DEFAULT_BODY_TIMEOUT = 300.0
 #: Seconds /healthz waits for the backends before calling them down.
 HEALTH_TIMEOUT = 2.0
 #: Seconds an enqueue may take before the submit gives up (and settles the stored record).
@@ -117,6 +124,11 @@ logger = logging.getLogger("chute.gateway")
 
 class _Disconnected(Exception):
     """The client went away before its body arrived; there is no one left to answer."""
+
+
+def _header_size(headers: Sequence[tuple[bytes, bytes]]) -> int:
+    """The size of a header block on the wire: ``name: value\r\n`` per header."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 class _Receive:
@@ -183,24 +195,38 @@ class _Body:
     """
 
     __slots__ = (
+        "deadline",
         "digest_into",
         "disconnected",
         "ended",
         "hasher",
+        "idle",
         "limit",
         "receive",
         "size",
+        "timed_out",
         "too_large",
     )
 
     def __init__(
-        self, receive: Receive, limit: int, digest_into: dict[str, Any] | None = None
+        self,
+        receive: Receive,
+        limit: int,
+        digest_into: dict[str, Any] | None = None,
+        *,
+        idle: float = math.inf,
+        deadline: float = math.inf,
     ) -> None:
         self.receive = receive
         self.limit = limit
+        #: Seconds the body may pause between two pieces; the ``time.monotonic()`` instant by
+        #: which it must have ended. Past either: 408.
+        self.idle = idle
+        self.deadline = deadline
         self.size = 0
         self.too_large = False
         self.disconnected = False
+        self.timed_out = False
         self.ended = False
         self.digest_into = digest_into
         self.hasher = hashlib.sha256() if digest_into is not None else None
@@ -218,7 +244,14 @@ class _Body:
     async def chunks(self) -> AsyncIterator[bytes]:
         more = not self.ended
         while more:
-            message = await self.receive()
+            left = self.deadline - time.monotonic()
+            try:
+                with anyio.fail_after(max(0.0, min(self.idle, left))):
+                    message = await self.receive()
+            except TimeoutError:
+                self.timed_out = True
+                why = "paused too long" if self.idle < left else "took too long in all"
+                raise error(408, f"the request body {why}; nothing was queued") from None
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 raise _Disconnected
@@ -263,9 +296,17 @@ class Gateway:
         api_keys: Sequence[str] = (),
         protect_admin: bool = False,
         settle_timeout: float = SETTLE_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
+        if max_header_size <= 0 or body_idle_timeout <= 0 or body_timeout <= 0:
+            raise ValueError("max_header_size and the body timeouts must be above 0")
+        self.max_header_size = max_header_size
+        self.body_idle_timeout = body_idle_timeout
+        self.body_timeout = body_timeout
         self.apis = list(apis)
         self.router = Router(self.apis)
         self.queue_url = queue_url
@@ -435,7 +476,8 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
-        route = self.router.match(scope["path"])
+        path = scope["path"] = origin_path(scope["path"])
+        route = self.router.match(path)
         api_label = route.api.name if route is not None and route.api is not None else ""
         tracked = _Receive(receive)
         try:
@@ -481,6 +523,12 @@ class Gateway:
                 time.perf_counter() - started,
                 long_poll=long_poll,
             )
+        elif response.status == 408:
+            # A body too slow to wait for is not drained either: answer and close.
+            headers.append((b"connection", b"close"))
+            self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
+            await send(start)
+            await send({"type": "http.response.body", "body": response.body})
         else:
             headers.append((b"connection", b"close"))
             self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
@@ -491,6 +539,16 @@ class Gateway:
     async def _submit(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         api = route.api.name
+        arrived = time.monotonic()
+        header_size = _header_size(scope["headers"])
+        if header_size > self.max_header_size:
+            # Kept, they would reach the container's server, which would refuse them after
+            # the client was handed an id.
+            raise error(
+                431,
+                f"the request's headers take {header_size} bytes, above the limit of "
+                f"{self.max_header_size} bytes",
+            )
         # The key was consumed by the gateway when the API has keys: it is not the container's.
         strip_authorization = bool(self._keys[api])
         content_type: str | None = None
@@ -525,10 +583,9 @@ class Gateway:
         if store.max_payload_size is not None:
             limit = min(limit, store.max_payload_size)
         if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
-                raise error(400, f"invalid Content-Length {content_length!r}") from None
+            if not content_length.strip(b" \t").isdigit():
+                raise error(400, f"invalid Content-Length {content_length!r}")
+            declared = int(content_length)
             if declared > limit:  # answered before reading a byte of the body
                 raise error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
 
@@ -556,7 +613,13 @@ class Gateway:
             timeout=control.execution_timeout,
             extra=extra,
         )
-        body = _Body(receive, limit, digest_into=extra if key is not None else None)
+        body = _Body(
+            receive,
+            limit,
+            digest_into=extra if key is not None else None,
+            idle=self.body_idle_timeout,
+            deadline=arrived + self.body_timeout,
+        )
         if key is not None:
             replayed = await self._replay(store, record, control, body, before_create=True)
             if replayed is not None:
@@ -585,6 +648,10 @@ class Gateway:
                 raise _Disconnected from None
             if body.too_large:
                 raise error(413, f"body exceeds the limit of {limit} bytes") from None
+            if body.timed_out:
+                raise error(
+                    408, "the request body did not arrive in time; nothing was queued"
+                ) from None
             # Anything else: the record may have been stored (and queued) all the same.
             answer = await self._settle(store, record, control, body)
             if answer is None:
@@ -969,12 +1036,6 @@ def _wait_seconds(scope: Scope) -> float | None:
     if len(values) > 1:
         raise error(400, "more than one wait parameter")
     try:
-        wait = float(values[0])
-    except ValueError:
-        wait = math.nan
-    if not (0 < wait <= MAX_WAIT):  # also rejects nan and inf
-        raise error(
-            400,
-            f"wait must be a number of seconds above 0 and at most {MAX_WAIT:g}, got {values[0]!r}",
-        )
-    return wait
+        return parse_seconds(values[0], maximum=MAX_WAIT)
+    except NumberError as exc:
+        raise error(400, f"wait: {exc}") from None

@@ -14,7 +14,7 @@ import msgspec
 
 from chute._version import __version__
 from chute.config import API
-from chute.gateway.controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
+from chute.gateway.controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY, MAX_TIMEOUT
 from chute.gateway.responses import ERROR_TYPES, HealthResponse, QueueResponse
 from chute.gateway.watch import MAX_WAIT
 from chute.protocol import (
@@ -52,7 +52,7 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
     }
 
 
-_SECONDS = {"type": "number", "exclusiveMinimum": 0}
+_SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}
 
 #: The control headers of a submit (chute.gateway.controls); none reaches the container.
 SUBMIT_HEADERS = [
