@@ -28,6 +28,9 @@ from chute.testing.gateway import GatewayProcess, gateway_process
 API_FILE = """\
 - name: hello
   kind: AsyncAPI
+  webhook:
+    request_urls: [https://example.invalid/hook, 127.0.0.1]
+    private_targets: true
   pod:
     containers:
       - name: api

@@ -67,6 +67,7 @@ from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
     EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
+    WEBHOOK_HEADER,
     RequestRecord,
     Status,
     SubmitResponse,
@@ -76,6 +77,7 @@ from chute.protocol import (
     validate_request_id,
 )
 from chute.registry import open_queue, open_store
+from chute.webhook_targets import TargetRefused, check_request_url
 from chute.webhooks import WebhookSender
 
 Scope = dict[str, Any]
@@ -593,6 +595,15 @@ class Gateway:
         queue_timeout = control.queue_timeout or self._queue_deadlines[api]
         extra: dict[str, Any] = {}
         if control.webhook_url is not None:
+            hook = route.api.webhook
+            try:
+                check_request_url(
+                    control.webhook_url,
+                    hook.request_urls if hook is not None else (),
+                    private_targets=hook is not None and hook.private_targets,
+                )
+            except TargetRefused as exc:
+                raise error(400, f"{WEBHOOK_HEADER}: {exc}") from None
             extra[EXTRA_WEBHOOK_URL] = control.webhook_url
         key = control.idempotency_key
         # Queue and store in one place: created and queued in one atomic step.
