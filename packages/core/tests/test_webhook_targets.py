@@ -5,6 +5,7 @@ delivery (the addresses its host resolves to, which the POST then uses)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from chute.webhook_targets import (
     matches,
     pinned,
     resolve_target,
+    url_pattern,
 )
 from chute.webhooks import WebhookSender
 
@@ -44,7 +46,7 @@ ALLOW = ["hooks.example.com", "*.example.org", "https://client.example.net/done/
         ("https://example.org/", False),  # *. is for subdomains
         ("https://evilexample.org/", False),
         ("https://client.example.net/done/42", True),
-        ("https://client.example.net/done", False),  # the prefix is the folder /done/
+        ("https://client.example.net/done", True),
         ("https://client.example.net/donex", False),
         ("https://client.example.net/other", False),
         ("http://client.example.net/done/42", False),  # another scheme
@@ -54,6 +56,10 @@ ALLOW = ["hooks.example.com", "*.example.org", "https://client.example.net/done/
 )
 def test_the_allowlist(url: str, allowed: bool) -> None:
     assert matches(url, ALLOW) is allowed
+    # The schema's pattern agrees (it describes the plain form: lower case, no user info).
+    plain = url == url.lower() and "@" not in url and ".:" not in url and "./" not in url
+    if plain:
+        assert bool(re.fullmatch(url_pattern(tuple(ALLOW)), url)) is allowed, url
 
 
 @pytest.mark.parametrize(
@@ -193,7 +199,9 @@ async def test_a_url_taken_off_the_allowlist_is_not_delivered(
     store: Store, receiver: WebhookReceiver
 ) -> None:
     """The API's allowlist is checked again at delivery (the config may have changed)."""
-    api = api_with(url="https://example.invalid/", request_urls=["hooks.example.com"])
+    api = api_with(
+        url="https://example.invalid/", request_urls=["hooks.example.com"], private_targets=True
+    )
     outcome = await delivery_outcome(store, api, receiver.url)
     assert outcome["status"] == "failed"
     assert "allowlist" in outcome["error"]

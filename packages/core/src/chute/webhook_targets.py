@@ -13,7 +13,9 @@ See docs/webhooks.md.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
@@ -52,7 +54,8 @@ def _host(url: str) -> tuple[str, str, int]:
 def matches(url: str, allowlist: Sequence[str]) -> bool:
     """Whether ``url`` is allowed by an entry of ``allowlist``: a host (``hooks.example.com``),
     every subdomain of one (``*.example.com``), or a URL prefix
-    (``https://client.example.org/hooks/``: same scheme, host and port, and a path under it)."""
+    (``https://client.example.org/hooks/``: same scheme, host and port, and the path
+    ``/hooks`` or one under it)."""
     scheme, host, port = _host(url)
     path = urlsplit(url).path or "/"
     for entry in allowlist:
@@ -60,7 +63,8 @@ def matches(url: str, allowlist: Sequence[str]) -> bool:
         if "://" in entry:
             e_scheme, e_host, e_port = _host(entry)
             e_path = urlsplit(entry).path or "/"
-            under = path == e_path or path.startswith(e_path.rstrip("/") + "/")
+            folder = e_path.rstrip("/")
+            under = path == (folder or "/") or path.startswith(folder + "/")
             if (scheme, host, port) == (e_scheme, e_host, e_port) and under:
                 return True
         elif entry.startswith("*."):
@@ -78,20 +82,62 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+#: What may follow the host of a request URL: RFC 3986's path-abempty, query and fragment.
+_PCHAR = r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~!$&'()*+,;=:@-])"
+_REST = rf"(?:/(?:{_PCHAR}|/)*)?(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?"
+_LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+
+
+@functools.lru_cache(maxsize=256)
+def url_pattern(allowlist: tuple[str, ...], *, private_targets: bool = False) -> str:
+    """The regular expression (also the OpenAPI document's ``pattern``) of the request URLs an
+    allowlist accepts, in their plain form: ``http``/``https``, a lower-case host, an optional
+    port, no user info, RFC 3986 characters. An entry that is a non-public address is left out
+    unless ``private_targets``. A URL must match it, and :func:`matches` too."""
+    port = (
+        "(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+        "|6553[0-5]))?"
+    )
+    options: list[str] = []
+    for raw in allowlist:
+        entry = raw.strip()
+        if "://" in entry:
+            scheme, _, remainder = entry.partition("://")
+            netloc, _, path = remainder.partition("/")
+            folder = re.escape("/" + path.strip("/")) if path.strip("/") else ""
+            escaped = f"{re.escape(scheme.lower())}://{re.escape(netloc.lower())}{folder}"
+            options.append(escaped + _REST)
+            continue
+        host = entry.lower().rstrip(".")
+        address = _literal(host)
+        if address is not None and not private_targets and not is_public(address):
+            continue  # refused all the same
+        if address is not None:
+            host_re = re.escape(f"[{address}]" if address.version == 6 else str(address))
+        elif host.startswith("*."):
+            host_re = f"{_LABEL}(?:\\.{_LABEL})*" + re.escape(host[1:])
+        else:
+            host_re = re.escape(host)
+        options.append(f"https?://{host_re}{port}{_REST}")
+    return "^(?:" + "|".join(options or ["(?!)"]) + ")$"
+
+
 def check_request_url(url: str, allowlist: Sequence[str], *, private_targets: bool) -> None:
-    """At submit: raise TargetRefused unless ``url`` is on the API's allowlist and, when it is
-    an address, a public one (or ``private_targets``)."""
+    """At submit: raise TargetRefused unless ``url`` is on the API's allowlist (in the plain
+    form of :func:`url_pattern`) and, when it is an address, a public one (or
+    ``private_targets``)."""
     if not allowlist:
         raise TargetRefused(
             "per-request webhook URLs are not enabled for this API (webhook.request_urls)"
         )
-    if not matches(url, allowlist):
-        raise TargetRefused("the URL is not on the API's webhook.request_urls allowlist")
     address = _literal(_host(url)[1])
     if address is not None and not private_targets and not is_public(address):
         raise TargetRefused(
             f"{address} is not a public address (allow with webhook.private_targets)"
         )
+    pattern = url_pattern(tuple(allowlist), private_targets=private_targets)
+    if re.fullmatch(pattern, url) is None or not matches(url, allowlist):
+        raise TargetRefused("the URL is not on the API's webhook.request_urls allowlist")
 
 
 async def resolve_target(url: str, *, private_targets: bool) -> list[IPAddress]:

@@ -27,6 +27,7 @@ from chute.protocol import (
     Status,
     SubmitResponse,
 )
+from chute.webhook_targets import url_pattern
 
 _REF = "#/components/schemas/{name}"
 _TIMESTAMPS = ("timestamp", "created_at", "started_at", "finished_at")
@@ -60,7 +61,12 @@ SUBMIT_HEADERS = [
         IDEMPOTENCY_HEADER,
         "A repeat with the same key and body within the retention returns the first "
         "request's id and queues nothing; the same key with another body is 409.",
-        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY,
+            "pattern": "^[!-~](?:[ -~]*[!-~])?$",
+        },
     ),
     _header(
         QUEUE_TIMEOUT_HEADER,
@@ -73,12 +79,23 @@ SUBMIT_HEADERS = [
         "Seconds the call to the container may take. Default: the API's `deadlines.execution`.",
         _SECONDS,
     ),
-    _header(
-        WEBHOOK_HEADER,
-        "An http(s) URL that gets this request's webhook instead of the API's.",
-        {"type": "string", "format": "uri"},
-    ),
 ]
+
+
+def _webhook_header(allowlist: Sequence[str], private_targets: bool) -> dict[str, Any]:
+    """``X-Chute-Webhook``, for an API that takes per-request webhook URLs: its pattern
+    accepts the URLs the allowlist does (chute.webhook_targets.matches)."""
+    return _header(
+        WEBHOOK_HEADER,
+        "An http(s) URL that gets this request's webhook instead of the API's; it must be on "
+        "the API's `webhook.request_urls` allowlist, and not a private address unless the API "
+        "allows it.",
+        {
+            "type": "string",
+            "format": "uri",
+            "pattern": url_pattern(tuple(allowlist), private_targets=private_targets),
+        },
+    )
 
 
 def openapi_document(
@@ -130,7 +147,14 @@ def openapi_document(
                         f"and answers its id at once. `{base}/` is the same route."
                     ),
                     "tags": [api.name],
-                    "parameters": SUBMIT_HEADERS,
+                    "parameters": (
+                        SUBMIT_HEADERS
+                        if api.webhook is None or not api.webhook.request_urls
+                        else [
+                            *SUBMIT_HEADERS,
+                            _webhook_header(api.webhook.request_urls, api.webhook.private_targets),
+                        ]
+                    ),
                     "requestBody": {
                         "required": False,
                         "content": {"*/*": {"schema": {}}},
