@@ -55,12 +55,12 @@ class Flood:
     kills: int = 0
 
 
-async def flood(url: str, kill: Callable[[], None]) -> Flood:
+async def flood(url: str, kill: Callable[[], None], kills_at: tuple[int, ...] = KILLS_AT) -> Flood:
     """Submit TOTAL tokens, IN_FLIGHT at a time, retrying 503s and dropped connections with
-    a new attempt, and call ``kill`` (in a thread) as the answers pass each of KILLS_AT."""
+    a new attempt, and call ``kill`` (in a thread) as the answers pass each of ``kills_at``."""
     seen = Flood()
     tokens = iter(f"t{n:04d}" for n in range(TOTAL))
-    pending_kills = list(KILLS_AT)
+    pending_kills = list(kills_at)
     killing = threading.Lock()
 
     def maybe_kill() -> None:
@@ -222,3 +222,55 @@ def test_sqlite_gateway_killed_mid_flood_never_runs_a_refused_submit(
     assert dequeuer.running()
     with capsys.disabled():
         print(f"\nsubmit truth, SQLite gateway kills: {figures}")
+
+
+def test_past_the_settle_timeout_an_id_is_answered_and_never_reads_404(
+    tmp_path: Path, processes: Processes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a settle timeout far shorter than the outage, the submits caught mid-write cannot
+    be settled in time: they are answered with their id, and settled in the background once
+    Redis is back. Each such id then reads as completed (a dequeuer took it) or as cancelled
+    with error ``submit_unconfirmed`` (it never ran), never 404 and never run unseen."""
+    with local_server(REDIS, tmp_path / "redis", extra_args=REDIS_DURABLE_ARGS) as server:
+        url = f"{server.url}/0?prefix=truth"
+        stack = Stack(processes, tmp_path, url, settle_timeout="0.05")
+        container = stack.start_container()
+        stack.start_gateway()
+        stack.start_dequeuer("--workers", "8")
+
+        def kill() -> None:
+            server.kill()
+            time.sleep(DOWN)
+            server.start()
+
+        seen = anyio.run(flood, stack.gateway_url, kill, (100,))
+        by_id = {request_id: token for token, request_id in seen.handed.items()}
+        finals: dict[str, dict[str, object]] = {}
+
+        def all_final() -> bool:
+            with httpx.Client(base_url=stack.gateway_url, timeout=30) as http:
+                for request_id in by_id.keys() - finals.keys():
+                    response = http.get(f"/{API}/{request_id}")
+                    assert response.status_code == 200, response.text  # never 404
+                    body = response.json()
+                    if body["status"] not in ("in_queue", "in_progress"):
+                        finals[request_id] = body
+            return len(finals) == len(by_id)
+
+        eventually(all_final, "every id to reach a final status", PATIENCE * 2)
+        unconfirmed = {i for i, b in finals.items() if b["status"] == "cancelled"}
+        for request_id in unconfirmed:
+            assert finals[request_id]["error"]["type"] == "submit_unconfirmed"  # type: ignore[index]
+        assert all(b["status"] == "completed" for i, b in finals.items() if i not in unconfirmed)
+        ran = calls_by_request(container.output())
+        assert not unconfirmed & set(ran)  # cancelled ones never ran
+        assert set(ran) <= set(by_id)  # and nothing ran that no client was told about
+        figures = {
+            "requests": TOTAL,
+            "kills": seen.kills,
+            "503": len(seen.refused),
+            "ids_unconfirmed_then_cancelled": len(unconfirmed),
+            **{f"settled_{k}": int(v) for k, v in settled(stack).items()},
+        }
+    with capsys.disabled():
+        print(f"\nsubmit truth past the settle timeout, Redis: {figures}")
