@@ -3,7 +3,7 @@
 A flood of submits (32 in flight) runs through a real gateway, dequeuer and container while
 the backend is killed several times:
 
-* Redis (a private redis-server that fsyncs every write) is SIGKILLed and restarted 3 s later,
+* Redis (a private redis-server that fsyncs every write) is SIGKILLed and restarted 1.5 s later,
   with queue and store in one Redis database (the joint path: create and enqueue in one
   script) and in two databases (create, then enqueue);
 * on SQLite, the gateway itself is SIGKILLed mid-flood and started again.
@@ -33,13 +33,14 @@ from e2e_support import API, PATIENCE, Processes, Stack, calls_by_request, event
 from chute.testing.services import REDIS, REDIS_DURABLE_ARGS, local_server
 
 #: Requests per run and how many are in flight at once.
-TOTAL = 400
+TOTAL = 300
 IN_FLIGHT = 32
 #: After how many answered tokens each kill happens.
-KILLS_AT = (60, 170, 280)
-#: How long the killed Redis stays down: longer than its client's reconnect budget (~2.5 s),
-#: so writes in flight fail instead of being retried unseen.
-DOWN = 3.0
+KILLS_AT = (50, 130, 210)
+#: How long the killed Redis stays down: longer than its client's reconnect budget (one
+#: retry: ``REDIS_OPTIONS``), so writes in flight fail instead of being retried unseen.
+DOWN = 1.5
+REDIS_OPTIONS = "prefix=truth&retries=1"
 #: What a client waits before retrying a 503 (shorter than Retry-After: the test is bounded).
 RETRY_PAUSE = 0.2
 
@@ -176,12 +177,13 @@ def test_redis_killed_mid_flood_never_runs_a_refused_submit(
     tmp_path: Path, processes: Processes, layout: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with local_server(REDIS, tmp_path / "redis", extra_args=REDIS_DURABLE_ARGS) as server:
-        queue = f"{server.url}/0?prefix=truth"
-        store = queue if layout == "one-database" else f"{server.url}/1?prefix=truth"
+        queue = f"{server.url}/0?{REDIS_OPTIONS}"
+        store = queue if layout == "one-database" else f"{server.url}/1?{REDIS_OPTIONS}"
         stack = Stack(processes, tmp_path, queue, store=store)
         container = stack.start_container()
         gateway = stack.start_gateway()
-        dequeuer, _ = stack.start_dequeuer("--workers", "8")
+        # A short lease: deliveries whose ack died with the server come back soon.
+        dequeuer, _ = stack.start_dequeuer("--workers", "8", "--lease", "3")
 
         def kill() -> None:
             server.kill()
@@ -232,7 +234,7 @@ def test_past_the_settle_timeout_an_id_is_answered_and_never_reads_404(
     Redis is back. Each such id then reads as completed (a dequeuer took it) or as cancelled
     with error ``submit_unconfirmed`` (it never ran), never 404 and never run unseen."""
     with local_server(REDIS, tmp_path / "redis", extra_args=REDIS_DURABLE_ARGS) as server:
-        url = f"{server.url}/0?prefix=truth"
+        url = f"{server.url}/0?{REDIS_OPTIONS}"
         stack = Stack(processes, tmp_path, url, settle_timeout="0.05")
         container = stack.start_container()
         stack.start_gateway()
@@ -243,7 +245,7 @@ def test_past_the_settle_timeout_an_id_is_answered_and_never_reads_404(
             time.sleep(DOWN)
             server.start()
 
-        seen = anyio.run(flood, stack.gateway_url, kill, (100,))
+        seen = anyio.run(flood, stack.gateway_url, kill, (80,))
         by_id = {request_id: token for token, request_id in seen.handed.items()}
         finals: dict[str, dict[str, object]] = {}
 
