@@ -382,9 +382,19 @@ class WebhookSender:
             url, headers["Host"], server_name = pinned(url, addresses[0])
             extensions["sni_hostname"] = server_name
         try:
-            response = await self._client.post(
-                url, content=job.body, headers=headers, extensions=extensions
-            )
+            if job.guarded:
+                # A connection of its own: pooled connections are keyed by the address, and
+                # one opened (and TLS-checked) for another name must not carry this request.
+                async with httpx.AsyncClient(
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                    headers={"User-Agent": "chute-webhooks"},
+                ) as client:
+                    response = await client.post(
+                        url, content=job.body, headers=headers, extensions=extensions
+                    )
+            else:
+                response = await self._client.post(url, content=job.body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:
