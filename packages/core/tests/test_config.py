@@ -454,7 +454,18 @@ BAD_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("retries-unknown-key", {"retries.attempts": 3}, "$[0].retries.attempts", "max_attempts"),
     ("deadline-zero", {"deadlines.queue": "0s"}, "$[0].deadlines.queue", "greater than 0s"),
     ("deadline-bad", {"deadlines.execution": "5"}, "$[0].deadlines.execution", "duration"),
-    ("webhook-no-url", {"webhook": {"events": ["failed"]}}, "$[0].webhook.url", "required"),
+    (
+        "webhook-no-url",
+        {"webhook": {"events": ["failed"]}},
+        "$[0].webhook",
+        "expected url, request_urls or both",
+    ),
+    (
+        "webhook-request-url",
+        {"webhook": {"request_urls": ["ftp://x"]}},
+        "$[0].webhook.request_urls[0]",
+        "a host",
+    ),
     ("webhook-url", {"webhook.url": "ftp://x/y"}, "$[0].webhook.url", "http:// or https://"),
     (
         "webhook-event",

@@ -28,6 +28,9 @@ from chute.testing.gateway import GatewayProcess, gateway_process
 API_FILE = """\
 - name: hello
   kind: AsyncAPI
+  webhook:
+    request_urls: [https://example.invalid/hook, 127.0.0.1]
+    private_targets: true
   pod:
     containers:
       - name: api
@@ -210,6 +213,11 @@ def test_control_headers_are_parsed_and_not_forwarded(http: httpx.Client, backen
         ("X-Chute-Queue-Timeout", "soon"),
         ("X-Chute-Execution-Timeout", "inf"),
         ("X-Chute-Execution-Timeout", "nan"),
+        ("X-Chute-Queue-Timeout", "1_0"),  # float() takes these; the schema's number does not
+        ("X-Chute-Queue-Timeout", "+1"),
+        ("X-Chute-Queue-Timeout", ".5"),
+        ("X-Chute-Queue-Timeout", "0x10"),
+        ("X-Chute-Execution-Timeout", "1e999"),  # above the schema's maximum
         ("X-Chute-Webhook", "ftp://x"),
         ("Idempotency-Key", "é"),
         ("Idempotency-Key", "k" * 256),
@@ -223,6 +231,22 @@ def test_bad_control_headers_are_400(
     body = assert_error(response, 400, "bad_request")
     assert header in body["error"]["message"]
     assert queued(backend, "hello") == before
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("1e3", 1000.0), ("5e-324", 5e-324), ("2.5", 2.5)])
+def test_control_header_numbers_follow_the_schemas_number_grammar(
+    http: httpx.Client, backend: str, value: str, seconds: float
+) -> None:
+    request_id = submit(http, json={}, headers={"X-Chute-Execution-Timeout": value})
+    record = stored(backend, "hello", request_id)
+    assert record is not None
+    assert record.timeout == seconds
+
+
+@pytest.mark.parametrize("wait", ["1e-3", "0.01", "5e-324"])
+def test_wait_follows_the_schemas_number_grammar(http: httpx.Client, wait: str) -> None:
+    request_id = submit(http, json={})
+    assert http.get(f"/hello/{request_id}?wait={wait}").json()["status"] == "in_queue"
 
 
 def test_a_queue_deadline_expires_a_queued_request_lazily(http: httpx.Client, backend: str) -> None:
@@ -406,7 +430,9 @@ def test_wait_on_a_finished_or_unknown_request(http: httpx.Client, backend: str)
     assert_error(http.get("/hello/0123456789abcdef", params={"wait": 5}), 404, "not_found")
 
 
-@pytest.mark.parametrize("wait", ["0", "-1", "61", "soon", "nan", "inf", ""])
+@pytest.mark.parametrize(
+    "wait", ["0", "-1", "61", "soon", "nan", "inf", "", "1_0", "+1", ".5", "1e999", "%201"]
+)
 def test_a_bad_wait_is_400(http: httpx.Client, wait: str) -> None:
     request_id = submit(http, json={})
     assert_error(http.get(f"/hello/{request_id}?wait={wait}"), 400, "bad_request")

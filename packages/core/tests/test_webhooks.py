@@ -206,15 +206,22 @@ async def test_a_missing_secret_fails_without_sending(
 
 
 async def test_events_url_override_and_unsigned(store: Store, receiver: WebhookReceiver) -> None:
-    api = api_with(receiver.url, events=["failed"])
+    api = api_with(
+        receiver.url, events=["failed"], request_urls=["127.0.0.1"], private_targets=True
+    )
     completed = await finished(store)
     override = await finished(store, Status.FAILED, webhook_url=receiver.url + "/mine")
     async with WebhookSender(backoff=FAST, environ={"HOOK_SECRET": SECRET}) as sender:
         sender.notify(store, api, completed, b"{}")  # not subscribed: nothing sent
         sender.notify(store, api, override)
         [got] = await anyio.to_thread.run_sync(receiver.wait, 1)
-        # An API without a webhook still honours a per-request URL: every event, unsigned.
-        bare = msgspec.structs.replace(api, webhook=None)
+        # An API whose webhook has no url still honours an allowed per-request URL: every
+        # event, unsigned.
+        assert api.webhook is not None
+        bare = msgspec.structs.replace(
+            api,
+            webhook=Webhook(request_urls=api.webhook.request_urls, private_targets=True),
+        )
         expired = await finished(store, Status.EXPIRED, webhook_url=receiver.url + "/bare")
         sender.notify(store, bare, expired)
         sender.notify(store, bare, completed, b"{}")  # no URL at all: nothing sent

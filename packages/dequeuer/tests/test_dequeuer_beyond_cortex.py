@@ -348,7 +348,8 @@ async def test_a_slow_receiver_never_delays_results(
     long before their webhooks are all answered, and only the subscribed event is sent to
     the API's URL while a request's own URL gets its own."""
     receiver.delay = 3.0
-    start_dequeuer(container.port, api_extra=webhook_yaml(receiver.url, "completed"))
+    own_urls = "    request_urls: [127.0.0.1]\n    private_targets: true\n"  # the receiver's
+    start_dequeuer(container.port, api_extra=webhook_yaml(receiver.url, "completed") + own_urls)
     started = time.monotonic()
     rids = [await backend.submit() for _ in range(4)]
     own = await backend.submit(extra={"webhook_url": receiver.url + "/own"})

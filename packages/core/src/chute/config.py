@@ -208,11 +208,18 @@ class Results(Base, frozen=True, kw_only=True):
 class Webhook(Base, frozen=True, kw_only=True):
     """Where and for which events a request's outcome is POSTed (docs/webhooks.md)."""
 
-    url: str
+    #: Where every request's outcome goes; None: only requests that name a URL get one.
+    url: str | None = None
     events: tuple[str, ...] = WEBHOOK_EVENTS
     #: Name of the environment variable holding the Standard Webhooks secret (``whsec_…``);
     #: ``None`` sends unsigned deliveries.
     secret_env: str | None = None
+    #: Where a request's own URL (``X-Chute-Webhook``) may point: hosts (``hooks.example.com``,
+    #: ``*.example.com``) or URL prefixes (``https://example.com/hooks/``). Empty: the header
+    #: is refused (400).
+    request_urls: tuple[str, ...] = ()
+    #: Let request URLs reach loopback, private, link-local and other non-public addresses.
+    private_targets: bool = False
 
 
 class Auth(Base, frozen=True, kw_only=True):
@@ -1109,11 +1116,24 @@ def _check_deadlines(deadlines: Deadlines, where: str, issues: _Issues) -> None:
 
 _WEBHOOK_URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HOST_PATTERN = re.compile(
+    r"^(\*\.)?[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"|^\[[0-9A-Fa-f:.]+\]$"
+)
 
 
 def _check_webhook(webhook: Webhook, where: str, issues: _Issues) -> None:
-    if not _WEBHOOK_URL.match(webhook.url):
+    if webhook.url is None and not webhook.request_urls:
+        issues.add(where, "expected url, request_urls or both; omit webhook to send none")
+    if webhook.url is not None and not _WEBHOOK_URL.match(webhook.url):
         issues.add(f"{where}.url", "expected an http:// or https:// URL", webhook.url)
+    for k, entry in enumerate(webhook.request_urls):
+        if not (_WEBHOOK_URL.match(entry) or _HOST_PATTERN.match(entry)):
+            issues.add(
+                f"{where}.request_urls[{k}]",
+                "expected a host (hooks.example.com, *.example.com) or an http(s):// URL prefix",
+                entry,
+            )
     if not webhook.events:
         issues.add(f"{where}.events", "expected at least one event; omit webhook to send none")
     seen: set[str] = set()

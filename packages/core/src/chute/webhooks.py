@@ -42,6 +42,7 @@ from chute.backends.base import Store
 from chute.config import API, WEBHOOK_EVENTS, Retries
 from chute.errors import ChuteError
 from chute.protocol import EXTRA_WEBHOOK, EXTRA_WEBHOOK_URL, RequestRecord, result_response, rfc3339
+from chute.webhook_targets import TargetRefused, check_request_url, pinned, resolve_target
 
 log = logging.getLogger("chute.webhooks")
 
@@ -135,6 +136,12 @@ class _Job(msgspec.Struct, kw_only=True):
     webhook_id: str
     body: bytes
     secret_error: bool = False  # the secret is missing or malformed: retrying cannot help
+    #: The URL is the request's own (X-Chute-Webhook): checked against the API's allowlist
+    #: and its addresses at every attempt (chute.webhook_targets).
+    guarded: bool = False
+    allowlist: tuple[str, ...] = ()
+    private_targets: bool = False
+    refused: bool = False  # the guard refused the target: retrying cannot help
 
 
 class WebhookSender:
@@ -234,7 +241,8 @@ class WebhookSender:
         url = record.extra.get(EXTRA_WEBHOOK_URL)
         hook = api.webhook
         events = hook.events if hook is not None else WEBHOOK_EVENTS
-        if not isinstance(url, str) or not url:
+        guarded = isinstance(url, str) and bool(url)
+        if not guarded:
             url = hook.url if hook is not None else None
         if url is None or event not in events or not record.status.terminal:
             return
@@ -261,6 +269,9 @@ class WebhookSender:
             # receiver can drop duplicates; distinct for each attempt's own outcome.
             webhook_id=f"msg_{record.id}_{event}_{record.attempt}",
             body=_encoder.encode(response),
+            guarded=guarded,
+            allowlist=hook.request_urls if hook is not None else (),
+            private_targets=hook.private_targets if hook is not None else False,
         )
         if len(self._pending) == self._pending.maxlen:
             dropped = self._pending[0]
@@ -324,7 +335,7 @@ class WebhookSender:
                 return
             outcome["error"] = error
             delay = self.backoff.backoff(attempt)
-            final = job.secret_error or time.monotonic() + delay > give_up_at
+            final = job.secret_error or job.refused or time.monotonic() + delay > give_up_at
             outcome["status"] = "failed" if final else "pending"
             await self._record(job, outcome)
             if final:
@@ -361,8 +372,31 @@ class WebhookSender:
             except WebhookSecretError as exc:
                 job.secret_error = True
                 return None, str(exc)
+        url, extensions = job.url, {}
+        if job.guarded:
+            try:
+                check_request_url(url, job.allowlist, private_targets=job.private_targets)
+                addresses = await resolve_target(url, private_targets=job.private_targets)
+            except TargetRefused as exc:
+                job.refused = True
+                return None, f"refused: {exc}"
+            # Connect to the address just checked, not to a second DNS answer.
+            url, headers["Host"], server_name = pinned(url, addresses[0])
+            extensions["sni_hostname"] = server_name
         try:
-            response = await self._client.post(job.url, content=job.body, headers=headers)
+            if job.guarded:
+                # A connection of its own: pooled connections are keyed by the address, and
+                # one opened (and TLS-checked) for another name must not carry this request.
+                async with httpx.AsyncClient(
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                    headers={"User-Agent": "chute-webhooks"},
+                ) as client:
+                    response = await client.post(
+                        url, content=job.body, headers=headers, extensions=extensions
+                    )
+            else:
+                response = await self._client.post(url, content=job.body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:

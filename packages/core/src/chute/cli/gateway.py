@@ -77,6 +77,38 @@ def register(subparsers: Any) -> None:
         "--graceful-timeout", type=float, dest="grace_period", help=argparse.SUPPRESS
     )
     parser.add_argument(
+        "--max-header-size",
+        type=parse_size,
+        default=parse_size("8KiB"),
+        metavar="SIZE",
+        help="largest header block a submit may carry, e.g. 8KiB (the default, as the "
+        "container's server commonly allows); larger → 431",
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="longest pause while a request body arrives; longer → 408, connection closed "
+        "(%(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="longest time a whole request body may take to arrive; longer → 408, connection "
+        "closed (%(default)s)",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long a submit whose write had an unknown outcome (a backend died mid-write) "
+        "keeps asking the store what happened before it answers (%(default)s; docs/gateway.md)",
+    )
+    parser.add_argument(
         "--server",
         choices=("hypercorn", "uvicorn", "granian"),
         default="hypercorn",
@@ -140,6 +172,10 @@ def run(args: argparse.Namespace) -> int:
         protect_admin=args.protect_admin,
         access_log=access_log.enabled(args.access_log, default=False),
         cors=CORSPolicy.parse(args.cors_origins),
+        settle_timeout=args.settle_timeout,
+        max_header_size=args.max_header_size,
+        body_idle_timeout=args.body_idle_timeout,
+        body_timeout=args.body_timeout,
     )
 
     async def main() -> None:

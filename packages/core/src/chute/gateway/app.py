@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import anyio
+import anyio.abc
 import msgspec
 
 from chute.backends.base import DEFAULT_RETENTION, Joint, Queue, Store
@@ -48,7 +49,14 @@ from chute.gateway.controls import (
 from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
+from chute.gateway.numbers import NumberError, parse_seconds
 from chute.gateway.openapi import openapi_document
+from chute.gateway.outcome import (
+    UNCONFIRMED_ERROR,
+    Settled,
+    is_refused,
+    settle,
+)
 from chute.gateway.responses import (
     JSON,
     HealthResponse,
@@ -58,13 +66,14 @@ from chute.gateway.responses import (
     encoder,
     error,
 )
-from chute.gateway.routing import METHODS, Kind, Route, Router
+from chute.gateway.routing import METHODS, Kind, Route, Router, origin_path
 from chute.gateway.watch import MAX_WAIT, Observation, Watcher
 from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
     EXTRA_RESULT_TYPE,
     EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
+    WEBHOOK_HEADER,
     RequestRecord,
     Status,
     SubmitResponse,
@@ -74,6 +83,7 @@ from chute.protocol import (
     validate_request_id,
 )
 from chute.registry import open_queue, open_store
+from chute.webhook_targets import TargetRefused, check_request_url
 from chute.webhooks import WebhookSender
 
 Scope = dict[str, Any]
@@ -83,10 +93,21 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Default limit on a request body: 100 MiB.
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
+#: Default limit on a submit's header block (names, values and their separators), as the
+#: container's server commonly has it: 8 KiB.
+DEFAULT_MAX_HEADER_SIZE = 8 * 1024
+#: Default seconds a request body may pause between two pieces, and take in all.
+DEFAULT_BODY_IDLE_TIMEOUT = 15.0
+DEFAULT_BODY_TIMEOUT = 300.0
 #: Seconds /healthz waits for the backends before calling them down.
 HEALTH_TIMEOUT = 2.0
-#: Seconds an enqueue may take before the submit gives up (and removes the stored record).
+#: Seconds an enqueue may take before the submit gives up (and settles the stored record).
 ENQUEUE_TIMEOUT = 30.0
+#: Seconds a submit whose create or enqueue had an unknown outcome keeps asking the store
+#: what happened before it answers (see ``chute.gateway.outcome`` and docs/gateway.md).
+SETTLE_TIMEOUT = 10.0
+#: Seconds a submit cancelled mid-create (the server stops) may take to settle its record.
+CANCELLED_SETTLE_TIMEOUT = 5.0
 #: Seconds to read and drop the rest of a body answered early, and to keep emptying the
 #: server's queue while the connection closes after that (see ``_finish_early``).
 DRAIN_TIME = 5.0
@@ -111,6 +132,11 @@ logger = logging.getLogger("chute.gateway")
 
 class _Disconnected(Exception):
     """The client went away before its body arrived; there is no one left to answer."""
+
+
+def _header_size(headers: Sequence[tuple[bytes, bytes]]) -> int:
+    """The size of a header block on the wire: ``name: value\r\n`` per header."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
 
 
 class _Receive:
@@ -177,24 +203,38 @@ class _Body:
     """
 
     __slots__ = (
+        "deadline",
         "digest_into",
         "disconnected",
         "ended",
         "hasher",
+        "idle",
         "limit",
         "receive",
         "size",
+        "timed_out",
         "too_large",
     )
 
     def __init__(
-        self, receive: Receive, limit: int, digest_into: dict[str, Any] | None = None
+        self,
+        receive: Receive,
+        limit: int,
+        digest_into: dict[str, Any] | None = None,
+        *,
+        idle: float = math.inf,
+        deadline: float = math.inf,
     ) -> None:
         self.receive = receive
         self.limit = limit
+        #: Seconds the body may pause between two pieces; the ``time.monotonic()`` instant by
+        #: which it must have ended. Past either: 408.
+        self.idle = idle
+        self.deadline = deadline
         self.size = 0
         self.too_large = False
         self.disconnected = False
+        self.timed_out = False
         self.ended = False
         self.digest_into = digest_into
         self.hasher = hashlib.sha256() if digest_into is not None else None
@@ -212,7 +252,14 @@ class _Body:
     async def chunks(self) -> AsyncIterator[bytes]:
         more = not self.ended
         while more:
-            message = await self.receive()
+            left = self.deadline - time.monotonic()
+            try:
+                with anyio.fail_after(max(0.0, min(self.idle, left))):
+                    message = await self.receive()
+            except TimeoutError:
+                self.timed_out = True
+                why = "paused too long" if self.idle < left else "took too long in all"
+                raise error(408, f"the request body {why}; nothing was queued") from None
             if message["type"] == "http.disconnect":
                 self.disconnected = True
                 raise _Disconnected
@@ -259,9 +306,18 @@ class Gateway:
         protect_admin: bool = False,
         access_log: bool = False,
         cors: CORSPolicy | None = ANY_ORIGIN,
+        settle_timeout: float = SETTLE_TIMEOUT,
+        max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        body_idle_timeout: float = DEFAULT_BODY_IDLE_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ) -> None:
         if max_body_size < 0:
             raise ValueError("max_body_size must not be negative")
+        if max_header_size <= 0 or body_idle_timeout <= 0 or body_timeout <= 0:
+            raise ValueError("max_header_size and the body timeouts must be above 0")
+        self.max_header_size = max_header_size
+        self.body_idle_timeout = body_idle_timeout
+        self.body_timeout = body_timeout
         self.apis = list(apis)
         self.router = Router(self.apis)
         self.queue_url = queue_url
@@ -274,6 +330,13 @@ class Gateway:
                 "--protect-admin needs global API keys (--api-keys-file or $CHUTE_API_KEYS)"
             )
         self.protect_admin = protect_admin
+        self.settle_timeout = settle_timeout
+        #: Set at first and whenever a submit met an unreachable store: the next submits ping
+        #: the backends first (an error then is definite, as nothing was written) until they
+        #: answer, so only submits caught mid-write by an outage need settling.
+        self._suspect = True
+        #: Settlements that outlived their submit (the lifespan's task group).
+        self._background: anyio.abc.TaskGroup | None = None
         self._keys = {
             api.name: KeyRing(read_api_keys(api)) or self.global_keys for api in self.apis
         }
@@ -336,12 +399,18 @@ class Gateway:
                 self.startup_error = exc
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
-            async with WebhookSender(observe=self._count_webhook) as sender:
+            async with (
+                WebhookSender(observe=self._count_webhook) as sender,
+                anyio.create_task_group() as background,
+            ):
                 self.webhooks = sender
+                self._background = background
                 await send({"type": "lifespan.startup.complete"})
                 while (await receive())["type"] != "lifespan.shutdown":
                     pass
                 self.webhooks = None
+                self._background = None
+                background.cancel_scope.cancel()
             # Pending deliveries had their chance (they annotate records): close the backends.
             await self.shutdown()
             await send({"type": "lifespan.shutdown.complete"})
@@ -423,7 +492,8 @@ class Gateway:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
-        route = self.router.match(scope["path"])
+        path = scope["path"] = origin_path(scope["path"])
+        route = self.router.match(path)
         api_label = route.api.name if route is not None and route.api is not None else ""
         tracked = _Receive(receive)
         try:
@@ -470,6 +540,12 @@ class Gateway:
                 time.perf_counter() - started,
                 long_poll=long_poll,
             )
+        elif response.status == 408:
+            # A body too slow to wait for is not drained either: answer and close.
+            headers.append((b"connection", b"close"))
+            self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
+            await send(start)
+            await send({"type": "http.response.body", "body": response.body})
         else:
             headers.append((b"connection", b"close"))
             self.metrics.observe(api_label, method, response.status, time.perf_counter() - started)
@@ -480,6 +556,16 @@ class Gateway:
     async def _submit(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         api = route.api.name
+        arrived = time.monotonic()
+        header_size = _header_size(scope["headers"])
+        if header_size > self.max_header_size:
+            # Kept, they would reach the container's server, which would refuse them after
+            # the client was handed an id.
+            raise error(
+                431,
+                f"the request's headers take {header_size} bytes, above the limit of "
+                f"{self.max_header_size} bytes",
+            )
         # The key was consumed by the gateway when the API has keys: it is not the container's.
         strip_authorization = bool(self._keys[api])
         content_type: str | None = None
@@ -508,14 +594,15 @@ class Gateway:
             raise error(400, str(exc)) from None
 
         store = await self._store()
+        if self._suspect:
+            await self._probe(store)
         limit = self.max_body_size
         if store.max_payload_size is not None:
             limit = min(limit, store.max_payload_size)
         if content_length is not None:
-            try:
-                declared = int(content_length)
-            except ValueError:
-                raise error(400, f"invalid Content-Length {content_length!r}") from None
+            if not content_length.strip(b" \t").isdigit():
+                raise error(400, f"invalid Content-Length {content_length!r}")
+            declared = int(content_length)
             if declared > limit:  # answered before reading a byte of the body
                 raise error(413, f"body of {declared} bytes exceeds the limit of {limit} bytes")
 
@@ -523,6 +610,15 @@ class Gateway:
         queue_timeout = control.queue_timeout or self._queue_deadlines[api]
         extra: dict[str, Any] = {}
         if control.webhook_url is not None:
+            hook = route.api.webhook
+            try:
+                check_request_url(
+                    control.webhook_url,
+                    hook.request_urls if hook is not None else (),
+                    private_targets=hook is not None and hook.private_targets,
+                )
+            except TargetRefused as exc:
+                raise error(400, f"{WEBHOOK_HEADER}: {exc}") from None
             extra[EXTRA_WEBHOOK_URL] = control.webhook_url
         key = control.idempotency_key
         # Queue and store in one place: created and queued in one atomic step.
@@ -543,7 +639,13 @@ class Gateway:
             timeout=control.execution_timeout,
             extra=extra,
         )
-        body = _Body(receive, limit, digest_into=extra if key is not None else None)
+        body = _Body(
+            receive,
+            limit,
+            digest_into=extra if key is not None else None,
+            idle=self.body_idle_timeout,
+            deadline=arrived + self.body_timeout,
+        )
         if key is not None:
             replayed = await self._replay(store, record, control, body, before_create=True)
             if replayed is not None:
@@ -572,6 +674,20 @@ class Gateway:
                 raise _Disconnected from None
             if body.too_large:
                 raise error(413, f"body exceeds the limit of {limit} bytes") from None
+            if body.timed_out:
+                raise error(
+                    408, "the request body did not arrive in time; nothing was queued"
+                ) from None
+            # Anything else: the record may have been stored (and queued) all the same.
+            answer = await self._settle(store, record, control, body)
+            if answer is None:
+                raise  # definite: it will not run
+            return answer
+        except BaseException:  # cancelled (the server stops): leave nothing half-submitted
+            with anyio.CancelScope(shield=True):
+                await self._settle(
+                    store, record, control, body, within=CANCELLED_SETTLE_TIMEOUT, answer=False
+                )
             raise
         if key is not None and stored.extra.get(EXTRA_BODY_SHA256) != body.sha256:
             # A store that copied the record before the body ended: record the hash now.
@@ -579,24 +695,117 @@ class Gateway:
 
         if joint is not None:
             return Response(200, encoder.encode(SubmitResponse(record.id)))
-        # Shielded: once stored, the record must be either queued or removed, even if the
+        # Shielded: once stored, the record must be either queued or refused, even if the
         # server cancels this task (shutdown), or it would stay in_queue forever.
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(ENQUEUE_TIMEOUT):
                     queue = await self._queue()
                     await queue.send(api, record.id)
-            except TimeoutError:
-                await self._forget(store, api, record.id)
-                raise BackendUnavailable(
-                    f"the queue did not answer within {ENQUEUE_TIMEOUT} s"
-                ) from None
-            except BaseException:
-                await self._forget(store, api, record.id)
+            except Exception as exc:
+                # Sent or not, the record says: refused unless a dequeuer already took it.
+                answer = await self._settle(store, record, control, body)
+                if answer is not None:
+                    return answer
+                if isinstance(exc, TimeoutError):
+                    raise BackendUnavailable(
+                        f"the queue did not answer within {ENQUEUE_TIMEOUT} s"
+                    ) from None
                 raise
             if key is not None:
                 await self._mark_enqueued(store, api, record.id)
         return Response(200, encoder.encode(SubmitResponse(record.id)))
+
+    async def _probe(self, store: Store) -> None:
+        """While the store is suspect, ping the backends before writing anything: an error
+        now is a definite 503 (nothing was written), not an unknown outcome to settle."""
+        try:
+            with anyio.fail_after(HEALTH_TIMEOUT):
+                await store.ping()
+                if await self._joint_path(store) is None:
+                    await (await self._queue()).ping()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the backends did not answer within {HEALTH_TIMEOUT} s"
+            ) from None
+        self._suspect = False
+
+    async def _settle(
+        self,
+        store: Store,
+        record: RequestRecord,
+        control: Controls,
+        body: _Body,
+        *,
+        within: float | None = None,
+        answer: bool = True,
+    ) -> Response | None:
+        """Settle a submit whose create or enqueue had an unknown outcome (see
+        ``chute.gateway.outcome``): the answer when it runs (its id), None when it will not
+        (the caller raises its error)."""
+        api = record.api
+        self._suspect = True
+        deadline = time.monotonic() + (self.settle_timeout if within is None else within)
+        settlement = await settle(store, record, deadline=deadline)
+        self.metrics.submits_settled.labels(api, settlement.settled.value).inc()
+        if settlement.settled is not Settled.UNKNOWN:
+            self._suspect = False
+        if settlement.settled is Settled.REFUSED:
+            return None
+        if settlement.settled is Settled.OTHERS:
+            if not answer:
+                return None
+            # An Idempotency-Key repeat stored the id first: answer as its repeat.
+            replayed = await self._replay(store, record, control, body, before_create=False)
+            if replayed is None:
+                raise BackendUnavailable(
+                    f"a request with this {IDEMPOTENCY_HEADER} was being submitted and was "
+                    "not queued; retry"
+                )
+            return replayed
+        if settlement.settled is Settled.UNKNOWN:
+            # The store stays silent: the request may run. Its id is the only true answer;
+            # once the store answers, a request that did not start is refused and its
+            # record says so (GET: cancelled, error submit_unconfirmed), never a 404.
+            logger.error(
+                "submit outcome unknown: the store did not answer; answering the id and "
+                "settling in the background",
+                extra={"api": api, "request_id": record.id},
+            )
+            self._settle_later(store, record)
+        elif control.idempotency_key is not None:
+            await self._mark_enqueued(store, api, record.id)
+        return Response(200, encoder.encode(SubmitResponse(record.id)))
+
+    def _settle_later(self, store: Store, record: RequestRecord) -> None:
+        if self._background is None:
+            logger.error(
+                "cannot settle in the background: the gateway's lifespan is not running",
+                extra={"api": record.api, "request_id": record.id},
+            )
+            return
+        self._background.start_soon(self._settle_in_background, store, record)
+
+    async def _settle_in_background(self, store: Store, record: RequestRecord) -> None:
+        settlement = await settle(
+            store,
+            record,
+            deadline=time.monotonic() + max(0.0, record.expires_at - now()),
+            error_type=UNCONFIRMED_ERROR,
+            message=(
+                "the gateway answered with this id while the store was unreachable; once it "
+                "answered, the request had not started, so it was cancelled and never ran"
+            ),
+            remove=False,
+        )
+        logger.warning(
+            "submit settled in the background",
+            extra={
+                "api": record.api,
+                "request_id": record.id,
+                "outcome": settlement.settled.value,
+            },
+        )
 
     async def _mark_enqueued(self, store: Store, api: str, request_id: str) -> None:
         """Let repeats of this Idempotency-Key answer with the id (see ``_replay``)."""
@@ -631,7 +840,12 @@ class Gateway:
         if found is None:
             return None
         existing = found[0]
-        if existing.expires_at <= now():
+        if existing.expires_at <= now() or (
+            is_refused(existing)
+            and existing.error is not None
+            and existing.error.type != UNCONFIRMED_ERROR
+        ):
+            # Past its retention, or refused with an error answer: the key starts anew.
             if before_create:
                 await store.delete(api, record.id)
             return None
@@ -656,17 +870,6 @@ class Gateway:
             )
         self.metrics.idempotent_replays.labels(api).inc()
         return Response(200, encoder.encode(SubmitResponse(existing.id)))
-
-    async def _forget(self, store: Store, api: str, request_id: str) -> None:
-        """Remove a record whose enqueue failed: the client gets an error, never its id."""
-        try:
-            await store.delete(api, request_id)
-        except Exception:
-            logger.exception(
-                "enqueue failed and the record could not be removed; it stays in_queue "
-                "until its retention ends",
-                extra={"api": api, "request_id": request_id},
-            )
 
     # -- one request -----------------------------------------------------------------------
 
@@ -891,12 +1094,6 @@ def _wait_seconds(scope: Scope) -> float | None:
     if len(values) > 1:
         raise error(400, "more than one wait parameter")
     try:
-        wait = float(values[0])
-    except ValueError:
-        wait = math.nan
-    if not (0 < wait <= MAX_WAIT):  # also rejects nan and inf
-        raise error(
-            400,
-            f"wait must be a number of seconds above 0 and at most {MAX_WAIT:g}, got {values[0]!r}",
-        )
-    return wait
+        return parse_seconds(values[0], maximum=MAX_WAIT)
+    except NumberError as exc:
+        raise error(400, f"wait: {exc}") from None

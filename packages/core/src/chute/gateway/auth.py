@@ -44,8 +44,15 @@ def read_key_file(path: str | os.PathLike[str]) -> list[str]:
 
 def _check_keys(keys: Sequence[str], where: str) -> None:
     for key in keys:
+        # The message names where the key is, never the key itself.
+        if not key.isascii():
+            # HTTP header values are bytes that servers hand over as Latin-1: a key with other
+            # characters could never be presented as it is written (docs/auth.md).
+            raise ConfigError(
+                f"{where}: an API key contains non-ASCII characters; an Authorization header "
+                "carries ASCII, so such a key could never match: use printable ASCII keys"
+            )
         if any(ch.isspace() or not ch.isprintable() for ch in key):
-            # The message names where the key is, never the key itself.
             raise ConfigError(f"{where}: an API key contains whitespace or unprintable characters")
 
 

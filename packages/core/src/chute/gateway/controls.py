@@ -12,11 +12,11 @@ knows it or not, so future controls never leak into containers written today.
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 import uuid
 from dataclasses import dataclass
 
+from chute.gateway.numbers import NumberError, parse_seconds
 from chute.protocol import EXECUTION_TIMEOUT_HEADER, QUEUE_TIMEOUT_HEADER, WEBHOOK_HEADER
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -32,7 +32,6 @@ _EXECUTION = EXECUTION_TIMEOUT_HEADER.lower()
 _WEBHOOK = WEBHOOK_HEADER.lower()
 _IDEMPOTENCY = IDEMPOTENCY_HEADER.lower()
 _URL = re.compile(r"^https?://[^/\s?#]+(?:[/?#]\S*)?$", re.IGNORECASE)
-_NUMBER = re.compile(r"^\s*\d+(\.\d+)?\s*$")
 
 
 class ControlError(ValueError):
@@ -55,15 +54,10 @@ def is_control(name: str) -> bool:
 
 
 def _seconds(header: str, value: str) -> float:
-    if not _NUMBER.match(value):
-        raise ControlError(f"{header}: expected a number of seconds greater than 0, got {value!r}")
-    seconds = float(value)
-    if not 0 < seconds <= MAX_TIMEOUT or not math.isfinite(seconds):
-        raise ControlError(
-            f"{header}: expected a number of seconds greater than 0 and at most {MAX_TIMEOUT:g}, "
-            f"got {value!r}"
-        )
-    return seconds
+    try:
+        return parse_seconds(value, maximum=MAX_TIMEOUT, header=True)
+    except NumberError as exc:
+        raise ControlError(f"{header}: {exc}") from None
 
 
 def validate_idempotency_key(key: str) -> str:

@@ -139,6 +139,14 @@ class GatewayMetrics:
             ["api"],
             registry=self.registry,
         )
+        self.submits_settled = Counter(
+            "chute_gateway_submits_settled",
+            "Submits whose create or enqueue had an unknown outcome, by what settling found: "
+            "refused (answered 503), runs (answered the id), others (an idempotent repeat's), "
+            "unknown (the store stayed unreachable; answered the id, settled in the background).",
+            ["api", "outcome"],
+            registry=self.registry,
+        )
         self.webhooks = Counter(
             "chute_gateway_webhooks",
             "Webhook deliveries of the gateway's own transitions (cancelled, expired), by "

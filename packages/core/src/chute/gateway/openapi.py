@@ -14,7 +14,7 @@ import msgspec
 
 from chute._version import __version__
 from chute.config import API
-from chute.gateway.controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY
+from chute.gateway.controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY, MAX_TIMEOUT
 from chute.gateway.responses import ERROR_TYPES, HealthResponse, QueueResponse
 from chute.gateway.watch import MAX_WAIT
 from chute.protocol import (
@@ -28,6 +28,7 @@ from chute.protocol import (
     Status,
     SubmitResponse,
 )
+from chute.webhook_targets import url_pattern
 
 _REF = "#/components/schemas/{name}"
 _TIMESTAMPS = ("timestamp", "created_at", "started_at", "finished_at")
@@ -53,7 +54,7 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
     }
 
 
-_SECONDS = {"type": "number", "exclusiveMinimum": 0}
+_SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}
 
 #: The control headers of a submit (chute.gateway.controls); none reaches the container.
 SUBMIT_HEADERS = [
@@ -61,7 +62,12 @@ SUBMIT_HEADERS = [
         IDEMPOTENCY_HEADER,
         "A repeat with the same key and body within the retention returns the first "
         "request's id and queues nothing; the same key with another body is 409.",
-        {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_IDEMPOTENCY_KEY,
+            "pattern": "^[!-~](?:[ -~]*[!-~])?$",
+        },
     ),
     _header(
         QUEUE_TIMEOUT_HEADER,
@@ -74,12 +80,23 @@ SUBMIT_HEADERS = [
         "Seconds the call to the container may take. Default: the API's `deadlines.execution`.",
         _SECONDS,
     ),
-    _header(
-        WEBHOOK_HEADER,
-        "An http(s) URL that gets this request's webhook instead of the API's.",
-        {"type": "string", "format": "uri"},
-    ),
 ]
+
+
+def _webhook_header(allowlist: Sequence[str], private_targets: bool) -> dict[str, Any]:
+    """``X-Chute-Webhook``, for an API that takes per-request webhook URLs: its pattern
+    accepts the URLs the allowlist does (chute.webhook_targets.matches)."""
+    return _header(
+        WEBHOOK_HEADER,
+        "An http(s) URL that gets this request's webhook instead of the API's; it must be on "
+        "the API's `webhook.request_urls` allowlist, and not a private address unless the API "
+        "allows it.",
+        {
+            "type": "string",
+            "format": "uri",
+            "pattern": url_pattern(tuple(allowlist), private_targets=private_targets),
+        },
+    )
 
 
 def openapi_document(
@@ -131,7 +148,14 @@ def openapi_document(
                         f"and answers its id at once. `{base}/` is the same route."
                     ),
                     "tags": [api.name],
-                    "parameters": SUBMIT_HEADERS,
+                    "parameters": (
+                        SUBMIT_HEADERS
+                        if api.webhook is None or not api.webhook.request_urls
+                        else [
+                            *SUBMIT_HEADERS,
+                            _webhook_header(api.webhook.request_urls, api.webhook.private_targets),
+                        ]
+                    ),
                     "requestBody": {
                         "required": False,
                         "content": {"*/*": {"schema": {}}},

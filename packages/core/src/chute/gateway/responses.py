@@ -69,6 +69,11 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
     401: ("unauthorized", "An API key is required: `Authorization: Bearer <key>`."),
     404: ("not_found", "No such API, or no such request id (unknown, malformed or expired)."),
     405: ("method_not_allowed", "The route exists but not for this method; see Allow."),
+    408: (
+        "request_timeout",
+        "The body did not arrive in time (an idle gap or the whole body took too long); the "
+        "connection is closed and nothing is queued.",
+    ),
     409: (
         "conflict",
         "The request is already finished (DELETE), has no result yet (GET …/result), or the "
@@ -76,6 +81,11 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
     ),
     413: ("payload_too_large", "The body is larger than the gateway's or the store's limit."),
     415: ("unsupported_media_type", "The Content-Type header is not a valid media type."),
+    431: (
+        "request_header_fields_too_large",
+        "The request's headers are larger than the gateway's limit (the container's server "
+        "would refuse them); nothing is queued.",
+    ),
     500: ("internal_error", "An unexpected error; it is logged by the gateway."),
     503: ("backend_unavailable", "The queue or the store cannot be reached; retry later."),
 }

@@ -12,6 +12,7 @@ Routes, as Cortex's Istio VirtualService and gateway laid them out:
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -103,6 +104,23 @@ class Router:
             if api is not None:
                 return Route(Kind.RESULT_BODY, api, request_id)
         return None
+
+
+#: The scheme and authority of an absolute-form request target (RFC 9112, section 3.2.2).
+_ABSOLUTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def origin_path(path: str) -> str:
+    """The path of a request target, also in absolute form: ``GET http://host/api/id`` is a
+    request for ``/api/id`` (RFC 9112 says a server must accept it; some servers hand the app
+    the whole URL as its path). The authority is ignored, as RFC 9112 allows for a server that
+    is the only origin behind its port."""
+    if path.startswith("/"):
+        return path
+    absolute = _ABSOLUTE.match(path)
+    if absolute is None:
+        return path
+    return path[absolute.end() :] or "/"
 
 
 def _under(path: str, prefix: str) -> bool:
