@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -62,10 +63,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Folder]:
     path = tmp_path_factory.mktemp("newcomer")
     (path / "backend").mkdir()
     url = f"sqlite:///{path / 'backend' / 'chute.db'}"
+    # The example, taking per-request webhooks to this machine (the webhook test's receiver).
+    example = path / "hello-world"
+    shutil.copytree(EXAMPLE.parent, example)
+    api_file = example / EXAMPLE.name
+    webhooks = "  webhook:\n    request_urls: [127.0.0.1]\n    private_targets: true\n"
+    api_file.write_text(api_file.read_text() + webhooks)
     processes = Processes(path)
     try:
         dev = start_chute_dev(
-            processes, EXAMPLE, path / ".chute", "--queue", url, "--store", url, port=free_port()
+            processes, api_file, path / ".chute", "--queue", url, "--store", url, port=free_port()
         )
         dev.wait_ready()
         yield Folder(path, dev)

@@ -337,6 +337,9 @@ class Gateway:
         self._suspect = True
         #: Settlements that outlived their submit (the lifespan's task group).
         self._background: anyio.abc.TaskGroup | None = None
+        #: Submits answered with their id while the store was silent, still being settled in
+        #: the background: until then a GET reads them as submitted, never as 404.
+        self._unsettled: dict[tuple[str, str], RequestRecord] = {}
         self._keys = {
             api.name: KeyRing(read_api_keys(api)) or self.global_keys for api in self.apis
         }
@@ -784,9 +787,16 @@ class Gateway:
                 extra={"api": record.api, "request_id": record.id},
             )
             return
+        self._unsettled[record.api, record.id] = record
         self._background.start_soon(self._settle_in_background, store, record)
 
     async def _settle_in_background(self, store: Store, record: RequestRecord) -> None:
+        try:
+            await self._settle_unsettled(store, record)
+        finally:
+            self._unsettled.pop((record.api, record.id), None)
+
+    async def _settle_unsettled(self, store: Store, record: RequestRecord) -> None:
         settlement = await settle(
             store,
             record,
@@ -877,6 +887,11 @@ class Gateway:
         """The request now: its live record (expired lazily when its queue deadline passed
         while it was still queued) and, once completed, its result bytes."""
         record = await store.get(api, request_id)
+        if record is None:
+            # Answered with its id while the store was silent and not settled yet: as submitted.
+            record = self._unsettled.get((api, request_id))
+            if record is not None:
+                return Observation(record)
         if record is not None and self._queue_deadline_passed(record):
             record = await self._end(store, record, Status.EXPIRED)
         result: bytes | None = None
