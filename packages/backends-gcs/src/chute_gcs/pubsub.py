@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
+from chute.backends.dead_letters import ScannedDeadLetters, ScannedLetter
 from chute.backends.leases import LeaseBook, LeaseState
 from chute.errors import BackendError, ChuteError, ConfigError, LeaseLost
 from chute.protocol import now, validate_request_id
@@ -59,7 +60,6 @@ MAX_REASON: Final = 256
 #: How long a dead-letter scan holds what it pulled (the dead subscription's ack deadline),
 #: and how many it looks at.
 SCAN_DEADLINE: Final = 60
-MAX_SCAN: Final = 5000
 #: Messages per pull, ack ids per acknowledge/modifyAckDeadline, messages per publish.
 MAX_PULL: Final = 1000
 CHUNK: Final = 500
@@ -84,13 +84,6 @@ class _Pulls:
 
     open: deque[asyncio.Future[_Pulled]] = field(default_factory=deque)
     surplus: deque[tuple[_Pulled, dict[str, Any]]] = field(default_factory=deque)
-
-
-@dataclass(frozen=True)
-class _Scanned:
-    letter: DeadLetter
-    ack_id: str
-    published: float
 
 
 def _seconds(value: float, *, low: int, what: str) -> int:
@@ -130,7 +123,7 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-class PubSubQueue(Queue):
+class PubSubQueue(ScannedDeadLetters, Queue):
     """chute's :class:`~chute.backends.base.Queue` on Pub/Sub (``pubsub://<project>/<prefix>``)."""
 
     #: Ack deadlines are whole seconds.
@@ -542,15 +535,15 @@ class PubSubQueue(Queue):
 
     # -- dead letters ----------------------------------------------------------------------
 
-    async def _scan_dead(self, api: str) -> list[_Scanned]:
-        """Pull every dead letter of ``api`` (up to MAX_SCAN), each held for SCAN_DEADLINE
+    async def _scan_dead(self, api: str) -> list[ScannedLetter]:
+        """Pull every dead letter of ``api`` (up to scan_limit), each held for SCAN_DEADLINE
         seconds; the caller acts on them or lets them go (:meth:`_let_go`)."""
         await self.ensure(api)
         dead = self.settings.dead_name(api)
-        seen: dict[str, _Scanned] = {}
-        while len(seen) < MAX_SCAN:
+        seen: dict[str, ScannedLetter] = {}
+        while len(seen) < self.scan_limit:
             pulled = await self._pull_now(
-                dead, MAX_SCAN - len(seen), f"reading the dead letters of {api}"
+                dead, self.scan_limit - len(seen), f"reading the dead letters of {api}"
             )
             fresh = [r for r in pulled if r["message"].get("messageId") not in seen]
             for received in fresh:
@@ -559,7 +552,7 @@ class PubSubQueue(Queue):
                 break
         return list(seen.values())
 
-    def _scanned(self, api: str, received: dict[str, Any]) -> _Scanned:
+    def _scanned(self, api: str, received: dict[str, Any]) -> ScannedLetter:
         message = received["message"]
         attributes: dict[str, str] = message.get("attributes", {})
         published = _timestamp(message.get("publishTime"))
@@ -575,63 +568,32 @@ class PubSubQueue(Queue):
             reason = "Pub/Sub dead-letter policy: delivered too many times (maxDeliveryAttempts)"
             dead_at = published
         letter = DeadLetter(api, request_id, reason, attempts, dead_at)
-        return _Scanned(letter, str(received["ackId"]), published)
+        return ScannedLetter(letter, str(received["ackId"]), published)
 
-    async def _let_go(self, api: str, scanned: list[_Scanned]) -> None:
+    async def _let_go(self, api: str, scanned: list[ScannedLetter]) -> None:
         await self._modify_on(
             self.settings.dead_name(api),
-            [s.ack_id for s in scanned],
+            [s.handle for s in scanned],
             0,
             f"letting go of the dead letters of {api}",
         )
 
-    async def _remove(self, api: str, scanned: list[_Scanned]) -> None:
+    async def _remove(self, api: str, scanned: list[ScannedLetter]) -> None:
         await self._acknowledge(
             self.settings.dead_name(api),
-            [s.ack_id for s in scanned],
+            [s.handle for s in scanned],
             f"removing dead letters of {api}",
         )
 
-    async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
-        if limit < 1:
-            return []
-        scanned = await self._scan_dead(api)
-        await self._let_go(api, scanned)
-        scanned.sort(key=lambda s: (s.letter.dead_at, s.published))
-        return [s.letter for s in scanned[:limit]]
-
-    async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
-        wanted = {validate_request_id(i) for i in request_ids} if request_ids is not None else None
-        if wanted is not None and not wanted:
-            return 0
-        moved = 0
-        while True:
-            scanned = await self._scan_dead(api)
-            chosen = [s for s in scanned if wanted is None or s.letter.request_id in wanted]
-            taken = {s.ack_id for s in chosen}
-            await self._let_go(api, [s for s in scanned if s.ack_id not in taken])
-            # The attempts travel with the message, so its next delivery is attempt + 1.
-            await self._publish(
-                self.settings.name(api),
-                [
-                    _message(s.letter.request_id, {ATTR_ATTEMPTS: str(s.letter.attempts)})
-                    for s in chosen
-                ],
-                f"requeueing dead letters of {api}",
-            )
-            await self._remove(api, chosen)
-            moved += len(chosen)
-            if wanted is not None or len(scanned) < MAX_SCAN:
-                return moved
-
-    async def purge_dead(self, api: str) -> int:
-        purged = 0
-        while True:
-            scanned = await self._scan_dead(api)
-            await self._remove(api, scanned)
-            purged += len(scanned)
-            if len(scanned) < MAX_SCAN:
-                return purged
+    async def _resend(self, api: str, scanned: list[ScannedLetter]) -> None:
+        await self._publish(
+            self.settings.name(api),
+            [
+                _message(s.letter.request_id, {ATTR_ATTEMPTS: str(s.letter.attempts)})
+                for s in scanned
+            ],
+            f"requeueing dead letters of {api}",
+        )
 
     # -- depth and health ------------------------------------------------------------------
 

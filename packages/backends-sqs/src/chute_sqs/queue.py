@@ -28,6 +28,7 @@ import anyio
 from botocore.exceptions import ClientError
 
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
+from chute.backends.dead_letters import ScannedDeadLetters, ScannedLetter
 from chute.errors import BackendError, ConfigError, LeaseLost
 from chute.protocol import now, validate_request_id
 from chute_sqs.client import Clients, error_code, sdk_errors
@@ -45,7 +46,6 @@ MAX_VISIBILITY: Final = 12 * 3600  # VisibilityTimeout
 DEFAULT_VISIBILITY: Final = 30
 #: How long a dead-letter scan hides the messages it looked at, and how many it looks at.
 SCAN_VISIBILITY: Final = 60
-MAX_SCAN: Final = 5000
 
 ATTR_REASON: Final = "chute-reason"
 ATTR_ATTEMPTS: Final = "chute-attempts"
@@ -64,15 +64,6 @@ class _Urls:
     dlq: str
 
 
-@dataclass(frozen=True)
-class _Scanned:
-    """A dead letter a scan holds (invisible) until it is acted on or let go."""
-
-    letter: DeadLetter
-    receipt: str
-    sent_at: float
-
-
 def _seconds(value: float, *, low: int, high: int, what: str) -> int:
     """Whole seconds for SQS, rounded up so a lease or a delay is never shorter than asked."""
     seconds = max(low, math.ceil(value))
@@ -89,7 +80,7 @@ def _number(attributes: dict[str, Any], name: str) -> float | None:
         return None
 
 
-class SqsQueue(Queue):
+class SqsQueue(ScannedDeadLetters, Queue):
     """chute's :class:`~chute.backends.base.Queue` on Amazon SQS (``sqs://<queue-prefix>``)."""
 
     #: Visibility timeouts are whole seconds.
@@ -365,8 +356,8 @@ class SqsQueue(Queue):
 
     # -- dead letters ----------------------------------------------------------------------
 
-    async def _scan_dead(self, api: str) -> list[_Scanned]:
-        """Receive every dead letter of ``api`` (up to MAX_SCAN), hiding each for
+    async def _scan_dead(self, api: str) -> list[ScannedLetter]:
+        """Receive every dead letter of ``api`` (up to scan_limit), hiding each for
         SCAN_VISIBILITY seconds; the caller acts on them or lets them go (:meth:`_let_go`)."""
         _, dlq = await self.queue_urls(api)
         client = await self._clients.get()
@@ -378,9 +369,9 @@ class SqsQueue(Queue):
                 )
             )["Attributes"]
         expected = int(counts.get("ApproximateNumberOfMessages", "0"))
-        seen: dict[str, _Scanned] = {}
+        seen: dict[str, ScannedLetter] = {}
         confirmed = False
-        while len(seen) < MAX_SCAN:
+        while len(seen) < self.scan_limit:
             # Short polls while the count says more are there; one long poll (which asks every
             # SQS server, where a short poll samples some) to confirm the end.
             poll = 0 if len(seen) < expected else 1
@@ -403,7 +394,7 @@ class SqsQueue(Queue):
                 confirmed = True
         return list(seen.values())
 
-    def _scanned(self, api: str, message: dict[str, Any]) -> _Scanned:
+    def _scanned(self, api: str, message: dict[str, Any]) -> ScannedLetter:
         attributes = message.get("MessageAttributes", {})
         system = message.get("Attributes", {})
         sent_at = int(system.get("SentTimestamp", "0")) / 1000
@@ -414,7 +405,7 @@ class SqsQueue(Queue):
             reason = reason or "SQS redrive policy: delivered too many times (maxReceiveCount)"
         dead_at = _number(attributes, ATTR_DEAD_AT) or sent_at
         letter = DeadLetter(api, str(message["Body"]), reason or "", int(attempts), dead_at)
-        return _Scanned(letter, str(message["ReceiptHandle"]), sent_at)
+        return ScannedLetter(letter, str(message["ReceiptHandle"]), sent_at)
 
     async def _batch(self, api: str, call: str, entries: list[dict[str, Any]]) -> None:
         _, dlq = await self.queue_urls(api)
@@ -426,49 +417,18 @@ class SqsQueue(Queue):
             if reply.get("Failed"):
                 raise BackendError(f"{self.where}: {call} failed for {reply['Failed']}")
 
-    async def _let_go(self, api: str, scanned: list[_Scanned]) -> None:
-        entries = [{"ReceiptHandle": s.receipt, "VisibilityTimeout": 0} for s in scanned]
+    async def _let_go(self, api: str, scanned: list[ScannedLetter]) -> None:
+        entries = [{"ReceiptHandle": s.handle, "VisibilityTimeout": 0} for s in scanned]
         await self._batch(api, "change_message_visibility_batch", entries)
 
-    async def _remove(self, api: str, scanned: list[_Scanned]) -> None:
+    async def _remove(self, api: str, scanned: list[ScannedLetter]) -> None:
         await self._batch(
-            api, "delete_message_batch", [{"ReceiptHandle": s.receipt} for s in scanned]
+            api, "delete_message_batch", [{"ReceiptHandle": s.handle} for s in scanned]
         )
 
-    async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
-        if limit < 1:
-            return []
-        scanned = await self._scan_dead(api)
-        await self._let_go(api, scanned)
-        scanned.sort(key=lambda s: (s.letter.dead_at, s.sent_at))
-        return [s.letter for s in scanned[:limit]]
-
-    async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
-        wanted = {validate_request_id(i) for i in request_ids} if request_ids is not None else None
-        if wanted is not None and not wanted:
-            return 0
-        moved = 0
-        while True:
-            scanned = await self._scan_dead(api)
-            chosen = [s for s in scanned if wanted is None or s.letter.request_id in wanted]
-            taken = {s.receipt for s in chosen}
-            await self._let_go(api, [s for s in scanned if s.receipt not in taken])
-            for s in chosen:
-                # The attempts travel with the message, so its next delivery is attempt + 1.
-                await self._send(api, s.letter.request_id, attempts=s.letter.attempts)
-            await self._remove(api, chosen)
-            moved += len(chosen)
-            if wanted is not None or len(scanned) < MAX_SCAN:
-                return moved
-
-    async def purge_dead(self, api: str) -> int:
-        purged = 0
-        while True:
-            scanned = await self._scan_dead(api)
-            await self._remove(api, scanned)
-            purged += len(scanned)
-            if len(scanned) < MAX_SCAN:
-                return purged
+    async def _resend(self, api: str, scanned: list[ScannedLetter]) -> None:
+        for s in scanned:
+            await self._send(api, s.letter.request_id, attempts=s.letter.attempts)
 
     # -- depth and health ------------------------------------------------------------------
 
