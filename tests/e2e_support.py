@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import anyio
 import httpx
 import msgspec
 import pytest
@@ -369,3 +370,72 @@ def wait_for(gateway_url: str, api: str, request_id: str) -> dict[str, Any]:
 
     body: dict[str, Any] = eventually(finished, f"request {request_id}")
     return body
+
+
+# -- shared scenarios ---------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def gcs_bucket_url(gcs_service: FoundService) -> str:
+    """A bucket of its own on the GCS emulator, as a ``gs://`` store URL."""
+    try:
+        import chute_gcs  # noqa: F401
+    except ImportError:
+        unavailable("the Google Cloud backends (chute-gcs) are not installed")
+    endpoint = gcs_service.url.rstrip("/")
+    bucket = f"chute-e2e-{secrets.token_hex(5)}"
+    response = httpx.post(
+        f"{endpoint}/storage/v1/b", params={"project": "e2e"}, json={"name": bucket}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return f"gs://{bucket}/e2e-{secrets.token_hex(3)}?{urlencode({'endpoint_url': endpoint})}"
+
+
+def fifty_mib_and_twenty_small(gateway_url: str) -> None:
+    """20 small requests at once and one 50 MiB body through the example; every one completes
+    with its own result, the big one's every byte in order."""
+    blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
+    big = msgspec.json.encode({"text": "big", "blob": blob})
+    assert len(big) > 50 * MiB
+    small = [{"text": f"request {i}", "token": secrets.token_hex(4)} for i in range(20)]
+
+    async def run() -> tuple[list[dict[str, Any]], dict[str, Any], list[str], str]:
+        async with httpx.AsyncClient(base_url=gateway_url, timeout=PATIENCE) as http:
+            ids: list[str] = [""] * len(small)
+
+            async def submit(i: int) -> None:
+                response = await http.post(f"/{API}", json=small[i])
+                assert response.status_code == 200, response.text
+                ids[i] = response.json()["id"]
+
+            async with anyio.create_task_group() as tg:
+                for i in range(len(small)):
+                    tg.start_soon(submit, i)
+            response = await http.post(
+                f"/{API}", content=big, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 200, response.text
+            big_id = response.json()["id"]
+
+            async def done(request_id: str) -> dict[str, Any]:
+                with anyio.fail_after(PATIENCE * 2):
+                    while True:
+                        body: dict[str, Any] = (await http.get(f"/{API}/{request_id}")).json()
+                        if body["status"] not in ("in_queue", "in_progress"):
+                            return body
+                        await anyio.sleep(0.1)
+
+            bodies = [await done(i) for i in ids]
+            return bodies, await done(big_id), ids, big_id
+
+    bodies, big_answer, ids, big_id = anyio.run(run)
+    for i, body in enumerate(bodies):
+        assert body["status"] == "completed", body
+        assert body["result"]["echo"] == small[i]
+        assert body["result"]["request_id"] == ids[i]
+    assert big_answer["status"] == "completed", {
+        k: v for k, v in big_answer.items() if k != "result"
+    }
+    assert big_answer["result"]["request_id"] == big_id
+    assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order

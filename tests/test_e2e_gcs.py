@@ -8,10 +8,8 @@ import contextlib
 import json
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -24,13 +22,14 @@ from e2e_support import (
     Stack,
     calls_by_request,
     eventually,
+    gcs_bucket_url,
     redis_backend_url,
     request_status,
     start_chute_dev,
 )
 
 from chute.registry import open_queue
-from chute.testing.services import GCS, FoundService, service_fixture, unavailable
+from chute.testing.services import GCS, FoundService, service_fixture
 
 gcs_service = service_fixture(GCS)
 MiB = 1024 * 1024
@@ -39,17 +38,7 @@ MiB = 1024 * 1024
 @pytest.fixture(scope="module")
 def gcs_store_url(gcs_service: FoundService) -> str:
     """A bucket of this module's own on the emulator, as a ``gs://`` store URL."""
-    try:
-        import chute_gcs  # noqa: F401
-    except ImportError:
-        unavailable("the GCS backend (chute-gcs) is not installed")
-    endpoint = gcs_service.url.rstrip("/")
-    bucket = f"chute-e2e-{uuid.uuid4().hex[:10]}"
-    response = httpx.post(
-        f"{endpoint}/storage/v1/b", params={"project": "e2e"}, json={"name": bucket}, timeout=10
-    )
-    assert response.status_code == 200, response.text
-    return f"gs://{bucket}/e2e-{uuid.uuid4().hex[:6]}?{urlencode({'endpoint_url': endpoint})}"
+    return gcs_bucket_url(gcs_service)
 
 
 @pytest.fixture

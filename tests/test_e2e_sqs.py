@@ -4,14 +4,12 @@ ordinary requests and a 50 MiB payload, and a dequeuer SIGKILLed mid-request los
 
 from __future__ import annotations
 
-import json
 import secrets
 import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -25,6 +23,7 @@ from e2e_support import (
     Stack,
     calls_by_request,
     eventually,
+    fifty_mib_and_twenty_small,
     free_port,
     request_status,
     start_chute_dev,
@@ -90,50 +89,7 @@ def test_chute_dev_on_sqs_and_s3_with_a_50_mib_payload(
     state.mkdir()
     dev = start_chute_dev(processes, EXAMPLE, state, "--queue", queue_url, "--store", store_url)
     dev.wait_ready()
-    blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
-    big = json.dumps({"text": "big", "blob": blob}).encode()
-    assert len(big) > 50 * MiB
-    small = [{"text": f"request {i}", "token": secrets.token_hex(4)} for i in range(20)]
-
-    async def run() -> tuple[list[dict[str, Any]], dict[str, Any], list[str], str]:
-        async with httpx.AsyncClient(base_url=dev.url, timeout=PATIENCE) as http:
-            ids: list[str] = [""] * len(small)
-
-            async def submit(i: int) -> None:
-                response = await http.post(f"/{API}", json=small[i])
-                assert response.status_code == 200, response.text
-                ids[i] = response.json()["id"]
-
-            async with anyio.create_task_group() as tg:
-                for i in range(len(small)):
-                    tg.start_soon(submit, i)
-            response = await http.post(
-                f"/{API}", content=big, headers={"content-type": "application/json"}
-            )
-            assert response.status_code == 200, response.text
-            big_id = response.json()["id"]
-
-            async def done(request_id: str) -> dict[str, Any]:
-                with anyio.fail_after(PATIENCE * 2):
-                    while True:
-                        body: dict[str, Any] = (await http.get(f"/{API}/{request_id}")).json()
-                        if body["status"] not in ("in_queue", "in_progress"):
-                            return body
-                        await anyio.sleep(0.1)
-
-            bodies = [await done(i) for i in ids]
-            return bodies, await done(big_id), ids, big_id
-
-    bodies, big_answer, ids, big_id = anyio.run(run)
-    for i, body in enumerate(bodies):
-        assert body["status"] == "completed", body
-        assert body["result"]["echo"] == small[i]
-        assert body["result"]["request_id"] == ids[i]
-    assert big_answer["status"] == "completed", {
-        k: v for k, v in big_answer.items() if k != "result"
-    }
-    assert big_answer["result"]["request_id"] == big_id
-    assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
+    fifty_mib_and_twenty_small(dev.url)
 
 
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
