@@ -27,8 +27,9 @@ import anyio
 import msgspec
 from multidict import CIMultiDictProxy
 
-from chute.backends.pool import LoopHandle, LoopShared
-from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
+from chute.backends.pool import LoopHandle
+from chute.errors import BackendError, BackendUnavailable, ChuteError
+from chute_gcs import session
 from chute_gcs.settings import GcsSettings
 
 #: OAuth scope for the JSON API; full control because `chute storage init` edits the bucket's
@@ -70,25 +71,7 @@ class Reply:
 # --- the shared session ----------------------------------------------------------------------
 
 
-class _Shared:
-    """One endpoint's session and, once fetched, its credentials."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-        self.token: Any = None  # gcloud.aio.auth.Token, created on the first authorised call
-
-
-async def _close(shared: _Shared) -> None:
-    await shared.session.close()
-
-
-_sessions: LoopShared[_Shared] = LoopShared(usable=lambda shared: not shared.session.closed)
-
-
-def _new_shared() -> _Shared:
-    # Generous pool: the gateway and the dequeuer each run many requests at once.
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, keepalive_timeout=30)
-    return _Shared(aiohttp.ClientSession(connector=connector, auto_decompress=False))
+_sessions = session.registry()
 
 
 class GcsClient:
@@ -101,40 +84,26 @@ class GcsClient:
         self._uploads = f"{base}/upload/storage/v1/b/{quote(settings.bucket, safe='')}/o"
         self._bucket = f"{base}/storage/v1/b/{quote(settings.bucket, safe='')}"
         self._handle = LoopHandle(
-            _sessions, settings.session_key, _close, closed_message="this GCS store is closed"
+            _sessions,
+            settings.session_key,
+            session.close,
+            closed_message="this GCS store is closed",
         )
 
     # -- session and credentials ---------------------------------------------------------
 
-    def _shared(self) -> _Shared:
-        return self._handle.get_now(_new_shared)
+    def _shared(self) -> session.Shared:
+        # Payloads come back as stored: no transparent decompression.
+        return self._handle.get_now(lambda: session.new_shared(auto_decompress=False))
 
     async def aclose(self) -> None:
         """Give the session back; close it if nobody else in this loop uses it."""
         await self._handle.aclose()
 
-    async def _auth(self, shared: _Shared, doing: str) -> dict[str, str]:
-        """The Authorization header: none for an emulator, else an Application Default
-        Credentials token (GOOGLE_APPLICATION_CREDENTIALS, gcloud's user credentials, or the
-        metadata server), cached and refreshed by gcloud-aio-auth."""
-        if self.settings.emulator:
-            return {}
-        if shared.token is None:
-            from gcloud.aio.auth import Token
-
-            try:
-                shared.token = Token(scopes=SCOPES, session=shared.session)  # type: ignore[arg-type]
-            except (ValueError, OSError, KeyError) as exc:
-                raise ConfigError(f"GCS credentials could not be loaded: {exc}") from exc
-        try:
-            token = await shared.token.get()
-        except Exception as exc:  # gcloud-aio-auth raises plain Exceptions and aiohttp's
-            raise BackendUnavailable(
-                f"no Google access token for {doing} (Application Default Credentials: "
-                "GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login` or "
-                f"the metadata server): {type(exc).__name__}: {exc}"
-            ) from exc
-        return {"Authorization": f"Bearer {token}"}
+    async def _auth(self, shared: session.Shared, doing: str) -> dict[str, str]:
+        return await session.authorization(
+            shared, emulator=self.settings.emulator, scopes=SCOPES, service="GCS", doing=doing
+        )
 
     # -- requests ------------------------------------------------------------------------
 

@@ -19,8 +19,9 @@ from typing import Any, Final
 import aiohttp
 import msgspec
 
-from chute.backends.pool import LoopHandle, LoopShared
-from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
+from chute.backends.pool import LoopHandle
+from chute.errors import BackendError, BackendUnavailable, ChuteError
+from chute_gcs import session
 from chute_gcs.client import RETRY_STATUSES, _backoff
 from chute_gcs.pubsub_settings import PubSubSettings
 
@@ -35,25 +36,7 @@ _decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
 
-class _Shared:
-    """One endpoint's session and, once fetched, its credentials."""
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-        self.token: Any = None  # gcloud.aio.auth.Token, created on the first authorised call
-
-
-async def _close(shared: _Shared) -> None:
-    await shared.session.close()
-
-
-_sessions: LoopShared[_Shared] = LoopShared(usable=lambda shared: not shared.session.closed)
-
-
-def _new_shared() -> _Shared:
-    # Many dequeuer workers each hold a long pull open: a generous pool.
-    connector = aiohttp.TCPConnector(limit=256, limit_per_host=128, keepalive_timeout=30)
-    return _Shared(aiohttp.ClientSession(connector=connector))
+_sessions = session.registry()
 
 
 class PubSubClient:
@@ -63,34 +46,19 @@ class PubSubClient:
         self.settings = settings
         self.base = f"{settings.endpoint}/v1/"
         self._handle = LoopHandle(
-            _sessions, settings.session_key, _close, closed_message="this Pub/Sub queue is closed"
+            _sessions,
+            settings.session_key,
+            session.close,
+            closed_message="this Pub/Sub queue is closed",
         )
 
     async def aclose(self) -> None:
         await self._handle.aclose()
 
-    async def _auth(self, shared: _Shared, doing: str) -> dict[str, str]:
-        """The Authorization header: none for an emulator, else an Application Default
-        Credentials token (GOOGLE_APPLICATION_CREDENTIALS, gcloud's user credentials, or the
-        metadata server: Workload Identity on GKE), cached and refreshed by gcloud-aio-auth."""
-        if self.settings.emulator:
-            return {}
-        if shared.token is None:
-            from gcloud.aio.auth import Token
-
-            try:
-                shared.token = Token(scopes=SCOPES, session=shared.session)  # type: ignore[arg-type]
-            except (ValueError, OSError, KeyError) as exc:
-                raise ConfigError(f"Pub/Sub credentials could not be loaded: {exc}") from exc
-        try:
-            token = await shared.token.get()
-        except Exception as exc:  # gcloud-aio-auth raises plain Exceptions and aiohttp's
-            raise BackendUnavailable(
-                f"no Google access token for {doing} (Application Default Credentials: "
-                "GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login` or "
-                f"the metadata server): {type(exc).__name__}: {exc}"
-            ) from exc
-        return {"Authorization": f"Bearer {token}"}
+    async def _auth(self, shared: session.Shared, doing: str) -> dict[str, str]:
+        return await session.authorization(
+            shared, emulator=self.settings.emulator, scopes=SCOPES, service="Pub/Sub", doing=doing
+        )
 
     async def call(
         self,
@@ -107,7 +75,7 @@ class PubSubClient:
         it has something (a long pull): connecting is bounded by the URL's timeout, the whole
         request by HOLD_LIMIT (raising TimeoutError, not retried), so a connection that died
         without a word cannot hold a pull forever."""
-        shared = self._handle.get_now(_new_shared)
+        shared = self._handle.get_now(session.new_shared)
         settings = self.settings
         url = self.base + path
         data = None if body is None else _encoder.encode(dict(body))
