@@ -83,7 +83,7 @@ def test_bad_urls_say_what_is_wrong(url: str, complaint: str) -> None:
 def test_api_names_that_would_break_keys_are_refused() -> None:
     queue, store = RedisQueue("redis://h/0"), RedisStore("redis://h/0")
     assert store.record_prefix("my-api_v1.2") == "chute:s:my-api_v1.2:"
-    assert queue.send_keys("my-api_v1.2")[0] == "chute:q:{my-api_v1.2}:ready"
+    assert queue.send_keys("my-api_v1.2")[0] == "chute:q:{my-api_v1.2}:visible"
     for bad in ("", "a{b}", "a b", "-x", "x" * 129):
         with pytest.raises(InvalidAPIName):
             store.record_prefix(bad)

@@ -58,7 +58,7 @@ async def test_reconnecting_gives_up_after_the_retries(nothing_url: str) -> None
 
 async def test_a_redis_error_becomes_a_backend_error(redis_url: str, prefix: str) -> None:
     client = redis.asyncio.Redis.from_url(redis_url.split("?")[0])
-    await client.set(f"{prefix}:q:{{demo}}:ready", "not a sorted set")
+    await client.set(f"{prefix}:q:{{demo}}:visible", "not a list")
     await client.aclose()
     async with RedisQueue(redis_url) as queue:
         with pytest.raises(BackendError, match="WRONGTYPE") as err:

@@ -3,14 +3,19 @@ and one shared connection pool per server in a process."""
 
 from __future__ import annotations
 
+import time
+
+import anyio
+import msgspec
 import pytest
 import redis
 from redis_helpers import body, new_record
 
+from chute.backends.base import QueueDepth
 from chute.errors import PayloadTooLarge
-from chute.protocol import Status
+from chute.protocol import Status, record_encoder
 from chute_redis.queue import RedisQueue
-from chute_redis.store import UPLOAD_PIECE, RedisStore
+from chute_redis.store import INLINE_PAYLOAD, UPLOAD_PIECE, RedisStore
 
 pytestmark = pytest.mark.anyio
 
@@ -19,17 +24,25 @@ def _keys(raw: redis.Redis, prefix: str) -> set[str]:
     return {k.decode() for k in raw.scan_iter(match=f"{prefix}:*", count=1000)}
 
 
+@pytest.mark.parametrize(
+    ("payload", "own_key"),
+    [(b"payload", False), (b"x" * (INLINE_PAYLOAD + 1), True)],
+    ids=["small-in-the-hash", "large-in-its-own-key"],
+)
 async def test_every_key_of_a_request_expires_with_its_record(
-    redis_url: str, raw_redis: redis.Redis, prefix: str
+    redis_url: str, raw_redis: redis.Redis, prefix: str, payload: bytes, own_key: bool
 ) -> None:
+    """A small payload lives in the record's hash (one key per request); a larger one in a
+    key of its own. Every key expires with the record, set once by the create: moves keep it
+    (and do not set it again)."""
     record = new_record("demo", retention=3600)
     async with RedisStore(redis_url) as store:
-        await store.create(record, body(b"payload"))
+        await store.create(record, body(payload))
         keys = _keys(raw_redis, prefix)
-        assert keys == {
-            f"{prefix}:s:demo:{{{record.id}}}",
-            f"{prefix}:s:demo:{{{record.id}}}:payload",
-        }
+        expected = {f"{prefix}:s:demo:{{{record.id}}}"}
+        if own_key:
+            expected.add(f"{prefix}:s:demo:{{{record.id}}}:payload")
+        assert keys == expected
         for key in keys:
             assert raw_redis.pexpiretime(key) == int(record.expires_at * 1000)
         await store.transition("demo", record.id, Status.IN_PROGRESS, attempt=1)
@@ -37,6 +50,59 @@ async def test_every_key_of_a_request_expires_with_its_record(
         # Transitions rewrite the record and keep the expiry.
         for key in keys:
             assert raw_redis.pexpiretime(key) == int(record.expires_at * 1000)
+        assert b"".join([c async for c in store.payload("demo", record.id)]) == payload
+        # A write that changes expires_at moves the expiry of every key.
+        found = await store.read("demo", record.id)
+        assert found is not None
+        later = msgspec.structs.replace(found[0], expires_at=record.expires_at + 60)
+        assert await store.write_if(later, found[1])
+        for key in keys:
+            assert raw_redis.pexpiretime(key) == int(later.expires_at * 1000)
+
+
+async def test_records_of_the_previous_layout_stay_readable(
+    redis_url: str, raw_redis: redis.Redis, prefix: str
+) -> None:
+    """A request stored before payloads moved into the hash (payload in its own key, no
+    ``expires`` field) reads, streams its payload, moves and keeps expiring."""
+    record = new_record("demo", retention=3600)
+    key = f"{prefix}:s:demo:{{{record.id}}}"
+    at = int(record.expires_at * 1000)
+    raw_redis.hset(key, mapping={"record": record_encoder.encode(record), "version": 1})
+    raw_redis.set(f"{key}:payload", b"old payload")
+    raw_redis.pexpireat(key, at)
+    raw_redis.pexpireat(f"{key}:payload", at)
+    async with RedisStore(redis_url) as store:
+        assert await store.get("demo", record.id) == record
+        assert b"".join([c async for c in store.payload("demo", record.id)]) == b"old payload"
+        done = await store.transition("demo", record.id, Status.CANCELLED)
+        assert await store.get("demo", record.id) == done
+    assert raw_redis.hget(key, "expires") == str(at).encode()
+    assert raw_redis.pexpiretime(key) == at
+    assert raw_redis.pexpiretime(f"{key}:payload") == at
+
+
+async def test_a_queue_of_the_previous_layout_is_taken_over(
+    redis_url: str, raw_redis: redis.Redis, prefix: str
+) -> None:
+    """Messages an older version queued in the ``ready`` sorted set (visible or delayed) are
+    received in order by the list layout, and counted by depth meanwhile."""
+    ready = f"{prefix}:q:{{demo}}:ready"
+    now_ms = int(time.time() * 1000)
+    raw_redis.zadd(ready, {"old-1": now_ms - 2000, "old-2": now_ms - 1000, "late": now_ms + 600})
+    async with RedisQueue(redis_url) as queue:
+        assert (await queue.depth("demo")).queued == 3
+        await queue.send("demo", "new-1")
+        got = await queue.receive("demo", max_messages=10, wait=0)
+        assert [d.request_id for d in got] == ["old-1", "old-2", "new-1"]
+        assert [d.attempt for d in got] == [1, 1, 1]
+        with anyio.fail_after(10):
+            [late] = await queue.receive("demo", wait=5)
+        assert late.request_id == "late"
+        for d in [*got, late]:
+            await queue.ack(d)
+        assert await queue.depth("demo") == QueueDepth(0, 0, 0)
+    assert not raw_redis.exists(ready)
 
 
 async def test_queue_keys_share_one_hash_tag_per_api(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chute.testing import QueueContract, StoreContract
+from chute.testing import JointContract, QueueContract, StoreContract
 
 
 @pytest.fixture
@@ -34,6 +34,10 @@ class TestSqliteQueue(SqliteFixtures, QueueContract):
 
 
 class TestSqliteStore(SqliteFixtures, StoreContract):
+    pass
+
+
+class TestSqliteJoint(SqliteFixtures, JointContract):
     pass
 
 

@@ -7,22 +7,37 @@ instead of 2, a dequeued request 3 instead of 6 (docs/redis.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 
-from chute.backends.base import AckingWrite, Delivery, Joint, Received
-from chute.errors import InvalidRequestId
-from chute.protocol import RequestRecord, now, record_decoder, validate_request_id
+import msgspec
+
+from chute.backends.base import (
+    AckingWrite,
+    Delivery,
+    Joint,
+    Received,
+    Settle,
+    Settled,
+    Submit,
+)
+from chute.errors import ChuteError, Conflict, InvalidRequestId, PayloadTooLarge
+from chute.protocol import (
+    RequestRecord,
+    now,
+    record_decoder,
+    record_encoder,
+    validate_request_id,
+)
 from chute_redis import scripts
 from chute_redis.queue import RedisQueue, delivery_of
-from chute_redis.store import READ_PIECE, RedisStore
-
-#: Payloads up to this size come along with the receive (a flood's are tens of bytes);
-#: larger ones stream from the store as on the generic path.
-INLINE_PAYLOAD = READ_PIECE
+from chute_redis.store import INLINE_PAYLOAD, MAX_BATCH, UPLOAD_PIECE, RedisStore
 
 
 class RedisJoint(Joint):
     """What :meth:`RedisStore.joint` returns for a :class:`RedisQueue` on the same server."""
+
+    max_batch = MAX_BATCH
 
     def __init__(self, queue: RedisQueue, store: RedisStore) -> None:
         self.queue = queue
@@ -37,13 +52,56 @@ class RedisJoint(Joint):
             [record.id],
         )
 
+    async def submit_many(self, submits: Sequence[Submit]) -> list[RequestRecord | ChuteError]:
+        """Up to :data:`MAX_BATCH` creates-and-sends per script (joint_create_many.lua); a
+        payload above 1 MiB goes alone, streamed as :meth:`submit` streams it."""
+        answers: list[RequestRecord | ChuteError | None] = [None] * len(submits)
+        store, limit = self.store, self.store.max_payload_size
+        batch: list[tuple[int, RequestRecord]] = []
+        for i, (record, payload) in enumerate(submits):
+            if limit is not None and len(payload) > limit:
+                answers[i] = PayloadTooLarge(limit)
+            elif len(payload) > UPLOAD_PIECE:
+                try:
+                    answers[i] = await self.submit(record, _once(payload))
+                except Conflict as exc:
+                    answers[i] = exc
+            else:
+                batch.append((i, msgspec.structs.replace(record, payload_size=len(payload))))
+        for start in range(0, len(batch), MAX_BATCH):
+            chunk = batch[start : start + MAX_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for i, stored in chunk:
+                k = store.record_keys(stored.api, stored.id)
+                payload = submits[i].payload
+                keys += [k.record, k.payload, f"{k.record}:upload:none"]
+                keys += self.queue.send_keys(stored.api)
+                args += [
+                    record_encoder.encode(stored),
+                    int(stored.expires_at * 1000),
+                    "hash" if len(payload) <= INLINE_PAYLOAD else "inline",
+                    payload,
+                    secrets.token_hex(8),
+                    stored.id,
+                ]
+            with store.connection.op(f"creating {len(chunk)} requests"):
+                created = await scripts.JOINT_CREATE_MANY(store.connection.client(), keys, args)
+            for (i, stored), made in zip(chunk, created, strict=True):
+                answers[i] = (
+                    stored
+                    if int(made)
+                    else Conflict(f"request {stored.id} of API {stored.api} already exists")
+                )
+        return [a for a in answers if a is not None]
+
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Received]:
         rows = await self.queue.receive_rows(
             api,
             scripts.JOINT_RECEIVE,
-            [self.store.record_prefix(api), INLINE_PAYLOAD],
+            [self.store.record_prefix(api)],
             6,
             max_messages=max_messages,
             wait=wait,
@@ -69,6 +127,34 @@ class RedisJoint(Joint):
     def acking(self, delivery: Delivery) -> AckingWrite:
         return _AckingWrite(self, delivery)
 
+    async def settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
+        out: list[Settled] = []
+        for start in range(0, len(settles), MAX_BATCH):
+            chunk = settles[start : start + MAX_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for item in chunk:
+                k, a = self.finish_args(item.delivery, item.record, item.version, item.result)
+                keys += k
+                args += a
+            with self.store.connection.op(f"settling {len(chunk)} requests"):
+                reply = await scripts.JOINT_SETTLE_MANY(self.store.connection.client(), keys, args)
+            out += [
+                Settled(int(reply[i]) or None, bool(reply[i + 1])) for i in range(0, len(reply), 2)
+            ]
+        return out
+
+    def finish_args(
+        self, d: Delivery, record: RequestRecord, version: object, result: bytes | None
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """The keys and arguments of joint_finish.lua (one settle of joint_settle_many.lua)."""
+        if (record.api, record.id) != (d.api, d.request_id):
+            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
+        keys, args = self.store.write_args(record, version, result)
+        keys += self.queue.ack_keys(d.api)
+        args += [d.request_id, d.receipt]
+        return keys, args
+
 
 class _AckingWrite(AckingWrite):
     def __init__(self, joint: RedisJoint, delivery: Delivery) -> None:
@@ -79,13 +165,13 @@ class _AckingWrite(AckingWrite):
         self, record: RequestRecord, version: object, result: bytes | None
     ) -> int | None:
         d = self.delivery
-        if (record.api, record.id) != (d.api, d.request_id):
-            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
-        store, queue = self.joint.store, self.joint.queue
-        keys, args = store.write_args(record, version, result)
-        keys += queue.ack_keys(d.api)
-        args += [d.request_id, d.receipt]
+        store = self.joint.store
+        keys, args = self.joint.finish_args(d, record, version, result)
         with store.connection.op(f"storing the outcome of {d.request_id} of {d.api}"):
             written, acked = await scripts.JOINT_FINISH(store.connection.client(), keys, args)
         self.acked = bool(acked)
         return int(written) or None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data

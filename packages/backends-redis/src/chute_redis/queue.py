@@ -2,16 +2,24 @@
 
 Keys of one API (``<prefix>:q:{<api>}:…``; the braces keep them in one Redis Cluster slot):
 
-* ``ready``    sorted set of request ids, scored by the time (ms) they become visible;
-* ``leased``   sorted set of ids scored by their lease's end (ms);
+* ``visible``  list of request ids ready to be received, oldest first (RPUSH, LPOP);
+* ``delayed``  sorted set of ids not visible yet (a send or release with a delay), scored by
+  the time (ms) they become visible; a receive moves the due ones to ``visible`` in bulk;
+* ``leased``   sorted set of ids scored by their lease's end (ms); a receive moves the lapsed
+  ones to ``visible`` in bulk;
 * ``receipts`` hash id → the receipt of the current delivery (who holds the lease);
-* ``attempts`` hash id → deliveries so far (the store's fencing token);
+* ``attempts`` hash id → deliveries so far (the store's fencing token); present from the send
+  to the ack, which makes a send of a known id a no-op;
 * ``dead``     sorted set of dead-lettered ids in the order they died (scored by the counter
   ``dead_seq``), ``dead_info`` hash id → reason, attempts and time of death;
-* ``wake``     a list used only as a signal: ``send`` pushes a token, idle receivers BLPOP it.
+* ``wake``     a list used only as a signal: ``send`` pushes a token, idle receivers BLPOP it;
+* ``ready``    the sorted set of visible and delayed ids of versions before the list: a receive
+  moves what it finds there to ``visible``/``delayed``, so a queue survives the upgrade.
 
 Every operation is one Lua script, so each is atomic and one round trip. Time is the server's
-(``TIME``), so consumers with skewed clocks agree on when a lease lapses.
+(``TIME``), so consumers with skewed clocks agree on when a lease lapses. A plain send and a
+receive cost no sorted-set scan per message: a receive leases up to ``max_messages`` with one
+LPOP, one HSET of receipts and one ZADD of leases, plus a HINCRBY of each attempt.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class _Keys(NamedTuple):
     dead_info: str
     dead_seq: str
     wake: str
+    visible: str
+    delayed: str
 
 
 class _DeadInfo(msgspec.Struct, frozen=True):
@@ -69,6 +79,8 @@ class RedisQueue(Queue):
 
     #: Leases are kept in milliseconds of server time; anything from 10 ms is honoured.
     min_lease = 0.05
+    #: One receive script leases up to this many messages.
+    max_batch = 64
 
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)
@@ -87,12 +99,12 @@ class RedisQueue(Queue):
         validate_request_id(request_id)
         client = self._conn.client()
         with self._conn.op(f"sending {request_id} to {api}"):
-            await scripts.QUEUE_SEND(client, self.send_keys(api), [request_id, _ms(delay)])
+            await scripts.QUEUE_SEND(client, self.send_keys(api), [request_id, _ms(delay), 0])
 
     def send_keys(self, api: str) -> list[str]:
         """The keys queue_send.lua takes."""
         keys = self._keys(api)
-        return [keys.ready, keys.leased, keys.wake]
+        return [keys.visible, keys.delayed, keys.attempts, keys.wake]
 
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
@@ -121,7 +133,15 @@ class RedisQueue(Queue):
             raise ValueError("max_messages must be at least 1")
         keys = self._keys(api)
         client = self._conn.client()
-        script_keys = [keys.ready, keys.leased, keys.receipts, keys.attempts, keys.wake]
+        script_keys = [
+            keys.visible,
+            keys.delayed,
+            keys.leased,
+            keys.receipts,
+            keys.attempts,
+            keys.wake,
+            keys.ready,
+        ]
         args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), "", *extra]
         end = anyio.current_time() + max(0.0, wait)
         doing = f"receiving from {api}"
@@ -144,7 +164,7 @@ class RedisQueue(Queue):
     def ack_keys(self, api: str) -> list[str]:
         """The keys queue_ack.lua takes."""
         k = self._keys(api)
-        return [k.ready, k.leased, k.receipts, k.attempts]
+        return [k.leased, k.receipts, k.attempts, k.visible, k.ready]
 
     async def _holder_script(
         self, script: scripts.Script, delivery: Delivery, keys: list[str], *extra: str | int
@@ -162,7 +182,10 @@ class RedisQueue(Queue):
     async def extend(self, delivery: Delivery, lease: float) -> None:
         k = self._keys(delivery.api)
         await self._holder_script(
-            scripts.QUEUE_EXTEND, delivery, [k.ready, k.leased, k.receipts], max(1, _ms(lease))
+            scripts.QUEUE_EXTEND,
+            delivery,
+            [k.leased, k.receipts, k.visible, k.ready],
+            max(1, _ms(lease)),
         )
 
     async def ack(self, delivery: Delivery) -> None:
@@ -171,7 +194,10 @@ class RedisQueue(Queue):
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         k = self._keys(delivery.api)
         await self._holder_script(
-            scripts.QUEUE_RELEASE, delivery, [k.ready, k.leased, k.receipts, k.wake], _ms(delay)
+            scripts.QUEUE_RELEASE,
+            delivery,
+            [k.leased, k.receipts, k.visible, k.delayed, k.wake, k.ready],
+            _ms(delay),
         )
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -180,7 +206,7 @@ class RedisQueue(Queue):
         await self._holder_script(
             scripts.QUEUE_DEAD_LETTER,
             delivery,
-            [k.ready, k.leased, k.receipts, k.dead, k.dead_info, k.dead_seq],
+            [k.leased, k.receipts, k.dead, k.dead_info, k.dead_seq, k.visible, k.ready],
             info,
         )
 
@@ -208,7 +234,7 @@ class RedisQueue(Queue):
         with self._conn.op(f"requeueing dead letters of {api}"):
             return int(
                 await scripts.QUEUE_REQUEUE_DEAD(
-                    client, [k.ready, k.dead, k.dead_info, k.wake], list(ids)
+                    client, [k.visible, k.dead, k.dead_info, k.wake], list(ids)
                 )
             )
 
@@ -227,7 +253,7 @@ class RedisQueue(Queue):
         client = self._conn.client()
         with self._conn.op(f"reading the depth of {api}"):
             queued, in_flight, dead = await scripts.QUEUE_DEPTH(
-                client, [k.ready, k.leased, k.dead], []
+                client, [k.visible, k.delayed, k.leased, k.dead, k.ready], []
             )
         return QueueDepth(queued=int(queued), in_flight=int(in_flight), dead=int(dead))
 

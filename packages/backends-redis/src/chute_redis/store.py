@@ -3,13 +3,17 @@
 Keys of one request (``<prefix>:s:<api>:{<id>}…``; the braces keep them in one Cluster slot):
 
 * ``…{<id>}``          hash: ``record`` (msgspec JSON), ``version`` (integer), ``result``,
-  and ``token``, the creating call's nonce (a create retried after a lost reply succeeds);
-* ``…{<id>}:payload``  string: the payload bytes, read back in ranges (GETRANGE);
+  ``expires`` (the expiry set on the keys, ms), ``payload`` when it is at most
+  :data:`INLINE_PAYLOAD` bytes, and ``token``, the creating call's nonce (a create retried
+  after a lost reply succeeds);
+* ``…{<id>}:payload``  string: a larger payload's bytes, read back in ranges (GETRANGE); also
+  every payload of a request created before payloads moved into the hash;
 * ``…{<id>}:upload:…`` string: a payload above 1 MiB while it streams in, renamed into place
   by the create script (it expires by itself if the upload is abandoned).
 
 Every key of a request expires at its record's ``expires_at`` (PEXPIREAT), so retention costs
-nothing: Redis deletes the request on time.
+nothing: Redis deletes the request on time. The expiry is set by the create and again only
+when a write changes ``expires_at`` (writing hash fields keeps a key's expiry).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import NamedTuple
 import anyio
 import msgspec
 
-from chute.backends.base import Joint, Queue, Store
+from chute.backends.base import Joint, Queue, Store, Write
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
 from chute.protocol import (
@@ -41,8 +45,14 @@ from chute_redis.queue import RedisQueue
 UPLOAD_PIECE = 1024 * 1024
 #: Bytes per GETRANGE when a payload is read back.
 READ_PIECE = 256 * 1024
+#: Payloads up to this size live in the record's hash (one key per request, read along with
+#: the record in the same command); larger ones in a string key of their own.
+INLINE_PAYLOAD = READ_PIECE
 #: How long an abandoned upload may linger.
 UPLOAD_TTL = 3600
+#: The most items one batch script carries (a larger batch is split): Redis runs a script
+#: alone, so one batch must stay short.
+MAX_BATCH = 64
 
 
 class _Keys(NamedTuple):
@@ -72,6 +82,10 @@ class RedisStore(Store):
         validate_request_id(request_id)
         record = f"{self.record_prefix(api)}{{{request_id}}}"
         return _Keys(record, f"{record}:payload")
+
+    def record_keys(self, api: str, request_id: str) -> _Keys:
+        """The keys of one request: its record hash and its own payload key."""
+        return self._keys(api, request_id)
 
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
         return await self.create_with(record, body)
@@ -116,7 +130,7 @@ class RedisStore(Store):
             args: list[bytes | str | int | float] = [
                 record_encoder.encode(stored),
                 _expires_ms(stored),
-                "upload" if uploading else "inline",
+                "upload" if uploading else "hash" if size <= INLINE_PAYLOAD else "inline",
                 inline,
                 token,
             ]
@@ -162,6 +176,24 @@ class RedisStore(Store):
             written = int(await scripts.STORE_WRITE_IF(client, keys, args))
         return written or None
 
+    max_batch = MAX_BATCH
+
+    async def write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        out: list[object | None] = []
+        client = self._conn.client()
+        for start in range(0, len(writes), MAX_BATCH):
+            chunk = writes[start : start + MAX_BATCH]
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for w in chunk:
+                k, a = self.write_args(w.record, w.version, w.result)
+                keys += k
+                args += a
+            with self._conn.op(f"updating {len(chunk)} requests"):
+                reply = await scripts.STORE_WRITE_MANY(client, keys, args)
+            out += [int(v) or None for v in reply]
+        return out
+
     def write_args(
         self, record: RequestRecord, version: object, result: bytes | None
     ) -> tuple[list[str], list[bytes | str | int | float]]:
@@ -200,9 +232,14 @@ class RedisStore(Store):
         doing = f"reading the payload of request {request_id} of {api}"
         with self._conn.op(doing):
             async with client.pipeline(transaction=False) as pipe:
+                pipe.hget(keys.record, "payload")
                 pipe.exists(keys.payload)
                 pipe.getrange(keys.payload, 0, READ_PIECE - 1)
-                exists, piece = await pipe.execute()
+                inline, exists, piece = await pipe.execute()
+        if inline is not None:  # a small payload, in the record's hash
+            if inline:
+                yield inline
+            return
         if not exists:
             raise NotFound(f"request {request_id} of API {api} has no payload")
         offset = 0

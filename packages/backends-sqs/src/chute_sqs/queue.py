@@ -94,6 +94,8 @@ class SqsQueue(Queue):
 
     #: Visibility timeouts are whole seconds.
     min_lease = 1.0
+    #: ReceiveMessage hands out up to 10 messages per call.
+    max_batch = MAX_BATCH
 
     def __init__(self, url: str) -> None:
         self.settings = parse_sqs_url(url)
@@ -296,6 +298,41 @@ class SqsQueue(Queue):
         client = await self._clients.get()
         await self._holder_call(delivery, "acking", client.delete_message)
         self._leases.settled(delivery.receipt)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """DeleteMessageBatch, 10 entries per call, per API; an entry SQS refuses as a stale
+        handle is a lost lease (False), any other refusal is retried alone by :meth:`ack`."""
+        acked = [False] * len(deliveries)
+        live: dict[str, list[int]] = {}
+        for i, d in enumerate(deliveries):
+            if self._leases.state(d.receipt) not in (LeaseState.LAPSED, LeaseState.SETTLED):
+                live.setdefault(d.api, []).append(i)
+        client = await self._clients.get()
+        for api, indices in live.items():
+            queue, _ = await self.queue_urls(api)
+            for start in range(0, len(indices), MAX_BATCH):
+                chunk = indices[start : start + MAX_BATCH]
+                entries = [{"Id": str(i), "ReceiptHandle": deliveries[i].receipt} for i in chunk]
+                with sdk_errors(self.where, f"acking {len(chunk)} messages in {api}"):
+                    reply = await client.delete_message_batch(QueueUrl=queue, Entries=entries)
+                for done in reply.get("Successful", []):
+                    i = int(done["Id"])
+                    self._leases.settled(deliveries[i].receipt)
+                    acked[i] = True
+                for failed in reply.get("Failed", []):
+                    i = int(failed["Id"])
+                    code, message = failed.get("Code"), str(failed.get("Message", ""))
+                    if code in _STALE_HANDLE and (
+                        code != "InvalidParameterValue" or "ReceiptHandle" in message
+                    ):
+                        self._leases.settled(deliveries[i].receipt)
+                        continue
+                    try:
+                        await self.ack(deliveries[i])
+                    except LeaseLost:
+                        continue
+                    acked[i] = True
+        return acked
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         # The message stays where it is, hidden for ``delay``: SQS counts it as in flight

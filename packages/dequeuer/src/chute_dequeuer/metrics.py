@@ -115,6 +115,20 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.backend_calls = Counter(
+            "chute_dequeuer_backend_batches",
+            "Backend calls that carry a batch, by kind: receive (messages leased), write "
+            "(starts and outcomes: Store.write_many), settle (outcome and ack: "
+            "Joint.settle_many), ack (Queue.ack_many, where the ack is not part of the settle).",
+            ["kind"],
+            registry=r,
+        )
+        self.batched_items = Counter(
+            "chute_dequeuer_backend_batch_items",
+            "Items those calls carried, by kind (items / calls = the mean batch size).",
+            ["kind"],
+            registry=r,
+        )
         self.webhooks = Counter(
             "chute_dequeuer_webhooks",
             "Webhook deliveries finished, by outcome: delivered, failed (retries ran out), "
@@ -127,6 +141,11 @@ class Metrics:
         """Record one answer of the user container (Cortex records only answered calls)."""
         self.request_count.inc(status_code)
         self.latency.labels(status_code=str(status_code)).observe(seconds)
+
+    def batch(self, kind: str, items: int) -> None:
+        """Record one batched backend call of ``items`` items."""
+        self.backend_calls.labels(kind=kind).inc()
+        self.batched_items.labels(kind=kind).inc(items)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

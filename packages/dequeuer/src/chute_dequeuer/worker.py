@@ -1,7 +1,7 @@
 """The workers: take a message, hold its lease, call the container, store the outcome, ack.
 
 ``workers`` tasks (``pod.max_concurrency``) each loop: wait until the container is ready,
-receive one message (blocking on the backend's wake-up, never sleeping), then handle it:
+take one message (blocking on the backend's wake-up, never sleeping), then handle it:
 
 1. read the record; missing or terminal → ack and drop (the container never sees it); still
    queued past its queue deadline → ``expired``, ack (the container never sees it either);
@@ -16,6 +16,12 @@ receive one message (blocking on the backend's wake-up, never sleeping), then ha
 5. a webhook for the terminal status, if one is configured (in the background: it never
    delays the next request).
 
+Batches (when the backends declare them, ``max_batch``): idle workers take turns receiving,
+and the one receiving asks for as many messages as there are idle workers (up to the queue's
+``max_batch``), handing the rest to the others; starts and outcomes are written by group
+commit (``chute.backends.batching``), so the writes of requests that move together share one
+call, while a lone request's write goes at once, alone.
+
 Backend outages are retried with backoff (``retry.Outage``) while the lease is held; a message
 is acked only after its outcome is stored, so nothing is lost if the dequeuer dies anywhere.
 """
@@ -24,12 +30,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections import deque
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from typing import Any
 
 import anyio
 
-from chute.backends.base import Delivery, Queue, Received, Store, Versioned
+from chute.backends.base import (
+    AckingWrite,
+    Delivery,
+    Queue,
+    Received,
+    Settle,
+    Settled,
+    Store,
+    Versioned,
+    Write,
+    WriteNext,
+)
+from chute.backends.batching import GroupCommit
 from chute.config import API
 from chute.errors import ChuteError, InvalidRequestId, LeaseLost, NotFound, TransitionRejected
 from chute.lifecycle import EXTRA_REQUEUE_BASE, queue_deadline_passed
@@ -121,6 +140,23 @@ class Dispatcher:
         self._jobs: set[Job] = set()
         #: Queue and store in one place: receive with the record, store and ack in one step.
         self.joint = store.joint(queue)
+        #: Messages received for idle workers other than the one that received them (at most
+        #: one receive's worth, never more than the workers waiting for them).
+        self._handoff: deque[tuple[Delivery, Received | None]] = deque()
+        self._receiving = anyio.Lock()
+        self._waiting = 0
+        self._receive_batch = max(1, min(queue.max_batch, workers))
+        #: Group commit of starts and outcomes, where the backend writes batches natively.
+        self._writes: GroupCommit[Write, object | None] | None = None
+        if store.max_batch > 1:
+            self._writes = GroupCommit(self._write_many, min(store.max_batch, workers))
+        self._settles: GroupCommit[Settle, Settled] | None = None
+        if self.joint is not None and self.joint.max_batch > 1:
+            self._settles = GroupCommit(self._settle_many, min(self.joint.max_batch, workers))
+        #: Acks by group commit where the queue batches them and nothing acks with the write.
+        self._acks: GroupCommit[Delivery, bool] | None = None
+        if self.joint is None and queue.max_batch > 1:
+            self._acks = GroupCommit(self._ack_many, min(queue.max_batch, workers))
         readiness.subscribe(self._on_readiness)
 
     @property
@@ -164,13 +200,17 @@ class Dispatcher:
                 self._idle.add(idle)
                 try:
                     await self.readiness.wait_ready()
-                    deliveries = await self.outage.call("receive", self._receive)
+                    deliveries = await self._take()
                 except ChuteError:
                     # Not an outage (those are retried inside): still no reason to die.
                     log.exception("receive failed; retrying in %.0f s", ERROR_RETRY_DELAY)
                     await anyio.sleep(ERROR_RETRY_DELAY)
                 finally:
                     self._idle.discard(idle)
+            if self.stopping or not self.readiness.ready:
+                # Received for workers that stopped waiting: given back below, untouched.
+                while self._handoff:
+                    deliveries.append(self._handoff.popleft())
             for delivery, received in deliveries:
                 if self.stopping or not self.readiness.ready:
                     # Received in the instant pulling stopped: hand it back untouched.
@@ -181,18 +221,63 @@ class Dispatcher:
                 else:
                     await self._process(delivery, received)
 
-    async def _receive(self) -> list[tuple[Delivery, Received | None]]:
-        """One receive (blocking until a message comes or the wait ends), with the records
-        read along when the backend has a joint fast path."""
+    async def _take(self) -> list[tuple[Delivery, Received | None]]:
+        """This worker's next message: one handed over by the worker that received it, else
+        one from a receive of its own, made for every worker waiting meanwhile (they wait
+        their turn on the lock and find theirs handed over)."""
+        if self._handoff:
+            return [self._handoff.popleft()]
+        self._waiting += 1
+        try:
+            async with self._receiving:
+                if self._handoff:
+                    return [self._handoff.popleft()]
+                wanted = max(1, min(self._waiting, self._receive_batch))
+                got = await self.outage.call("receive", lambda: self._receive(wanted))
+        finally:
+            self._waiting -= 1
+        if got:
+            self.metrics.batch("receive", len(got))
+        self._handoff.extend(got[1:])
+        return got[:1]
+
+    async def _write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        self.metrics.batch("write", len(writes))
+        return await self.store.write_many(writes)
+
+    async def _ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        self.metrics.batch("ack", len(deliveries))
+        return await self.queue.ack_many(deliveries)
+
+    async def _settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
+        assert self.joint is not None
+        self.metrics.batch("settle", len(settles))
+        return await self.joint.settle_many(settles)
+
+    async def _receive(self, wanted: int) -> list[tuple[Delivery, Received | None]]:
+        """One receive of up to ``wanted`` messages (blocking until one comes or the wait
+        ends), with the records read along when the backend has a joint fast path."""
         if self.joint is not None:
             received = await self.joint.receive(
-                self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
+                self.api, max_messages=wanted, wait=RECEIVE_WAIT, lease=self.lease
             )
             return [(r.delivery, r) for r in received]
         deliveries = await self.queue.receive(
-            self.api, max_messages=1, wait=RECEIVE_WAIT, lease=self.lease
+            self.api, max_messages=wanted, wait=RECEIVE_WAIT, lease=self.lease
         )
         return [(d, None) for d in deliveries]
+
+    async def _write(
+        self, record: RequestRecord, version: object, result: bytes | None
+    ) -> object | None:
+        """``Store.write_next`` through the group commit (``self._writes`` is set)."""
+        assert self._writes is not None
+        return await self._writes(Write(record, version, result))
+
+    @property
+    def _batched_write(self) -> WriteNext | None:
+        """The write a move passes as ``write=``: batched where the store batches."""
+        return self._write if self._writes is not None else None
 
     async def _process(self, delivery: Delivery, received: Received | None = None) -> None:
         job = Job(delivery, received)
@@ -304,7 +389,12 @@ class Dispatcher:
             job.held = await self.outage.call(
                 "start",
                 lambda: self.store.transition_versioned(
-                    d.api, d.request_id, Status.IN_PROGRESS, attempt=d.attempt, current=job.held
+                    d.api,
+                    d.request_id,
+                    Status.IN_PROGRESS,
+                    attempt=d.attempt,
+                    current=job.held,
+                    write=self._batched_write,
                 ),
             )
             record = job.held[0]
@@ -508,7 +598,13 @@ class Dispatcher:
         d = job.delivery
         # Joint backends ack in the same step as the write (not a dead letter: that settles
         # the message differently).
-        acking = self.joint.acking(d) if self.joint is not None and dead_letter is None else None
+        acking: AckingWrite | None = None
+        if self.joint is not None and dead_letter is None:
+            if self._settles is not None:
+                acking = _GroupAcking(self._settles, d)
+            else:
+                acking = self.joint.acking(d)
+        write: WriteNext | None = acking if acking is not None else self._batched_write
         try:
             record, _ = await self.outage.call(
                 "finish",
@@ -521,7 +617,7 @@ class Dispatcher:
                     error=error,
                     extra=extra,
                     current=job.held,
-                    write=acking,
+                    write=write,
                 ),
             )
         except NotFound:
@@ -568,8 +664,12 @@ class Dispatcher:
         return "dropped"
 
     async def _ack(self, job: Job) -> None:
+        acks = self._acks
         try:
-            await self.outage.call("ack", lambda: self.queue.ack(job.delivery))
+            if acks is None:
+                await self.outage.call("ack", lambda: self.queue.ack(job.delivery))
+            elif not await self.outage.call("ack", lambda: acks(job.delivery)):
+                raise LeaseLost(job.delivery.request_id)
         except LeaseLost:
             job.log.info("ack skipped: the message was delivered again meanwhile")
 
@@ -596,6 +696,21 @@ class Dispatcher:
                     "release failed; the message returns when its lease lapses",
                     extra={"error": str(exc)},
                 )
+
+
+class _GroupAcking(AckingWrite):
+    """A joint acking write that goes through the group commit of ``Joint.settle_many``."""
+
+    def __init__(self, settles: GroupCommit[Settle, Settled], delivery: Delivery) -> None:
+        self.settles = settles
+        self.delivery = delivery
+
+    async def __call__(
+        self, record: RequestRecord, version: object, result: bytes | None
+    ) -> object | None:
+        settled = await self.settles(Settle(self.delivery, record, version, result))
+        self.acked = settled.acked
+        return settled.version
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

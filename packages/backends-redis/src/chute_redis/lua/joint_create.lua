@@ -1,11 +1,12 @@
 -- The store's create (store_create.lua, run as `create` above) and, when it created the
 -- request, the queue's send (queue_send.lua, run as `send`) in one atomic step: a submit is
 -- one round trip, and a stored request is never left unqueued.
--- KEYS: record, payload, upload, ready, leased, wake
+-- KEYS: record, payload, upload, visible, delayed, attempts, wake
 -- ARGV: as store_create (5), then id
--- Returns what store_create returns (1 created, 0 the id is taken: nothing sent).
+-- Returns what store_create returns (1 created, 2 created by this very call already: it was
+-- sent then, 0 the id is taken: nothing sent).
 local created = create({KEYS[1], KEYS[2], KEYS[3]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]})
 if created == 1 then
-  send({KEYS[4], KEYS[5], KEYS[6]}, {ARGV[6], 0})
+  send({KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, {ARGV[6], '0', '1'})
 end
 return created

@@ -1,37 +1,60 @@
 -- Lease up to N visible messages, oldest first.
--- KEYS: ready, leased, receipts, attempts, wake   ARGV: max, lease_ms, nonce
+-- KEYS: visible, delayed, leased, receipts, attempts, wake, ready (the sorted set of visible
+-- and delayed messages before the list; moved over as it is found)
+-- ARGV: max, lease_ms, nonce
 -- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -1 when messages were
 -- leased or nothing is pending; otherwise the time until the next delayed message becomes
 -- visible or the next lease lapses, which caps the caller's BLPOP on the wake list.
-local ready, leased, receipts, attempts, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local visible, delayed, leased, receipts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local attempts, wake, old_ready = KEYS[5], KEYS[6], KEYS[7]
 local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- Lapsed leases become visible again, ordered by when they lapsed. The receipt stays until
--- the next delivery replaces it, so a slow holder may still ack or extend until then.
-local lapsed = redis.call('ZRANGEBYSCORE', leased, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
-for i = 1, #lapsed, 2 do
-  redis.call('ZREM', leased, lapsed[i])
-  redis.call('ZADD', ready, lapsed[i + 1], lapsed[i])
+-- Messages queued by a version that kept them in a sorted set: into the new layout, ahead
+-- of the list (they were queued before it, oldest first).
+if redis.call('EXISTS', old_ready) == 1 then
+  local old = redis.call('ZRANGE', old_ready, 0, 999, 'WITHSCORES')
+  for i = #old - 1, 1, -2 do
+    if tonumber(old[i + 1]) <= now then
+      redis.call('LPUSH', visible, old[i])
+    else
+      redis.call('ZADD', delayed, old[i + 1], old[i])
+    end
+  end
+  redis.call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
 end
 
-local ids = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, max)
+-- Lapsed leases and due delayed messages join the visible ones, as a send would at the time
+-- they became due. A lapsed lease's receipt stays until the next delivery replaces it, so a
+-- slow holder may still ack or extend until then.
+for _, timed in ipairs({leased, delayed}) do
+  local due = redis.call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    redis.call('ZREMRANGEBYRANK', timed, 0, #due - 1)
+    redis.call('RPUSH', visible, unpack(due))
+  end
+end
+
 local out = {-1}
-for _, id in ipairs(ids) do
-  redis.call('ZREM', ready, id)
-  local attempt = redis.call('HINCRBY', attempts, id, 1)
-  local receipt = nonce .. '.' .. attempt
-  redis.call('HSET', receipts, id, receipt)
-  redis.call('ZADD', leased, now + lease, id)
-  out[#out + 1] = id
-  out[#out + 1] = attempt
-  out[#out + 1] = receipt
-end
-
-if #ids > 0 then
+local ids = redis.call('LPOP', visible, max)
+if ids then
+  local held, leases = {}, {}
+  for _, id in ipairs(ids) do
+    local attempt = redis.call('HINCRBY', attempts, id, 1)
+    local receipt = nonce .. '.' .. attempt
+    held[#held + 1] = id
+    held[#held + 1] = receipt
+    leases[#leases + 1] = now + lease
+    leases[#leases + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = attempt
+    out[#out + 1] = receipt
+  end
+  redis.call('HSET', receipts, unpack(held))
+  redis.call('ZADD', leased, unpack(leases))
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
-  if redis.call('ZCOUNT', ready, '-inf', now) > 0 then
+  if #ids == max and redis.call('LLEN', visible) > 0 then
     if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
   else
     redis.call('DEL', wake)
@@ -40,11 +63,11 @@ if #ids > 0 then
 end
 
 local due = nil
-local first = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-if #first > 0 then due = tonumber(first[2]) end
-local lease_end = redis.call('ZRANGE', leased, 0, 0, 'WITHSCORES')
-if #lease_end > 0 and (due == nil or tonumber(lease_end[2]) < due) then
-  due = tonumber(lease_end[2])
+for _, timed in ipairs({delayed, leased}) do
+  local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
+  if #first > 0 and (due == nil or tonumber(first[2]) < due) then
+    due = tonumber(first[2])
+  end
 end
 if due ~= nil then out[1] = math.max(due - now, 1) end
 return out

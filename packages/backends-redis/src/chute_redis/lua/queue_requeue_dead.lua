@@ -1,15 +1,13 @@
 -- Send dead letters back to the queue, visible at once: all of them, or those named.
--- KEYS: ready, dead, dead_info, wake   ARGV: id...
+-- KEYS: visible, dead, dead_info, wake   ARGV: id...
 -- Returns how many were requeued.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids = ARGV
 if #ids == 0 then ids = redis.call('ZRANGE', KEYS[2], 0, -1) end
 local n = 0
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[2], id) == 1 then
     redis.call('HDEL', KEYS[3], id)
-    redis.call('ZADD', KEYS[1], now, id)
+    redis.call('RPUSH', KEYS[1], id)
     n = n + 1
   end
 end

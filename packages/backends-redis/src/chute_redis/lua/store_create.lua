@@ -1,12 +1,20 @@
--- Create a request: record hash and payload string, both expiring with the record.
+-- Create a request: one hash holding record, version, expiry and (when small) the payload,
+-- expiring with the record; a larger payload is a string key of its own.
 -- KEYS: record, payload, upload (a temporary key holding a streamed payload)
--- ARGV: record JSON, expires_at_ms, 'inline' | 'upload', payload (inline mode), call token
--- Returns 1 when created (or when this very call created it already: redis-py retried it after
+-- ARGV: record JSON, expires_at_ms, 'hash' | 'inline' | 'upload', payload (hash and inline
+-- modes), call token
+-- Returns 1 when created, 2 when this very call created it already (redis-py retried it after
 -- a lost reply), 0 when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[3])
-  if redis.call('HGET', KEYS[1], 'token') == ARGV[5] then return 1 end
+  if redis.call('HGET', KEYS[1], 'token') == ARGV[5] then return 2 end
   return 0
+end
+if ARGV[3] == 'hash' then
+  redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5],
+    'expires', ARGV[2], 'payload', ARGV[4])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  return 1
 end
 if ARGV[3] == 'upload' then
   if redis.call('EXISTS', KEYS[3]) == 0 then
@@ -16,7 +24,7 @@ if ARGV[3] == 'upload' then
 else
   redis.call('SET', KEYS[2], ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5], 'expires', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 return 1

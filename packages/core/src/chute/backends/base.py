@@ -19,7 +19,14 @@ from typing import Any, NamedTuple, Self
 
 import msgspec
 
-from chute.errors import NotFound, TransitionRejected
+from chute.errors import (
+    ChuteError,
+    Conflict,
+    LeaseLost,
+    NotFound,
+    PayloadTooLarge,
+    TransitionRejected,
+)
 from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
 
@@ -88,6 +95,41 @@ class Received(NamedTuple):
     payload: bytes | None
 
 
+class Write(NamedTuple):
+    """One conditional write of a batch (:meth:`Store.write_many`): what
+    :meth:`Store.write_next` takes."""
+
+    record: RequestRecord
+    version: object
+    result: bytes | None = None
+
+
+class Settle(NamedTuple):
+    """One delivery's outcome for :meth:`Joint.settle_many`: the new record, written on
+    condition of ``version``, with ``result``; the delivery is acked in the same step."""
+
+    delivery: Delivery
+    record: RequestRecord
+    version: object
+    result: bytes | None = None
+
+
+class Submit(NamedTuple):
+    """One request of :meth:`Joint.submit_many`: its record and its whole payload."""
+
+    record: RequestRecord
+    payload: bytes
+
+
+class Settled(NamedTuple):
+    """What :meth:`Joint.settle_many` did with one :class:`Settle`: ``version`` as
+    :meth:`Store.write_next` tells it (None: the record moved, nothing written and nothing
+    acked), ``acked`` as :attr:`AckingWrite.acked` tells it."""
+
+    version: object | None
+    acked: bool
+
+
 class AckingWrite(abc.ABC):
     """A conditional write of a delivery's outcome that also acks the delivery in the same
     atomic step; pass it as ``write`` to :meth:`Store.transition_versioned`.
@@ -131,6 +173,37 @@ class Joint(abc.ABC):
     def acking(self, delivery: Delivery) -> AckingWrite:
         """A write for :meth:`Store.transition_versioned` that acks ``delivery`` with it."""
 
+    #: Capability: how many settles :meth:`settle_many` (or submits :meth:`submit_many`)
+    #: makes in one call (one round trip); 1, the default, means one after another.
+    max_batch: int = 1
+
+    async def submit_many(self, submits: Sequence[Submit]) -> list[RequestRecord | ChuteError]:
+        """Several :meth:`submit` calls of payloads already in memory, in as few calls as the
+        backend can, each with its own answer: the record as stored, or the error
+        :meth:`submit` would raise for that request alone (Conflict, PayloadTooLarge), in
+        which case nothing of it is stored or queued. An outage raises for the whole batch,
+        as it would for each submit. The default submits one at a time; that is the
+        reference (``JointContract``)."""
+        answers: list[RequestRecord | ChuteError] = []
+        for item in submits:
+            try:
+                answers.append(await self.submit(item.record, _pieces(item.payload)))
+            except (Conflict, PayloadTooLarge) as exc:
+                answers.append(exc)
+        return answers
+
+    async def settle_many(self, settles: Sequence[Settle]) -> list[Settled]:
+        """Several :meth:`acking` writes, each with its own outcome, in as few calls as the
+        backend can: one item whose record moved (or whose lease is gone) changes nothing
+        for the others. The default makes them one at a time; that is the reference a
+        backend declaring :attr:`max_batch` above 1 must agree with (``JointContract``)."""
+        settled = []
+        for item in settles:
+            write = self.acking(item.delivery)
+            version = await write(item.record, item.version, item.result)
+            settled.append(Settled(version, write.acked))
+        return settled
+
 
 class _AsyncClosing:
     async def aclose(self) -> None:
@@ -153,6 +226,9 @@ class Queue(_AsyncClosing, abc.ABC):
 
     #: The shortest lease (seconds) the backend can honour; the contract suite uses it.
     min_lease: float = 0.2
+    #: Capability: the most messages :meth:`receive` takes in one call (one round trip or
+    #: transaction); callers ask for no more at once. 1, the default: one per call.
+    max_batch: int = 1
 
     @abc.abstractmethod
     async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
@@ -177,6 +253,22 @@ class Queue(_AsyncClosing, abc.ABC):
     @abc.abstractmethod
     async def ack(self, delivery: Delivery) -> None:
         """Remove the message for good. Raises LeaseLost if another consumer holds it now."""
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Several :meth:`ack` calls in as few calls as the backend can (up to
+        :attr:`max_batch` each), each with its own outcome: True when acked, False where
+        :meth:`ack` would raise LeaseLost (the others are acked all the same). The default acks
+        one at a time; that is the reference a backend declaring :attr:`max_batch` above 1
+        must agree with (``QueueContract``)."""
+        acked = []
+        for delivery in deliveries:
+            try:
+                await self.ack(delivery)
+            except LeaseLost:
+                acked.append(False)
+            else:
+                acked.append(True)
+        return acked
 
     @abc.abstractmethod
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
@@ -265,6 +357,18 @@ class Store(_AsyncClosing, abc.ABC):
         if await self.write_if(record, version, result=result):
             return UNKNOWN_VERSION
         return None
+
+    #: Capability: how many writes :meth:`write_many` makes in one call (one round trip or
+    #: transaction); 1, the default, means it makes them one after another.
+    max_batch: int = 1
+
+    async def write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        """Several :meth:`write_next` calls in as few calls as the backend can, each with its
+        own outcome (the new version, or None when that record moved): one failed condition
+        changes nothing for the others. The default writes them one at a time; that is the
+        reference a backend declaring :attr:`max_batch` above 1 must agree with (the
+        ``StoreContract``'s batch tests)."""
+        return [await self.write_next(w.record, w.version, result=w.result) for w in writes]
 
     def joint(self, queue: Queue) -> Joint | None:
         """The :class:`Joint` fast path of this store with ``queue``, when both live in one
@@ -426,3 +530,7 @@ class Store(_AsyncClosing, abc.ABC):
                 return updated, written
             found = None  # the record moved: read it again and decide again
         raise TransitionRejected(f"request {request_id}: too much contention, gave up")
+
+
+async def _pieces(data: bytes) -> AsyncIterator[bytes]:
+    yield data

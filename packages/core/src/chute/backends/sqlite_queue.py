@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
+from typing import TypeVar
 
 import anyio
 
@@ -34,6 +36,7 @@ POLL_MAX = 0.025
 SHARED_POLL = 0.005
 
 _Leased = tuple[list[Delivery], int, float | None]
+_T = TypeVar("_T")
 
 
 class SqliteQueue(Queue):
@@ -43,6 +46,8 @@ class SqliteQueue(Queue):
     """
 
     min_lease = 0.05
+    #: One transaction leases up to this many messages.
+    max_batch = 64
 
     def __init__(self, url: str) -> None:
         self._db = Database(url)
@@ -61,15 +66,7 @@ class SqliteQueue(Queue):
     async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
         validate_request_id(request_id)
 
-        def insert(conn: sqlite3.Connection) -> None:
-            t = now()
-            conn.execute(
-                "INSERT INTO queue_messages (api, request_id, visible_at, sent_at) "
-                "VALUES (?, ?, ?, ?)",
-                (api, request_id, t + max(0.0, delay), t),
-            )
-
-        await self._db.run(insert)
+        await self._db.run(lambda conn: insert_message(conn, api, request_id, delay))
         self._wrote()
 
     # -- receiving -----------------------------------------------------------------------
@@ -77,6 +74,24 @@ class SqliteQueue(Queue):
     async def receive(
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Delivery]:
+        return await self.receive_with(
+            partial(_lease, api, max_messages, lease),
+            max_messages=max_messages,
+            wait=wait,
+            lease=lease,
+        )
+
+    async def receive_with(
+        self,
+        take: Callable[[sqlite3.Connection], tuple[list[_T], int, float | None]],
+        *,
+        max_messages: int,
+        wait: float,
+        lease: float,
+    ) -> list[_T]:
+        """The receive loop with ``take``: :func:`lease_messages` for ``max_messages`` of the
+        API, or a function that calls it and adds to each delivery (``sqlite_joint``); it runs
+        on this queue's connection and answers as :func:`lease_messages` does."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         if lease <= 0:
@@ -85,9 +100,7 @@ class SqliteQueue(Queue):
         interval = POLL_MIN
         while True:
             local = self._local_writes
-            deliveries, version, next_visible = await self._db.run(
-                partial(_lease, api, max_messages, lease)
-            )
+            deliveries, version, next_visible = await self._db.run(take)
             if deliveries:
                 return deliveries
             # Wait until something may have changed: another connection committed, this
@@ -137,6 +150,18 @@ class SqliteQueue(Queue):
         with anyio.move_on_after(seconds):
             await self._wakeup.wait()
 
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn`` on this queue's connection (``sqlite_joint`` works on both tables)."""
+        return await self._db.run(fn)
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    def wrote(self) -> None:
+        """Wake this object's idle receivers: a message was sent through its connection."""
+        self._wrote()
+
     def _wrote(self) -> None:
         self._local_writes += 1
         if self._wakeup is not None:
@@ -165,6 +190,13 @@ class SqliteQueue(Queue):
             ).rowcount
 
         _check_held(await self._db.run(delete), delivery)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        def delete_all(conn: sqlite3.Connection) -> list[bool]:
+            with write_transaction(conn):
+                return [delete_held(conn, d) for d in deliveries]
+
+        return await self._db.run(delete_all)
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         row_id, token = _parse_receipt(delivery)
@@ -277,6 +309,10 @@ class SqliteQueue(Queue):
 
 
 def _lease(api: str, max_messages: int, lease: float, conn: sqlite3.Connection) -> _Leased:
+    return lease_messages(api, max_messages, lease, conn)
+
+
+def lease_messages(api: str, max_messages: int, lease: float, conn: sqlite3.Connection) -> _Leased:
     """Lease up to ``max_messages`` visible messages. Returns them, the data_version read
     before looking (so any later commit by someone else is noticed) and the earliest time at
     which a message of ``api`` becomes visible by itself (a delay or a lease running out)."""
@@ -307,6 +343,28 @@ def _lease(api: str, max_messages: int, lease: float, conn: sqlite3.Connection) 
             "SELECT MIN(visible_at) FROM queue_messages WHERE api = ?", (api,)
         ).fetchone()
     return deliveries, version, first
+
+
+def insert_message(conn: sqlite3.Connection, api: str, request_id: str, delay: float) -> None:
+    """Queue ``request_id`` (the statement of :meth:`SqliteQueue.send`)."""
+    t = now()
+    conn.execute(
+        "INSERT INTO queue_messages (api, request_id, visible_at, sent_at) VALUES (?, ?, ?, ?)",
+        (api, request_id, t + max(0.0, delay), t),
+    )
+
+
+def delete_held(conn: sqlite3.Connection, delivery: Delivery) -> bool:
+    """Ack ``delivery`` if its receipt still holds the message (the statement of ack)."""
+    row_id, _, token = delivery.receipt.partition(".")
+    if not row_id.isdigit() or not token:
+        return False
+    return (
+        conn.execute(
+            "DELETE FROM queue_messages WHERE id = ? AND receipt = ?", (int(row_id), token)
+        ).rowcount
+        == 1
+    )
 
 
 def _parse_receipt(delivery: Delivery) -> tuple[int, str]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import secrets
 import sqlite3
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from functools import partial
 
 import anyio
 import msgspec
 
-from chute.backends.base import Store
+from chute.backends.base import Joint, Queue, Store, Write
 from chute.backends.sqlite_db import Database, write_transaction
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
@@ -54,33 +54,47 @@ class SqliteStore(Store):
     # -- create ----------------------------------------------------------------------------
 
     async def create(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
+        return await self.create_with(record, body)
+
+    async def create_with(
+        self,
+        record: RequestRecord,
+        body: AsyncIterable[bytes],
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> RequestRecord:
+        """:meth:`create`, running ``also`` in the transaction that inserts the record (the
+        joint submit queues the id there). A payload of one piece is written in that same
+        transaction: a small request is one hop to the database thread."""
         api, request_id = record.api, validate_request_id(record.id)
-        if await self._db.run(lambda conn: _exists(conn, api, request_id)):
-            raise Conflict(f"request {request_id} of API {api} already exists")
         upload = secrets.token_hex(12)
         size = chunks = 0
+        first: bytes | None = None  # the first piece, held until we know it is the only one
         pieces = limited_pieces(body, limit=self.max_payload_size, piece_size=CHUNK_SIZE)
         try:
             async with contextlib.aclosing(pieces):
                 async for piece in pieces:
-                    if piece.data:  # an empty body has no chunk
+                    if piece.last and chunks == 0:
+                        first = piece.data
+                    else:
+                        if chunks == 0 and await self._db.run(
+                            lambda conn: _exists(conn, api, request_id)
+                        ):  # a large body for a taken id: do not upload it
+                            raise Conflict(f"request {request_id} of API {api} already exists")
                         await self._db.run(partial(_write_chunk, upload, chunks, piece.data))
                         chunks += 1
                     size = piece.end
             stored = msgspec.structs.replace(record, payload_size=size)
-            encoded = record_encoder.encode(stored)
+            row = (api, request_id, record_encoder.encode(stored), stored.expires_at, upload)
 
             def insert(conn: sqlite3.Connection) -> bool:
-                try:
-                    conn.execute(
-                        "INSERT INTO store_records "
-                        "(api, id, record, version, expires_at, upload, chunks) "
-                        "VALUES (?, ?, ?, 1, ?, ?, ?)",
-                        (api, request_id, encoded, stored.expires_at, upload, chunks),
-                    )
-                except sqlite3.IntegrityError:
-                    return False
-                return True
+                with write_transaction(conn):
+                    made = insert_record(conn, *row, chunks + (1 if first else 0))
+                    if made:
+                        if first:
+                            _write_chunk(upload, chunks, first, conn)
+                        if also is not None:
+                            also(conn)
+                return made
 
             if not await self._db.run(insert):
                 raise Conflict(f"request {request_id} of API {api} already exists")
@@ -157,6 +171,16 @@ class SqliteStore(Store):
 
     # -- write -----------------------------------------------------------------------------
 
+    def joint(self, queue: Queue) -> Joint | None:
+        """Submit, receive and settle in one transaction each, when ``queue`` is an SQLite
+        queue of the same file."""
+        from chute.backends.sqlite_joint import SqliteJoint  # it imports this module
+        from chute.backends.sqlite_queue import SqliteQueue
+
+        if isinstance(queue, SqliteQueue) and queue.path == self._db.path:
+            return SqliteJoint(queue, self)
+        return None
+
     async def write_if(
         self, record: RequestRecord, version: object, *, result: bytes | None = None
     ) -> bool:
@@ -164,16 +188,26 @@ class SqliteStore(Store):
         if not isinstance(version, int):
             return False  # not a version this store handed out
         encoded = record_encoder.encode(record)
+        return await self._db.run(partial(_update, record, encoded, version, result))
 
-        def update(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
-                "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
-                (encoded, record.expires_at, result, record.api, record.id, version),
-            )
-            return cursor.rowcount == 1
+    #: Writes of one batch share a transaction (one commit, one fsync where there is one).
+    max_batch = 64
 
-        return await self._db.run(update)
+    async def write_many(self, writes: Sequence[Write]) -> list[object | None]:
+        for w in writes:
+            validate_request_id(w.record.id)
+        encoded = [(w.record, record_encoder.encode(w.record), w.version, w.result) for w in writes]
+
+        def update_all(conn: sqlite3.Connection) -> list[object | None]:
+            with write_transaction(conn):
+                return [
+                    version + 1
+                    if isinstance(version, int) and _update(record, raw, version, result, conn)
+                    else None
+                    for record, raw, version, result in encoded
+                ]
+
+        return await self._db.run(update_all)
 
     async def write_next(
         self, record: RequestRecord, version: object, *, result: bytes | None = None
@@ -245,8 +279,86 @@ def _exists(conn: sqlite3.Connection, api: str, request_id: str) -> bool:
     return row is not None
 
 
+def insert_record(
+    conn: sqlite3.Connection,
+    api: str,
+    request_id: str,
+    encoded: bytes,
+    expires_at: float,
+    upload: str,
+    chunks: int,
+) -> bool:
+    """Insert a new record row; False if the id is taken (nothing inserted)."""
+    try:
+        conn.execute(
+            "INSERT INTO store_records (api, id, record, version, expires_at, upload, chunks) "
+            "VALUES (?, ?, ?, 1, ?, ?, ?)",
+            (api, request_id, encoded, expires_at, upload, chunks),
+        )
+    except sqlite3.IntegrityError:
+        return False
+    return True
+
+
+def read_with_payload(
+    conn: sqlite3.Connection, api: str, request_id: str, inline: int
+) -> tuple[bytes, int, bytes | None] | None:
+    """A live record's JSON and version, with its payload when it is one chunk of at most
+    ``inline`` bytes (else None: stream it); None if there is no live record."""
+    row = conn.execute(
+        "SELECT record, version, upload, chunks FROM store_records "
+        "WHERE api = ? AND id = ? AND expires_at > ?",
+        (api, request_id, now()),
+    ).fetchone()
+    if row is None:
+        return None
+    raw, version, upload, chunks = row
+    payload: bytes | None = None
+    if chunks == 0:
+        payload = b""
+    elif chunks == 1:
+        data = conn.execute(
+            "SELECT data FROM store_chunks WHERE upload = ? AND seq = 0 AND length(data) <= ?",
+            (upload, inline),
+        ).fetchone()
+        payload = None if data is None else bytes(data[0])
+    return bytes(raw), int(version), payload
+
+
+def write_chunk(upload: str, seq: int, data: bytes, conn: sqlite3.Connection) -> None:
+    """Store one chunk of a payload (``upload`` names the payload)."""
+    _write_chunk(upload, seq, data, conn)
+
+
+def update_record(
+    record: RequestRecord,
+    encoded: bytes,
+    version: int,
+    result: bytes | None,
+    conn: sqlite3.Connection,
+) -> bool:
+    """The conditional write of :meth:`SqliteStore.write_if`."""
+    return _update(record, encoded, version, result, conn)
+
+
 def _write_chunk(upload: str, seq: int, data: bytes, conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO store_chunks (upload, seq, data, created_at) VALUES (?, ?, ?, ?)",
         (upload, seq, data, now()),
     )
+
+
+def _update(
+    record: RequestRecord,
+    encoded: bytes,
+    version: int,
+    result: bytes | None,
+    conn: sqlite3.Connection,
+) -> bool:
+    """The conditional write: from exactly ``version`` to ``version + 1``."""
+    cursor = conn.execute(
+        "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
+        "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
+        (encoded, record.expires_at, result, record.api, record.id, version),
+    )
+    return cursor.rowcount == 1

@@ -33,6 +33,7 @@ from chute.errors import (
     PayloadTooLarge,
     TransitionRejected,
 )
+from chute.gateway import coalesce
 from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
 from chute.gateway.controls import (
     IDEMPOTENCY_HEADER,
@@ -535,7 +536,7 @@ class Gateway:
                 return replayed
         try:
             if joint is not None:
-                stored = await joint.submit(record, body.chunks())
+                stored = await coalesce.submit(joint, record, body.chunks())
             else:
                 stored = await store.create(record, body.chunks())
         except PayloadTooLarge as exc:

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from chute.backends.base import Joint, Queue, Received, Store
+from chute.backends.base import Joint, Queue, Received, Settle, Store, Submit, Write
 from chute.errors import Conflict, LeaseLost, TransitionRejected
-from chute.protocol import Status
+from chute.lifecycle import apply_transition
+from chute.protocol import Status, now
 from chute.registry import open_queue, open_store
 from chute.testing.contract import BackendContract
 from chute.testing.store import body_of, new_record, read_all
@@ -192,3 +193,137 @@ class JointContract(BackendContract):
         assert not acking.acked
         assert (await queue.depth(api)).in_flight == 1
         await queue.ack(second.delivery)
+
+    # -- batches (a joint declaring ``max_batch`` above 1) -------------------------------
+
+    async def receive_several(
+        self, joint: Joint, api: str, n: int, lease: float = 30.0
+    ) -> list[Received]:
+        got: list[Received] = []
+        with anyio.fail_after(10):
+            while len(got) < n:
+                got += await joint.receive(api, max_messages=n - len(got), wait=5.0, lease=lease)
+        return got
+
+    async def test_settle_many_gives_each_settle_its_own_outcome(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """One batch of three settles: one is stored and acked; one finds its record moved
+        (nothing written, nothing acked); one lost its lease inside the batch (the message
+        was delivered again: the outcome is stored, the new delivery is not acked), exactly as
+        three :meth:`Joint.acking` writes would do. If this fails, one request's trouble
+        loses or duplicates its batch-mates' outcomes."""
+        queue, store, joint = pair
+        if joint.max_batch <= 1:
+            pytest.skip(f"{type(joint).__name__} declares no settle_many batches")
+        lease = max(queue.min_lease, 0.2)
+        ids = [await self.submitted(queue, store, api, b"{}") for _ in range(3)]
+        received = {r.delivery.request_id: r for r in await self.receive_several(joint, api, 3)}
+        assert set(received) == set(ids)
+        fine, moved, lapsing = (received[i] for i in ids)
+        held = {}
+        for r in (fine, moved, lapsing):
+            d = r.delivery
+            held[d.request_id] = await store.transition_versioned(
+                api, d.request_id, Status.IN_PROGRESS, attempt=d.attempt, current=r.found
+            )
+        await store.annotate(api, moved.delivery.request_id, note="moved")
+        # The third's lease lapses and the message goes to another consumer.
+        await queue.extend(lapsing.delivery, lease)
+        await anyio.sleep(lease * 2)
+        [again] = await self.receive_several(joint, api, 1)
+        assert again.delivery.request_id == lapsing.delivery.request_id
+
+        settles = []
+        for r in (fine, moved, lapsing):
+            d = r.delivery
+            record, version = held[d.request_id]
+            done = apply_transition(record, Status.COMPLETED, attempt=d.attempt, at=now())
+            settles.append(Settle(d, done, version, b'"ok"'))
+        outcome = await joint.settle_many(settles)
+        assert [s.acked for s in outcome] == [True, False, False]
+        assert outcome[0].version is not None
+        assert outcome[2].version is not None
+        assert outcome[1].version is None
+        assert (await store.get(api, ids[0])).status is Status.COMPLETED  # type: ignore[union-attr]
+        assert await store.result(api, ids[0]) == b'"ok"'
+        still = await store.get(api, ids[1])
+        assert still is not None
+        assert still.status is Status.IN_PROGRESS
+        assert await store.result(api, ids[1]) is None
+        assert (await store.get(api, ids[2])).status is Status.COMPLETED  # type: ignore[union-attr]
+        with pytest.raises(LeaseLost):
+            await queue.ack(fine.delivery)
+        await queue.ack(moved.delivery)  # still held: the caller settles it again
+        await queue.ack(again.delivery)  # the new delivery kept its message
+        assert (await queue.depth(api)).in_flight == 0
+        assert await joint.settle_many([]) == []
+
+    async def test_cancel_racing_a_batched_start(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """Two requests received in one batch; one is cancelled before the batched start is
+        written. The start of the other is written; the cancelled one's is refused, and
+        deciding again on the stored record (as ``transition`` does) rejects the start. If
+        this fails, a batched start revives a cancelled request and the container runs it."""
+        queue, store, joint = pair
+        if store.max_batch <= 1:
+            pytest.skip(f"{type(store).__name__} declares no write_many batches")
+        ids = [await self.submitted(queue, store, api, b"{}") for _ in range(2)]
+        got = {r.delivery.request_id: r for r in await self.receive_several(joint, api, 2)}
+        await store.transition(api, ids[1], Status.CANCELLED)
+        writes = []
+        for rid in ids:
+            r = got[rid]
+            assert r.found is not None
+            started = apply_transition(
+                r.found[0], Status.IN_PROGRESS, attempt=r.delivery.attempt, at=now()
+            )
+            writes.append(Write(started, r.found[1]))
+        versions = await store.write_many(writes)
+        assert versions[0] is not None
+        assert versions[1] is None
+        assert (await store.get(api, ids[0])).status is Status.IN_PROGRESS  # type: ignore[union-attr]
+        assert (await store.get(api, ids[1])).status is Status.CANCELLED  # type: ignore[union-attr]
+        with pytest.raises(TransitionRejected):
+            await store.transition(
+                api, ids[1], Status.IN_PROGRESS, attempt=got[ids[1]].delivery.attempt
+            )
+        for r in got.values():
+            await queue.ack(r.delivery)
+
+    async def test_submit_many_gives_each_submit_its_own_answer(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A batch of submits where one id is taken: the others are stored and queued, each
+        answered with its stored record; the taken one is answered Conflict and nothing of it
+        is queued, exactly as separate submits would be. If this fails, the gateway's
+        coalesced submits answer a client with an id that will not run, or an error for a
+        request that will."""
+        queue, store, joint = pair
+        if joint.max_batch <= 1:
+            pytest.skip(f"{type(joint).__name__} declares no batches")
+        taken = new_record(api)
+        await joint.submit(taken, body_of(b"first"))
+        await self.receive_several(joint, api, 1)  # leased: the queue holds nothing else
+        fresh = [new_record(api) for _ in range(3)]
+        items = [
+            Submit(fresh[0], b'{"n": 0}'),
+            Submit(taken, b"again"),
+            Submit(fresh[1], b""),
+            Submit(fresh[2], b"z" * (self.large_payload + 1)),
+        ]
+        answers = await joint.submit_many(items)
+        assert isinstance(answers[1], Conflict)
+        for i, record in zip((0, 2, 3), fresh, strict=True):
+            stored = answers[i]
+            assert not isinstance(stored, Exception), stored
+            assert stored.id == record.id
+            assert stored.payload_size == len(items[i].payload)
+            assert await store.get(api, record.id) == stored
+            assert b"".join(await read_all(store.payload(api, record.id))) == items[i].payload
+        got = await self.receive_several(joint, api, 3)
+        assert sorted(r.delivery.request_id for r in got) == sorted(r.id for r in fresh)
+        assert (await queue.depth(api)).queued == 0
+        assert b"".join(await read_all(store.payload(api, taken.id))) == b"first"
+        assert await joint.submit_many([]) == []

@@ -253,6 +253,37 @@ class QueueContract(BackendContract):
             await queue.dead_letter(second, "gave up")
             await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1)
 
+    async def test_ack_many_gives_each_ack_its_own_outcome(self, queue: Queue, api: str) -> None:
+        """Three deliveries acked in one batch, one of whose leases was lost inside it (it
+        lapsed and the message went to another consumer): the two held ones are acked, the
+        lost one answers False and its new delivery keeps the message, exactly as three
+        ``ack`` calls would do. If this fails, batched acks lose redelivered messages or
+        leave settled ones to come back."""
+        if queue.max_batch <= 1:
+            pytest.skip(f"{type(queue).__name__} declares no batches (max_batch 1)")
+        lease = max(queue.min_lease, 0.2)
+        a, b, c = (new_request_id() for _ in range(3))
+        for rid in (a, b, c):
+            await queue.send(api, rid)
+        got: list[Delivery] = []
+        with anyio.fail_after(10):
+            while len(got) < 3:
+                got += await queue.receive(api, max_messages=3, wait=5.0, lease=30.0)
+        by_id = {d.request_id: d for d in got}
+        await queue.extend(by_id[b], lease)
+        await anyio.sleep(lease * 2)
+        with anyio.fail_after(10):
+            [again] = await queue.receive(api, wait=5.0, lease=30.0)
+        assert again.request_id == b
+        assert await queue.ack_many([by_id[a], by_id[b], by_id[c]]) == [True, False, True]
+        assert (await queue.depth(api)).in_flight == 1
+        for d in (by_id[a], by_id[c]):
+            with pytest.raises(LeaseLost):
+                await queue.ack(d)
+        assert await queue.ack_many([again]) == [True]
+        assert await queue.depth(api) == QueueDepth(0, 0, 0)
+        assert await queue.ack_many([]) == []
+
     async def test_apis_are_isolated(self, queue: Queue, api: str) -> None:
         """Each API has its own queue. If this fails, one API's container receives
         another API's requests."""

@@ -11,7 +11,7 @@ import anyio
 import msgspec
 import pytest
 
-from chute.backends.base import Store
+from chute.backends.base import Store, Write
 from chute.errors import (
     BackendUnavailable,
     Conflict,
@@ -478,6 +478,57 @@ class StoreContract(BackendContract):
         assert await store.write_if(moved, version) is True
         assert await store.write_if(moved, version) is False
         assert (await self.get(store, api, record.id)).status is Status.CANCELLED
+
+    # -- batches (stores declaring ``max_batch`` above 1) ---------------------------------
+
+    def needs_batches(self, store: Store) -> None:
+        if store.max_batch <= 1:
+            pytest.skip(f"{type(store).__name__} declares no write_many batches (max_batch 1)")
+
+    async def test_write_many_gives_each_write_its_own_outcome(
+        self, store: Store, api: str
+    ) -> None:
+        """A batch whose middle write's condition fails: the others are written, that one is
+        not, and each answer is what ``write_next`` alone would have said (the version a next
+        write may name). If this fails, one moved record sinks or corrupts a whole batch of
+        starts or outcomes."""
+        self.needs_batches(store)
+        records = [await self.created(store, api) for _ in range(3)]
+        held = [await store.read(api, r.id) for r in records]
+        assert all(h is not None for h in held)
+        await store.annotate(api, records[1].id, note="moved")  # its version moves on
+        writes = [
+            Write(msgspec.structs.replace(h[0], status=Status.CANCELLED), h[1], None)
+            for h in held
+            if h is not None
+        ]
+        versions = await store.write_many(writes)
+        assert len(versions) == 3
+        assert versions[1] is None
+        assert (await self.get(store, api, records[1].id)).extra == {"note": "moved"}
+        assert (await self.get(store, api, records[1].id)).status is Status.IN_QUEUE
+        for i in (0, 2):
+            assert versions[i] is not None
+            assert (await self.get(store, api, records[i].id)).status is Status.CANCELLED
+            # The version told is the one a following conditional write names.
+            again = msgspec.structs.replace(writes[i].record, extra={"after": True})
+            assert await store.write_next(again, versions[i]) is not None
+        assert await store.write_many([]) == []
+
+    async def test_write_many_with_a_result(self, store: Store, api: str) -> None:
+        """Results travel with their own write in a batch, and only there."""
+        self.needs_batches(store)
+        a, b = await self.created(store, api), await self.created(store, api)
+        ha, hb = await store.read(api, a.id), await store.read(api, b.id)
+        assert ha is not None
+        assert hb is not None
+        done = [
+            Write(msgspec.structs.replace(ha[0], status=Status.COMPLETED), ha[1], b'{"a":1}'),
+            Write(msgspec.structs.replace(hb[0], status=Status.CANCELLED), hb[1], None),
+        ]
+        assert None not in await store.write_many(done)
+        assert await store.result(api, a.id) == b'{"a":1}'
+        assert await store.result(api, b.id) is None
 
     # -- payloads and results ------------------------------------------------------------
 

@@ -1,0 +1,107 @@
+"""The gateway coalesces concurrent submits on the joint path (chute.gateway.coalesce), on a
+real Redis: each submit gets its own truthful answer, a lone one goes alone and at once, and
+a large body streams as before."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from redis_helpers import body, new_record
+
+from chute.backends.base import Joint, Submit
+from chute.errors import Conflict
+from chute.gateway import coalesce
+from chute.protocol import RequestRecord
+from chute_redis.queue import RedisQueue
+from chute_redis.store import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+API = "coalesced"
+
+
+@pytest.fixture
+async def joint(redis_url: str) -> AsyncIterator[tuple[RedisQueue, RedisStore, Joint]]:
+    async with RedisQueue(redis_url) as queue, RedisStore(redis_url) as store:
+        j = store.joint(queue)
+        assert j is not None
+        yield queue, store, j
+
+
+async def test_concurrent_submits_share_calls_and_keep_their_own_answers(
+    joint: tuple[RedisQueue, RedisStore, Joint],
+) -> None:
+    queue, store, j = joint
+    taken = new_record(API)
+    await j.submit(taken, body(b"first"))
+    records = [new_record(API) for _ in range(20)]
+    records[7] = taken  # a repeat of an id that exists: Conflict, for it alone
+    answers: dict[int, RequestRecord | Exception] = {}
+
+    async def one(i: int) -> None:
+        try:
+            answers[i] = await coalesce.submit(j, records[i], body(b'{"i": %d}' % i))
+        except Conflict as exc:
+            answers[i] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+    commit = coalesce._commits[j]
+    assert commit.items == 20
+    assert commit.batches < 20, "no submits were coalesced"
+    assert isinstance(answers[7], Conflict)
+    for i, record in enumerate(records):
+        if i == 7:
+            continue
+        answer = answers[i]
+        assert isinstance(answer, RequestRecord)
+        assert answer.id == record.id
+        assert await store.get(API, record.id) == answer
+        assert b"".join([c async for c in store.payload(API, record.id)]) == b'{"i": %d}' % i
+    assert b"".join([c async for c in store.payload(API, taken.id)]) == b"first"
+    # The 19 new ones and the first are queued, each once.
+    got = await queue.receive(API, max_messages=64, wait=1.0)
+    assert sorted(d.request_id for d in got) == sorted({r.id for r in records})
+    assert (await queue.depth(API)).queued == 0
+
+
+async def test_a_lone_submit_goes_alone_and_a_large_body_streams(
+    joint: tuple[RedisQueue, RedisStore, Joint],
+) -> None:
+    queue, store, j = joint
+    for _ in range(3):
+        await coalesce.submit(j, new_record(API), body(b"{}"))
+    commit = coalesce._commits[j]
+    assert (commit.batches, commit.items) == (3, 3)  # never waited for company
+    big = new_record(API)
+    pieces = [b"x" * 10_000] * 10  # above COALESCE_LIMIT: streamed through Joint.submit
+    stored = await coalesce.submit(j, big, body(*pieces))
+    assert stored.payload_size == sum(map(len, pieces)) > coalesce.COALESCE_LIMIT
+    assert (commit.batches, commit.items) == (3, 3)
+    assert b"".join([c async for c in store.payload(API, big.id)]) == b"".join(pieces)
+    assert len(await queue.receive(API, max_messages=10, wait=1.0)) == 4
+
+
+async def test_a_batch_of_two_apis_wakes_the_receivers_of_both(
+    joint: tuple[RedisQueue, RedisStore, Joint],
+) -> None:
+    """Receivers blocked on two APIs (waiting up to 10 s) both wake when one submit_many
+    queues a request for each: one wake-up per API of the batch, not only the last one's."""
+    queue, _, j = joint
+    got: dict[str, list[str]] = {}
+
+    async def wait_on(api: str) -> None:
+        got[api] = [d.request_id for d in await queue.receive(api, wait=10.0)]
+
+    one, two = new_record("api-one"), new_record("api-two")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_on, "api-one")
+            tg.start_soon(wait_on, "api-two")
+            await anyio.sleep(0.3)  # both are blocked on their wake lists now
+            await j.submit_many([Submit(one, b"1"), Submit(two, b"2")])
+    assert got == {"api-one": [one.id], "api-two": [two.id]}

@@ -1,0 +1,146 @@
+"""What a request costs Redis, counted in commands (``INFO commandstats``; commands run inside
+a script count, and so does the EVALSHA itself), on a redis-server of the test's own so no
+other client's commands mix in. docs/redis.md explains each number; a change that makes a
+request cost more commands fails here.
+
+The path is the dequeuer's on one server (the joint fast path): a submit, a receive that reads
+the record and payload along, the start (``write_many``) and the settle (``settle_many``),
+then the gateway's read of the result; once for a lone request and once for 8 that move
+together in batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis_helpers import body, new_record
+
+from chute.backends.base import Joint, Settle, Submit, Write
+from chute.lifecycle import apply_transition
+from chute.protocol import Status, now
+from chute.testing.services import REDIS, LocalServer, local_server
+from chute_redis.queue import RedisQueue
+from chute_redis.store import RedisStore
+
+pytestmark = pytest.mark.anyio
+
+API = "commands"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[LocalServer]:
+    with local_server(REDIS, tmp_path / "redis") as server:
+        yield server
+
+
+class Commands:
+    """Counts the commands the server ran between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, url: str) -> None:
+        self.raw = redis.Redis.from_url(url)
+
+    def start(self) -> None:
+        self.raw.config_resetstat()
+
+    def stop(self) -> dict[str, int]:
+        stats = self.raw.info("commandstats")
+        calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
+        return {k: n for k, n in calls.items() if k not in ("config|resetstat", "info")}
+
+
+async def _life(
+    queue: RedisQueue, store: RedisStore, joint: Joint, counter: Commands, n: int
+) -> dict[str, float]:
+    """Commands per request of each step, for ``n`` requests moving together."""
+    steps: dict[str, float] = {}
+    counter.start()
+    records = [new_record(API) for _ in range(n)]
+    if n == 1:
+        await joint.submit(records[0], body(b'{"x": 1}'))
+    else:  # as the gateway coalesces concurrent submits
+        await joint.submit_many([Submit(r, b'{"x": 1}') for r in records])
+    steps["submit"] = sum(counter.stop().values()) / n
+
+    counter.start()
+    received = await joint.receive(API, max_messages=n, wait=1.0, lease=30.0)
+    assert len(received) == n
+    assert all(r.payload == b'{"x": 1}' for r in received)
+    steps["receive"] = sum(counter.stop().values()) / n
+
+    counter.start()
+    starts = []
+    for r in received:
+        assert r.found is not None
+        started = apply_transition(
+            r.found[0], Status.IN_PROGRESS, attempt=r.delivery.attempt, at=now()
+        )
+        starts.append(Write(started, r.found[1]))
+    versions = await store.write_many(starts)
+    steps["start"] = sum(counter.stop().values()) / n
+
+    counter.start()
+    settles = [
+        Settle(
+            r.delivery,
+            apply_transition(w.record, Status.COMPLETED, attempt=r.delivery.attempt, at=now()),
+            v,
+            b'{"y": 2}',
+        )
+        for r, w, v in zip(received, starts, versions, strict=True)
+    ]
+    settled = await joint.settle_many(settles)
+    assert all(s.acked for s in settled)
+    steps["settle"] = sum(counter.stop().values()) / n
+
+    counter.start()
+    for record in records:
+        assert (await store.get(API, record.id)) is not None
+        assert await store.result(API, record.id) == b'{"y": 2}'
+    steps["read"] = sum(counter.stop().values()) / n
+    steps["total"] = sum(steps.values())
+    return steps
+
+
+async def test_commands_per_request(own_redis: LocalServer) -> None:
+    url = own_redis.url
+    counter = Commands(url)
+    async with RedisQueue(url) as queue, RedisStore(url) as store:
+        joint = store.joint(queue)
+        assert joint is not None
+        # Load the scripts first (EVAL, once per server).
+        await _life(queue, store, joint, counter, 1)
+        await _life(queue, store, joint, counter, 8)
+        lone = await _life(queue, store, joint, counter, 1)
+        batched = await _life(queue, store, joint, counter, 8)
+    counter.raw.close()
+    # submit: EVALSHA, EXISTS, HSET (record, version, expiry, payload in one hash), PEXPIREAT,
+    # RPUSH of the id, LLEN of the wake list (+ RPUSH of a wake token when it is empty).
+    # receive, per batch: EVALSHA, TIME, EXISTS of the old layout's key, ZRANGEBYSCORE of the
+    # lapsed leases and of the due delayed messages, LPOP of up to max, HSET of the receipts,
+    # ZADD of the leases, LLEN/DEL of the wake list; per message: HINCRBY of its attempt,
+    # HMGET of its record, version and payload.
+    # start: EVALSHA per batch; HMGET (version, expiry) + HSET per message.
+    # settle: EVALSHA per batch; per message HMGET + HSET (the write) and HGET (receipt), ZREM
+    # (lease), 2 HDEL (receipt, attempt) for the ack.
+    # read (the gateway's): HMGET of the record, HGET of the result.
+    assert lone == {
+        "submit": 7,
+        "receive": 12,
+        "start": 3,
+        "settle": 7,
+        "read": 2,
+        "total": 31,
+    }
+    # 8 together: the submits coalesced into one call (as the gateway does for concurrent
+    # submits), so EVALSHA and the wake-up (LLEN, RPUSH) are paid once: (8 x 4 + 3) / 8.
+    assert batched == {
+        "submit": 4.375,
+        "receive": 3.25,
+        "start": 2.125,
+        "settle": 6.125,
+        "read": 2,
+        "total": 17.875,
+    }
