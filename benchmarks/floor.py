@@ -2,8 +2,9 @@
 asynchronously against the same container, with nothing chute or Celery adds.
 
 A client ``LPUSH``\\ es a JSON job ``{"id": …, "payload": …}`` to one Redis list; this worker
-process runs ``--workers`` coroutines that each ``BLPOP`` a job, POST its payload to the
-container with aiohttp (the id as ``X-Cortex-Request-ID``) and ``SET`` the answer under
+process runs ``--workers`` coroutines that each ``BRPOP`` a job (first in, first out), POST
+its payload to the container with aiohttp (the id as ``X-Cortex-Request-ID``) and ``SET`` the
+answer under
 ``floor:result:<id>`` with the 7-day expiry Celery's results and chute's records get. No
 gateway, no record of the request, no retries, no leases: 3 Redis commands per job.
 
@@ -32,7 +33,7 @@ EXPIRY = 7 * 24 * 3600
 
 async def work(r: aioredis.Redis, http: aiohttp.ClientSession, container: str) -> None:
     while True:
-        popped = await r.blpop([QUEUE], timeout=1)
+        popped = await r.brpop([QUEUE], timeout=1)
         if popped is None:
             continue
         job = json.loads(popped[1])

@@ -18,7 +18,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -409,6 +409,27 @@ class Chute(System):
         return latencies
 
 
+def collect(
+    read: Callable[[list[str]], dict[str, float]], submitted: dict[str, float], interval: float
+) -> dict[str, float]:
+    """Id → done time of every submitted id, read with ``read`` (an MGET of up to 1,000 ids)
+    until all are done. It waits for the last one submitted first, one read of one key per
+    ``interval``, and only then reads them all (polling the stragglers): MGETs of thousands of
+    pending keys every few ms would show in Redis's CPU as the system's cost."""
+    last = next(reversed(submitted))
+    while len(submitted) > 1 and not read([last]):
+        time.sleep(interval)
+    done: dict[str, float] = {}
+    pending = list(submitted)
+    while pending:
+        for i in range(0, len(pending), 1000):
+            done.update(read(pending[i : i + 1000]))
+        pending = [t for t in pending if t not in done]
+        if pending:
+            time.sleep(interval)
+    return done
+
+
 # -- Celery -----------------------------------------------------------------------------------
 
 
@@ -493,15 +514,7 @@ class CeleryRedis(System):
         return out
 
     def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
-        done: dict[str, float] = {}
-        pending = list(submitted)
-        while pending:
-            for i in range(0, len(pending), 1000):
-                done.update(self._done(pending[i : i + 1000]))
-            pending = [t for t in pending if t not in done]
-            if pending:
-                time.sleep(interval)
-        return done
+        return collect(self._done, submitted, interval)
 
     def _submit(self) -> tuple[str, float]:
         t = time.time()
@@ -544,7 +557,7 @@ class CeleryRedis(System):
 
 class Floor(System):
     """:mod:`benchmarks.floor`: LPUSH a JSON job, a worker process of ``workers`` coroutines
-    BLPOPs it, POSTs to the container with aiohttp and SETs the answer (7-day expiry). The
+    BRPOPs it, POSTs to the container with aiohttp and SETs the answer (7-day expiry). The
     client submits and reads results the way Celery's does (one LPUSH each; MGET polling)."""
 
     name = "floor"
@@ -570,11 +583,11 @@ class Floor(System):
         )
 
     def _wait_workers(self, workers: list[Proc]) -> None:
-        """Until each worker holds its BLPOPs (so that its start-up is not billed)."""
+        """Until each worker holds its BRPOPs (so that its start-up is not billed)."""
         deadline = time.monotonic() + 30
         while True:
             clients = self.client.client_list()
-            blocked = sum(1 for c in clients if c.get("cmd") == "blpop")
+            blocked = sum(1 for c in clients if c.get("cmd") == "brpop")
             if blocked >= len(workers) * self.workers:
                 return
             for w in workers:
@@ -630,15 +643,7 @@ class Floor(System):
         return out
 
     def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
-        done: dict[str, float] = {}
-        pending = list(submitted)
-        while pending:
-            for i in range(0, len(pending), 1000):
-                done.update(self._done(pending[i : i + 1000]))
-            pending = [t for t in pending if t not in done]
-            if pending:
-                time.sleep(interval)
-        return done
+        return collect(self._done, submitted, interval)
 
     async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
         submitted = dict(self._submit() for _ in range(n))
