@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -93,6 +94,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="record py-spy stacks of the gateway and dequeuer during each flood into DIR",
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="a run of the code before issue 12: its figures are the targets' 'before'",
     )
     p.add_argument("--quick", action="store_true", help="small numbers, one round (~2 min)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
@@ -373,7 +381,9 @@ async def main_async(args: argparse.Namespace) -> int:
     for m in meds:
         if m["scenario"] == "large":
             m["payload_mib"] = args.large_mib
-    for line in report.targets(meds, soaked or None):
+    before = json.loads(args.before.read_text())["medians"] if args.before else None
+    goals = report.targets(meds, soaked or None, before)
+    for line in goals:
         print(f"- {line}")
     report.write_json(
         args.json,
@@ -384,7 +394,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "soak": soaked,
             "skipped": skipped,
             "redis_cost": costs,
-            "targets": report.targets(meds, soaked or None),
+            "targets": goals,
         },
     )
     print(f"\nJSON: {args.json}\nlogs: {logs}", file=sys.stderr)

@@ -173,10 +173,16 @@ def redis_table(costs: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def targets(meds: list[dict[str, Any]], soak: dict[str, Any] | None) -> list[str]:
+def targets(
+    meds: list[dict[str, Any]],
+    soak: dict[str, Any] | None,
+    before: list[dict[str, Any]] | None = None,
+) -> list[str]:
     """Issue 12's targets (then issue 6's), judged on chute-redis (the gateway's default
-    server) in this run."""
+    server) in this run; "before" figures from ``before`` (the medians of a run of the code
+    before issue 12, ``--before``) when given, else issue 12's figures from its last run."""
     by = {(m["scenario"], m["system"]): m for m in meds}
+    then = {(m["scenario"], m["system"]): m for m in before or []}
     lines = []
 
     def get(scenario: str, system: str) -> dict[str, Any] | None:
@@ -217,22 +223,34 @@ def targets(meds: list[dict[str, Any]], soak: dict[str, Any] | None) -> list[str
                 else f"Redis µs per request ({scenario}): not measured"
             )
     serial, direct = get("serial", "chute-redis"), get("serial", "direct")
+    old_serial = then.get(("serial", "chute-redis+hypercorn"))  # before: hypercorn's default
     if serial:
+        was = old_serial["p50_ms"] if old_serial else BEFORE_SERIAL_P50_MS
         lines.append(
-            f"serial p50 no worse than before issue 12 ({BEFORE_SERIAL_P50_MS} ms):"
-            f" {serial['p50_ms']:.2f} ms — {verdict(serial['p50_ms'] <= BEFORE_SERIAL_P50_MS)}"
+            f"serial p50 no worse than before issue 12 ({was:.2f} ms"
+            f"{' in the --before run' if old_serial else ''}): {serial['p50_ms']:.2f} ms"
+            f" — {verdict(serial['p50_ms'] <= was)}"
         )
     sqlite = get("flood", "chute-sqlite")
+    old_sqlite = then.get(("flood", "chute-sqlite"))
+    old_celery = then.get(("flood", "celery-redis"))
     if sqlite:
-        ok = sqlite["rps"] >= 2 * BEFORE_SQLITE_FLOOD_RPS
+        was = old_sqlite["rps"] if old_sqlite else BEFORE_SQLITE_FLOOD_RPS
+        ok = sqlite["rps"] >= 2 * was
         line = (
-            f"SQLite flood ≥ 2x before ({BEFORE_SQLITE_FLOOD_RPS:.0f} req/s):"
-            f" {sqlite['rps']:.0f} req/s = {sqlite['rps'] / BEFORE_SQLITE_FLOOD_RPS:.2f}x"
+            f"SQLite flood ≥ 2x before ({was:.0f} req/s"
+            f"{' in the --before run' if old_sqlite else ''}):"
+            f" {sqlite['rps']:.0f} req/s = {sqlite['rps'] / was:.2f}x"
         )
         if celery:
-            # The same ratio against Celery in this run, which machine noise moves less.
-            rel = sqlite["rps"] / celery["rps"] / BEFORE_SQLITE_OVER_CELERY
-            line += f" (relative to Celery in the same run: {rel:.2f}x)"
+            # The same ratio against Celery in each run, which machine noise moves less.
+            was_over = (
+                old_sqlite["rps"] / old_celery["rps"]
+                if old_sqlite and old_celery
+                else BEFORE_SQLITE_OVER_CELERY
+            )
+            rel = sqlite["rps"] / celery["rps"] / was_over
+            line += f" (relative to Celery in each run: {rel:.2f}x)"
         lines.append(f"{line} — {verdict(ok)}")
     if serial and direct:
         added = serial["p50_ms"] - direct["p50_ms"]
