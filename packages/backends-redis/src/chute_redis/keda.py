@@ -1,7 +1,8 @@
 """The KEDA trigger that scales an API whose queue is on Redis (hook ``chute_keda_trigger``).
 
-chute's Redis queue keeps ids in sorted sets (``ready``, ``leased``; see docs/redis.md), which
-KEDA's ``redis`` scaler (list length) and ``redis-streams`` scaler (stream lag) cannot read.
+chute's Redis queue keeps ids in a list and sorted sets (``visible``, ``delayed``, ``leased``;
+see docs/redis.md): KEDA's ``redis`` scaler (one list's length) would miss the delayed and
+leased ones, and its ``redis-streams`` scaler (stream lag) cannot read them at all.
 So the trigger is KEDA's ``prometheus`` scaler on the gauge the gateway exports for every
 API, ``cortex_async_in_flight`` = queued + being processed, read from Redis at each scrape:
 the same signal and the same query shape as Cortex's autoscaler (the mean over
