@@ -1,16 +1,20 @@
 """``nox -s bench`` / ``python -m benchmarks``: every system through every scenario, in
-interleaved rounds, then the table of medians, issue 6's targets and a JSON file.
+interleaved rounds, then the table of medians, Redis's cost per request, the targets of issues
+12 and 6 and a JSON file.
 
-Systems: the container called directly (the ceiling), Celery 5 on Redis (prefork 8), and chute
-on each backend of :data:`benchmarks.backends.BACKENDS` that can run here (the others are
-skipped with the reason), its gateway on hypercorn, plus uvicorn and granian on ``--servers-on``.
-Scenarios (``--scenarios``): flood, serial, large, idle, poll; ``--soak N`` adds a memory soak.
+Systems: the container called directly (the ceiling), Celery 5 on Redis (prefork 8), the
+hand-written asyncio floor (:mod:`benchmarks.floor`), and chute on each backend of
+:data:`benchmarks.backends.BACKENDS` that can run here (the others are skipped with the
+reason), its gateway on the default server, plus the other servers on ``--servers-on``.
+Scenarios (``--scenarios``): flood, serial, large, idle, poll, fleet (a flood with several
+consumer processes and two gateways on one Redis); ``--soak N`` adds a memory soak.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import sys
 import tempfile
@@ -22,10 +26,19 @@ from typing import Any
 from benchmarks import report
 from benchmarks.backends import BACKENDS, EMULATED, EMULATED_REQUESTS, Unavailable, skip
 from benchmarks.procs import Proc, free_port, start, wait_http
-from benchmarks.systems import CeleryRedis, Chute, Direct, Skip, System
+from benchmarks.systems import (
+    DEFAULT_SERVER,
+    CeleryRedis,
+    Chute,
+    Direct,
+    Floor,
+    Skip,
+    System,
+)
+from chute.gateway.server import SERVERS
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("flood", "serial", "large", "idle", "poll")
+SCENARIOS = ("flood", "serial", "large", "idle", "poll", "fleet")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -49,11 +62,25 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "hello-world example; both under uvicorn (httptools, uvloop)",
     )
     p.add_argument(
-        "--servers", default="hypercorn,uvicorn,granian", help="gateway ASGI servers to compare"
+        "--servers",
+        default=",".join(SERVERS),
+        help="gateway ASGI servers to compare; the first is the default's row (%(default)s)",
     )
     p.add_argument("--servers-on", default="redis", help="backends run on every --servers")
     p.add_argument("--no-celery", action="store_true")
     p.add_argument("--celery-pool", type=int, default=8)
+    p.add_argument(
+        "--no-floor", action="store_true", help="leave out the hand-written asyncio floor"
+    )
+    p.add_argument(
+        "--fleet-consumers",
+        type=int,
+        default=3,
+        help="fleet scenario: dequeuer (or Celery/floor worker) processes on one Redis",
+    )
+    p.add_argument(
+        "--fleet-gateways", type=int, default=2, help="fleet scenario: chute gateway processes"
+    )
     p.add_argument(
         "--redis-url",
         default=None,
@@ -67,6 +94,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="record py-spy stacks of the gateway and dequeuer during each flood into DIR",
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="a run of the code before issue 12: its figures are the targets' 'before'",
     )
     p.add_argument("--quick", action="store_true", help="small numbers, one round (~2 min)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
@@ -138,6 +172,15 @@ async def run_scenario(
                 "clients": min(args.clients, cap // 5),
             }
         )
+    if scenario == "fleet":
+        with system.fleet(args.fleet_consumers, args.fleet_gateways):
+            return await _measure(system, scenario, args, rnd)
+    return await _measure(system, scenario, args, rnd)
+
+
+async def _measure(
+    system: System, scenario: str, args: argparse.Namespace, rnd: int
+) -> report.Row | None:
     system.reset_peaks()
     before = system.rss()
     meter = system.meter()
@@ -148,7 +191,7 @@ async def run_scenario(
         roles = {role: system.procs[role] for role in system.rss_roles}
         with recording(roles, args.profile, f"{system.name}-r{rnd + 1}"):
             lat = await system.flood(args.requests, args.concurrency, meter)
-    elif scenario == "flood":
+    elif scenario in ("flood", "fleet"):
         lat = await system.flood(args.requests, args.concurrency, meter)
     elif scenario == "serial":
         lat = await system.serial(args.serial, meter)
@@ -227,6 +270,17 @@ async def main_async(args: argparse.Namespace) -> int:
                 )
             except ImportError:
                 print("skipping celery-redis: celery is not installed", file=sys.stderr)
+        if not args.no_floor:
+            base = args.redis_url.split("?")[0].rsplit("/", 1)[0]
+            systems.append(
+                Floor(
+                    container,
+                    container_url,
+                    redis_url=f"{base}/2",
+                    logs=logs,
+                    workers=args.concurrency,
+                )
+            )
         servers = [s for s in args.servers.split(",") if s]
         for backend in [b for b in args.backends.split(",") if b]:
             if backend not in BACKENDS:
@@ -314,19 +368,34 @@ async def main_async(args: argparse.Namespace) -> int:
         print()
         for what, why in reasons:
             print(f"skipped {what}: {why}")
+    costs = report.redis_cost(meds)
+    if costs:
+        print()
+        print(
+            f"Redis's cost per request (fleet: {args.fleet_consumers} dequeuers or workers,"
+            f" {args.fleet_gateways} chute gateways, on one Redis):"
+        )
+        print(report.redis_table(costs))
     print()
-    print("Targets (issue 6, chute-redis on hypercorn):")
+    print(f"Targets (issues 12 and 6, chute-redis on {DEFAULT_SERVER}):")
     for m in meds:
         if m["scenario"] == "large":
             m["payload_mib"] = args.large_mib
-    for line in report.targets(meds, soaked or None):
+    before = json.loads(args.before.read_text())["medians"] if args.before else None
+    goals = report.targets(meds, soaked or None, before)
+    for line in goals:
         print(f"- {line}")
     report.write_json(
         args.json,
         {k: str(v) for k, v in vars(args).items()},
         rows,
         meds,
-        {"soak": soaked, "skipped": skipped, "targets": report.targets(meds, soaked or None)},
+        {
+            "soak": soaked,
+            "skipped": skipped,
+            "redis_cost": costs,
+            "targets": goals,
+        },
     )
     print(f"\nJSON: {args.json}\nlogs: {logs}", file=sys.stderr)
     return 0

@@ -18,7 +18,7 @@ import json
 import secrets
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,11 @@ from typing import Any
 import aiohttp
 
 from benchmarks.backends import Urls
-from benchmarks.procs import Meter, Proc, RedisStats, free_port, start, wait_http
+from benchmarks.procs import Group, Meter, Proc, RedisStats, free_port, start, wait_http
+from chute.gateway.server import SERVERS
+
+#: The gateway's default ASGI server: its rows are ``chute-<backend>``, the others ``+server``.
+DEFAULT_SERVER = SERVERS[0]
 
 PAYLOAD = {"text": "hello", "n": 1}
 BODY = json.dumps(PAYLOAD).encode()
@@ -96,6 +100,11 @@ class System:
 
     async def poll(self, clients: int, meter: Meter) -> list[float]:
         raise NotImplementedError
+
+    def fleet(self, consumers: int, gateways: int) -> contextlib.AbstractContextManager[None]:
+        """Run with ``consumers`` consumer processes (and ``gateways`` gateways, if it has
+        any) on the same Redis for the ``fleet`` scenario, which is then a flood."""
+        raise Skip("not a system on Redis")
 
 
 def _self_pid() -> int:
@@ -193,7 +202,7 @@ class Chute(System):
         poll_mode: str,
     ) -> None:
         super().__init__(container, container_url)
-        self.name = f"chute-{backend}" + ("" if server == "hypercorn" else f"+{server}")
+        self.name = f"chute-{backend}" + ("" if server == DEFAULT_SERVER else f"+{server}")
         self.backend = backend
         self.server = server
         self.urls = urls
@@ -204,38 +213,74 @@ class Chute(System):
         self.poll_mode = poll_mode
         if urls.redis:
             self.redis = RedisStats(urls.redis)
-            self.procs["backend"] = Proc("redis-server", self.redis.pid)
+            self.procs["backend"] = Proc("redis-server", self.redis.pid, precise=True)
         if urls.server is not None:
             # The backend's own server; beside Redis (redis+gcs) it gets its own column.
             self.procs["backend" if urls.redis is None else urls.server.name] = urls.server
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        py = sys.executable
+    def _gateway(self, name: str) -> tuple[Proc, str]:
         gport = free_port()
         u = self.urls
         gateway = start(
-            f"{self.name}-gateway",
-            [py, "-m", "chute", "gateway", str(self.api_file), "--port", str(gport)]
+            name,
+            [sys.executable, "-m", "chute", "gateway", str(self.api_file), "--port", str(gport)]
             + ["--queue", u.queue, "--store", u.store, "--max-body-size", "200MiB"]
-            + ([] if self.server == "hypercorn" else ["--server", self.server]),
+            + ["--server", self.server],
             self.logs,
         )
-        dequeuer = start(
-            f"{self.name}-dequeuer",
-            [py, "-m", "chute_dequeuer", "--api-file", str(self.api_file), "--api", self.api]
-            + ["--workers", str(self.workers), "--admin-port", str(free_port())]
-            + ["--admin-host", "127.0.0.1", "--queue", u.queue, "--store", u.store],
+        return gateway, f"http://127.0.0.1:{gport}"
+
+    def _dequeuer(self, name: str) -> tuple[Proc, str]:
+        u = self.urls
+        aport = free_port()
+        proc = start(
+            name,
+            [sys.executable, "-m", "chute_dequeuer", "--api-file", str(self.api_file)]
+            + ["--api", self.api, "--workers", str(self.workers)]
+            + ["--admin-port", str(aport), "--admin-host", "127.0.0.1"]
+            + ["--queue", u.queue, "--store", u.store],
             self.logs,
         )
+        return proc, f"http://127.0.0.1:{aport}"
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        gateway, self.gateway_url = self._gateway(f"{self.name}-gateway")
+        dequeuer, admin = self._dequeuer(f"{self.name}-dequeuer")
         self.procs["gateway"], self.procs["dequeuer"] = gateway, dequeuer
-        self.gateway_url = f"http://127.0.0.1:{gport}"
+        self.gateway_urls = [self.gateway_url]
         try:
+            # Both up before the first scenario, so that neither's start-up (imports, pools)
+            # is billed to it.
             wait_http(f"{self.gateway_url}/healthz", proc=gateway.popen)
+            wait_http(f"{admin}/healthz", proc=dequeuer.popen)
             yield
         finally:
             dequeuer.stop()
             gateway.stop()
+
+    @contextlib.contextmanager
+    def fleet(self, consumers: int, gateways: int) -> Iterator[None]:
+        if self.backend != "redis":
+            raise Skip("the fleet scenario measures what one Redis serves (chute-redis)")
+        if self.server != DEFAULT_SERVER:
+            raise Skip(f"the fleet runs on the default server ({DEFAULT_SERVER}) only")
+        one = {role: self.procs[role] for role in ("gateway", "dequeuer")}
+        extra_gw = [self._gateway(f"{self.name}-gateway{i + 2}") for i in range(gateways - 1)]
+        extra_dq = [self._dequeuer(f"{self.name}-dequeuer{i + 2}") for i in range(consumers - 1)]
+        try:
+            for proc, url in extra_gw + extra_dq:
+                wait_http(f"{url}/healthz", proc=proc.popen)
+            gws, dqs = [p for p, _ in extra_gw], [p for p, _ in extra_dq]
+            self.procs["gateway"] = Group("gateways", [one["gateway"], *gws])
+            self.procs["dequeuer"] = Group("dequeuers", [one["dequeuer"], *dqs])
+            self.gateway_urls = [self.gateway_url, *(url for _, url in extra_gw)]
+            yield
+        finally:
+            self.procs.update(one)
+            self.gateway_urls = [self.gateway_url]
+            for proc, _ in extra_dq + extra_gw:
+                proc.stop()
 
     @contextlib.asynccontextmanager
     async def _backends(self) -> AsyncIterator[tuple[Any, Any]]:
@@ -248,9 +293,12 @@ class Chute(System):
             await queue.aclose()
             await store.aclose()
 
-    async def _submit(self, s: aiohttp.ClientSession, data: Any = BODY) -> tuple[str, float]:
+    async def _submit(
+        self, s: aiohttp.ClientSession, data: Any = BODY, i: int = 0
+    ) -> tuple[str, float]:
         t = time.time()
-        async with s.post(f"{self.gateway_url}/{self.api}", data=data, headers=JSON) as r:
+        url = f"{self.gateway_urls[i % len(self.gateway_urls)]}/{self.api}"
+        async with s.post(url, data=data, headers=JSON) as r:
             if r.status != 200:
                 raise RuntimeError(f"submit failed: {r.status} {await r.text()}")
             return str((await r.json())["id"]), t
@@ -290,12 +338,12 @@ class Chute(System):
         async with self._backends() as (queue, store):
             async with _session(concurrency) as s:
 
-                async def one() -> None:
+                async def one(i: int) -> None:
                     async with sem:
-                        rid, t = await self._submit(s)
+                        rid, t = await self._submit(s, BODY, i)
                         submitted[rid] = t
 
-                await asyncio.gather(*(one() for _ in range(n)))
+                await asyncio.gather(*(one(i) for i in range(n)))
             if not await self._drained(queue):  # then every record is what tells
                 latencies = await self._finished(store, submitted)
                 meter.stop()
@@ -370,6 +418,27 @@ class Chute(System):
         return latencies
 
 
+def collect(
+    read: Callable[[list[str]], dict[str, float]], submitted: dict[str, float], interval: float
+) -> dict[str, float]:
+    """Id → done time of every submitted id, read with ``read`` (an MGET of up to 1,000 ids)
+    until all are done. It waits for the last one submitted first, one read of one key per
+    ``interval``, and only then reads them all (polling the stragglers): MGETs of thousands of
+    pending keys every few ms would show in Redis's CPU as the system's cost."""
+    last = next(reversed(submitted))
+    while len(submitted) > 1 and not read([last]):
+        time.sleep(interval)
+    done: dict[str, float] = {}
+    pending = list(submitted)
+    while pending:
+        for i in range(0, len(pending), 1000):
+            done.update(read(pending[i : i + 1000]))
+        pending = [t for t in pending if t not in done]
+        if pending:
+            time.sleep(interval)
+    return done
+
+
 # -- Celery -----------------------------------------------------------------------------------
 
 
@@ -384,7 +453,7 @@ class CeleryRedis(System):
         self.logs = logs
         self.pool = pool
         self.redis = RedisStats(redis_url)
-        self.procs["backend"] = Proc("redis-server", self.redis.pid)
+        self.procs["backend"] = Proc("redis-server", self.redis.pid, precise=True)
         self.env = {"CHUTE_BENCH_CELERY_REDIS": redis_url, "CHUTE_BENCH_CONTAINER": container_url}
 
     @contextlib.contextmanager
@@ -399,27 +468,47 @@ class CeleryRedis(System):
         self.task = celery_app.call_container
         self.results = self.redis.client.__class__.from_url(self.redis_url)
         self.results.flushdb()
-        worker = start(
-            "celery-worker",
+        worker = self._worker(1)
+        self.procs["celery"] = worker
+        try:
+            self._wait_workers([worker])
+            yield
+        finally:
+            worker.stop()
+            self.results.flushdb()
+
+    def _worker(self, i: int) -> Proc:
+        return start(
+            "celery-worker" + ("" if i == 1 else str(i)),
             [sys.executable, "-m", "celery", "-A", "benchmarks.celery_app", "worker"]
-            + ["--pool", "prefork", "--concurrency", str(self.pool), "--loglevel", "WARNING"],
+            + ["--pool", "prefork", "--concurrency", str(self.pool), "--loglevel", "WARNING"]
+            + ["--hostname", f"bench{i}@%h"],
             self.logs,
             tree=True,
             env=self.env,
             cwd=ROOT,
         )
-        self.procs["celery"] = worker
+
+    def _wait_workers(self, workers: list[Proc]) -> None:
+        deadline = time.monotonic() + 60
+        while len(self.app.control.ping(timeout=0.5)) < len(workers):
+            if any(w.popen and w.popen.poll() is not None for w in workers) or (
+                time.monotonic() > deadline
+            ):
+                raise RuntimeError("a Celery worker did not start; see celery-worker*.log")
+
+    @contextlib.contextmanager
+    def fleet(self, consumers: int, gateways: int) -> Iterator[None]:
+        one = self.procs["celery"]
+        extra = [self._worker(i + 2) for i in range(consumers - 1)]
         try:
-            deadline = time.monotonic() + 60
-            while not self.app.control.ping(timeout=0.5):
-                if (
-                    worker.popen and worker.popen.poll() is not None
-                ) or time.monotonic() > deadline:
-                    raise RuntimeError("the Celery worker did not start; see celery-worker.log")
+            self._wait_workers([one, *extra])
+            self.procs["celery"] = Group("celery", [one, *extra])
             yield
         finally:
-            worker.stop()
-            self.results.flushdb()
+            self.procs["celery"] = one
+            for worker in extra:
+                worker.stop()
 
     def _done(self, ids: list[str]) -> dict[str, float]:
         """Task id → date_done (epoch seconds) for the finished ones."""
@@ -434,15 +523,7 @@ class CeleryRedis(System):
         return out
 
     def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
-        done: dict[str, float] = {}
-        pending = list(submitted)
-        while pending:
-            for i in range(0, len(pending), 1000):
-                done.update(self._done(pending[i : i + 1000]))
-            pending = [t for t in pending if t not in done]
-            if pending:
-                time.sleep(interval)
-        return done
+        return collect(self._done, submitted, interval)
 
     def _submit(self) -> tuple[str, float]:
         t = time.time()
@@ -478,3 +559,128 @@ class CeleryRedis(System):
 
     async def poll(self, clients: int, meter: Meter) -> list[float]:
         raise Skip("Celery clients read results from Redis, not over HTTP")
+
+
+# -- the hand-written floor -------------------------------------------------------------------
+
+
+class Floor(System):
+    """:mod:`benchmarks.floor`: LPUSH a JSON job, a worker process of ``workers`` coroutines
+    BRPOPs it, POSTs to the container with aiohttp and SETs the answer (7-day expiry). The
+    client submits and reads results the way Celery's does (one LPUSH each; MGET polling)."""
+
+    name = "floor"
+
+    def __init__(
+        self, container: Proc, container_url: str, *, redis_url: str, logs: Path, workers: int
+    ) -> None:
+        super().__init__(container, container_url)
+        self.redis_url = redis_url
+        self.logs = logs
+        self.workers = workers
+        self.redis = RedisStats(redis_url)
+        self.procs["backend"] = Proc("redis-server", self.redis.pid, precise=True)
+        self.client = self.redis.client.__class__.from_url(redis_url)
+
+    def _worker(self, i: int) -> Proc:
+        return start(
+            "floor-worker" + ("" if i == 1 else str(i)),
+            [sys.executable, "-m", "benchmarks.floor", "--redis", self.redis_url]
+            + ["--container", self.container_url, "--workers", str(self.workers)],
+            self.logs,
+            cwd=ROOT,
+        )
+
+    def _wait_workers(self, workers: list[Proc]) -> None:
+        """Until each worker holds its BRPOPs (so that its start-up is not billed)."""
+        deadline = time.monotonic() + 30
+        while True:
+            clients = self.client.client_list()
+            blocked = sum(1 for c in clients if c.get("cmd") == "brpop")
+            if blocked >= len(workers) * self.workers:
+                return
+            for w in workers:
+                if w.popen is not None and w.popen.poll() is not None:
+                    raise RuntimeError("the floor worker exited; see floor-worker*.log")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the floor worker did not start; see floor-worker*.log")
+            time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self.client.flushdb()
+        worker = self._worker(1)
+        self.procs["floor"] = worker
+        try:
+            self._wait_workers([worker])
+            yield
+        finally:
+            worker.stop()
+            self.client.flushdb()
+
+    @contextlib.contextmanager
+    def fleet(self, consumers: int, gateways: int) -> Iterator[None]:
+        one = self.procs["floor"]
+        extra = [self._worker(i + 2) for i in range(consumers - 1)]
+        try:
+            self._wait_workers([one, *extra])
+            self.procs["floor"] = Group("floor", [one, *extra])
+            yield
+        finally:
+            self.procs["floor"] = one
+            for worker in extra:
+                worker.stop()
+
+    def _submit(self) -> tuple[str, float]:
+        from benchmarks.floor import QUEUE
+
+        job_id = secrets.token_hex(8)
+        t = time.time()
+        self.client.lpush(QUEUE, json.dumps({"id": job_id, "payload": PAYLOAD}))
+        return job_id, t
+
+    def _done(self, ids: list[str]) -> dict[str, float]:
+        from benchmarks.floor import RESULT
+
+        out: dict[str, float] = {}
+        for job_id, raw in zip(ids, self.client.mget([RESULT + i for i in ids]), strict=True):
+            if raw is not None:
+                done = json.loads(raw)
+                if done.get("result") != PAYLOAD:
+                    raise RuntimeError(f"floor job {job_id}: {done}")
+                out[job_id] = float(done["done"])
+        return out
+
+    def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
+        return collect(self._done, submitted, interval)
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        submitted = dict(self._submit() for _ in range(n))
+        done = self._collect(submitted, 0.02)
+        meter.stop()
+        return [done[t] - submitted[t] for t in submitted]
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            job_id, t = self._submit()
+            latencies.append(self._collect({job_id: t}, 0.0005)[job_id] - t)
+        meter.stop()
+        return latencies
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        raise Skip("a job in a Redis list is not made for a 100 MiB payload")
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        sent: dict[str, float] = {}
+        for _ in range(n):
+            await asyncio.sleep(gap)
+            job_id, t = self._submit()
+            sent[job_id] = t
+        self._collect(sent, 0.01)
+        meter.stop()
+        seen = await arrivals(self.container_url)
+        return [seen[job_id] - t for job_id, t in sent.items()]
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        raise Skip("the floor's clients read results from Redis, not over HTTP")

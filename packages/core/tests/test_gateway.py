@@ -3,7 +3,9 @@ over real HTTP. The store and queue are read back through their own APIs on the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import re
 import socket
 import sqlite3
@@ -26,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chute import open_store
 from chute.backends.base import DEFAULT_RETENTION
+from chute.gateway.server import SERVERS
 from chute.protocol import ErrorInfo, RequestRecord, Status
 from chute.testing.gateway import GatewayProcess, gateway_process
 
@@ -145,8 +148,44 @@ def test_a_20_mib_body_is_streamed_into_the_store(http: httpx.Client, db_url: st
     assert hashlib.sha256(payload).hexdigest() == digest
 
 
-def test_413_from_content_length_before_any_body_is_sent(gateway: GatewayProcess) -> None:
+#: Every ASGI server the gateway runs on (the default first): the early 413 and the graceful
+#: drain are checked on each. granian is optional (the ``bench`` group installs it).
+ON_EVERY_SERVER = pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec(name) is None, reason=f"{name} is not installed"
+            ),
+        )
+        for name in SERVERS
+    ],
+)
+
+
+@contextlib.contextmanager
+def served_by(server: str, api_file: Path, url: str) -> Iterator[GatewayProcess]:
+    args = ["--max-body-size", "25MiB", "--server", server]
+    with gateway_process(api_file, queue_url=url, store_url=url, args=args) as running:
+        yield running
+    assert running.returncode == 0
+
+
+@ON_EVERY_SERVER
+def test_413_from_content_length_before_any_body_is_sent(
+    server: str, api_file: Path, db_url: str
+) -> None:
     # A raw socket: announce 1 GiB, send no body at all, and still get the answer.
+    with served_by(server, api_file, db_url) as gateway:
+        head, body = _announce_a_gibibyte(gateway)
+    assert head.startswith(b"HTTP/1.1 413")
+    error = msgspec.json.decode(body)["error"]
+    assert error["type"] == "payload_too_large"
+    assert str(MAX_BODY) in error["message"]
+
+
+def _announce_a_gibibyte(gateway: GatewayProcess) -> tuple[bytes, bytes]:
     host, port = gateway.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
@@ -160,20 +199,22 @@ def test_413_from_content_length_before_any_body_is_sent(gateway: GatewayProcess
                 break
             answer += data
     head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413")
-    error = msgspec.json.decode(body)["error"]
-    assert error["type"] == "payload_too_large"
-    assert str(MAX_BODY) in error["message"]
+    return head, body
 
 
-def test_413_for_a_chunked_body_that_grows_past_the_limit(http: httpx.Client, db_url: str) -> None:
+@ON_EVERY_SERVER
+def test_413_for_a_chunked_body_that_grows_past_the_limit(
+    server: str, api_file: Path, db_url: str
+) -> None:
     before = queued(db_url, "hello")
 
     def body() -> Iterator[bytes]:
         for _ in range(26):
             yield b"x" * (1024 * 1024)
 
-    assert_error(http.post("/hello", content=body()), 413, "payload_too_large")
+    with served_by(server, api_file, db_url) as gateway:
+        response = httpx.post(f"{gateway.url}/hello", content=body(), timeout=30)
+    assert_error(response, 413, "payload_too_large")
     assert queued(db_url, "hello") == before
 
 
@@ -378,9 +419,12 @@ def test_a_failed_enqueue_leaves_no_record_behind(tmp_path: Path, api_file: Path
         assert db.execute("SELECT count(*) FROM store_records").fetchone() == (0,)
 
 
-def test_sigterm_finishes_the_in_flight_request_and_exits_0(tmp_path: Path, api_file: Path) -> None:
+@ON_EVERY_SERVER
+def test_sigterm_finishes_the_in_flight_request_and_exits_0(
+    server: str, tmp_path: Path, api_file: Path
+) -> None:
     url = f"sqlite:///{tmp_path / 'chute.db'}"
-    with gateway_process(api_file, queue_url=url, store_url=url) as gw:
+    with gateway_process(api_file, queue_url=url, store_url=url, args=["--server", server]) as gw:
 
         async def upload() -> httpx.Response:
             async def body() -> AsyncIterator[bytes]:

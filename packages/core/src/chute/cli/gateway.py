@@ -110,9 +110,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--server",
-        choices=("hypercorn", "uvicorn", "granian"),
-        default="hypercorn",
-        help="the ASGI server (%(default)s); uvicorn and granian must be installed",
+        choices=("uvicorn", "hypercorn", "granian"),  # chute.gateway.server.SERVERS
+        default="uvicorn",
+        help="the ASGI server: %(default)s (the default, measured fastest), hypercorn (HTTP/2)"
+        " or granian (must be installed); docs/performance.md compares them",
     )
     parser.add_argument(
         "--api-keys-file",

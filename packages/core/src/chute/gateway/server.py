@@ -1,8 +1,11 @@
 """Serving the gateway, with a graceful stop on SIGTERM and SIGINT.
 
-hypercorn serves it by default; uvicorn and granian can instead (``chute gateway --server``),
-if installed. They were measured against each other in benchmarks/ (docs/performance.md says
-which to choose when).
+uvicorn (with httptools) serves it by default; hypercorn (HTTP/2) and granian can instead
+(``chute gateway --server``; granian must be installed). The default was chosen by measuring
+the three against each other in benchmarks/: uvicorn takes half hypercorn's CPU per request
+(docs/performance.md has the figures). Each keeps the same promises: the early 413 (a body
+over the limit refused before it is read) and the graceful drain (in-flight requests finish
+after SIGTERM), both tested on every server.
 
 The listening socket is bound here, before the server starts, so that ``port=0`` picks a free
 port that can be logged (and read by tests and ``chute dev``) before the first request.
@@ -23,14 +26,16 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from chute.errors import ConfigError
-from chute.gateway.app import Gateway
+from chute.gateway.app import Gateway, Message, Receive, Scope, Send
 
 logger = logging.getLogger("chute.gateway")
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Seconds in-flight requests get to finish after SIGTERM before their connections close.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 #: The ASGI servers the gateway can run on; the first is the default.
-SERVERS = ("hypercorn", "uvicorn", "granian")
+SERVERS = ("uvicorn", "hypercorn", "granian")
 
 
 def bind(host: str, port: int, backlog: int = 1024) -> socket.socket:
@@ -72,7 +77,7 @@ async def serve(
     graceful_timeout: float = DEFAULT_GRACEFUL_TIMEOUT,
     on_listening: Callable[[str], None] | None = None,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
-    server: str = "hypercorn",
+    server: str = SERVERS[0],
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM/SIGINT, then stop accepting connections,
     let in-flight requests finish (up to ``graceful_timeout`` seconds) and close the backends.
@@ -168,10 +173,18 @@ async def _serve_uvicorn(
         sock.close()
         raise _missing("uvicorn") from None
 
+    serving = anyio.Event()
+
     class Server(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield  # signals are ours (``trigger``): uvicorn would re-raise them on exit
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                _announce(url, "uvicorn", on_listening)  # the app is up and the socket served
+            serving.set()
 
     config = uvicorn.Config(
         app,
@@ -185,9 +198,12 @@ async def _serve_uvicorn(
 
     async def stop_on_trigger() -> None:
         await trigger()
+        app.stopping()  # long-polls answer now instead of holding the graceful stop
+        # A stop asked for while uvicorn starts waits for it to serve: uvicorn would otherwise
+        # return from its start-up without reading the requests already in the backlog.
+        await serving.wait()
         uv.should_exit = True
 
-    _announce(url, "uvicorn", on_listening)
     with sock, _startup_errors(app):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_trigger)
@@ -214,17 +230,53 @@ async def _serve_granian(
     host, port = sock.getsockname()[:2]
     sock.close()
     options: dict[str, Any] = {"log_enabled": False, "websockets": False, "backlog": 1024}
-    server = Server(app, address=host, port=port, interface=Interfaces.ASGI, **options)
+
+    app_started = anyio.Event()
+    served = _on_startup_complete(app, app_started.set)
+    server = Server(served, address=host, port=port, interface=Interfaces.ASGI, **options)
     server.workers_kill_timeout = int(graceful_timeout)
 
     async def stop_on_trigger() -> None:
         await trigger()
+        app.stopping()  # long-polls answer now instead of holding the graceful stop
         server.stop()  # type: ignore[no-untyped-call]
 
-    _announce(url, "granian", on_listening)
+    async def announce_when_listening() -> None:
+        # granian binds its socket in its worker, after the app's startup: announce the URL
+        # once a connection to it is accepted.
+        await app_started.wait()
+        while True:
+            try:
+                probe = await anyio.connect_tcp(host, port)
+            except OSError:
+                await anyio.sleep(0.01)
+                continue
+            await probe.aclose()
+            _announce(url, "granian", on_listening)
+            return
+
     with _startup_errors(app):
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_on_trigger)
+            tg.start_soon(announce_when_listening)
             await server.serve()
             tg.cancel_scope.cancel()
     logger.info("stopped")
+
+
+def _on_startup_complete(app: Gateway, started: Callable[[], None]) -> ASGIApp:
+    """``app``, calling ``started`` once its lifespan startup has completed."""
+
+    async def served(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await app(scope, receive, send)
+            return
+
+        async def send_and_tell(message: Message) -> None:
+            await send(message)
+            if message["type"] == "lifespan.startup.complete":
+                started()
+
+        await app(scope, receive, send_and_tell)
+
+    return served
