@@ -439,11 +439,63 @@ def collect(
     return done
 
 
+class RedisClientSystem(System):
+    """A system whose client submits straight to Redis and reads the results there (Celery,
+    the floor): ``_submit`` one job, ``_done`` the finished ones among ids; the scenarios are
+    the same for both."""
+
+    #: Why ``large`` and ``poll`` do not apply (the system's own words).
+    large_skip = "a job in Redis is not made for a 100 MiB payload"
+    poll_skip = "the clients read results from Redis, not over HTTP"
+
+    def _submit(self) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def _done(self, ids: list[str]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
+        return collect(self._done, submitted, interval)
+
+    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
+        submitted = dict(self._submit() for _ in range(n))
+        done = self._collect(submitted, 0.02)
+        meter.stop()
+        return [done[t] - submitted[t] for t in submitted]
+
+    async def serial(self, n: int, meter: Meter) -> list[float]:
+        latencies = []
+        for _ in range(n):
+            job_id, t = self._submit()
+            latencies.append(self._collect({job_id: t}, 0.0005)[job_id] - t)
+        meter.stop()
+        return latencies
+
+    async def large(self, size: int, meter: Meter) -> list[float]:
+        raise Skip(self.large_skip)
+
+    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
+        sent: dict[str, float] = {}
+        for _ in range(n):
+            await asyncio.sleep(gap)
+            job_id, t = self._submit()
+            sent[job_id] = t
+        self._collect(sent, 0.01)
+        meter.stop()
+        seen = await arrivals(self.container_url)
+        return [seen[job_id] - t for job_id, t in sent.items()]
+
+    async def poll(self, clients: int, meter: Meter) -> list[float]:
+        raise Skip(self.poll_skip)
+
+
 # -- Celery -----------------------------------------------------------------------------------
 
 
-class CeleryRedis(System):
+class CeleryRedis(RedisClientSystem):
     name = "celery-redis"
+    large_skip = "a Celery message is not made for a 100 MiB payload (users store it elsewhere)"
+    poll_skip = "Celery clients read results from Redis, not over HTTP"
 
     def __init__(
         self, container: Proc, container_url: str, *, redis_url: str, logs: Path, pool: int
@@ -522,54 +574,22 @@ class CeleryRedis(System):
                 out[tid] = datetime.fromisoformat(meta["date_done"]).timestamp()
         return out
 
-    def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
-        return collect(self._done, submitted, interval)
-
     def _submit(self) -> tuple[str, float]:
         t = time.time()
         return str(self.task.delay(PAYLOAD).id), t
-
-    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
-        submitted = dict(self._submit() for _ in range(n))
-        done = self._collect(submitted, 0.02)
-        meter.stop()
-        return [done[t] - submitted[t] for t in submitted]
-
-    async def serial(self, n: int, meter: Meter) -> list[float]:
-        latencies = []
-        for _ in range(n):
-            tid, t = self._submit()
-            latencies.append(self._collect({tid: t}, 0.0005)[tid] - t)
-        meter.stop()
-        return latencies
-
-    async def large(self, size: int, meter: Meter) -> list[float]:
-        raise Skip("a Celery message is not made for a 100 MiB payload (users store it elsewhere)")
-
-    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
-        sent: dict[str, float] = {}
-        for _ in range(n):
-            await asyncio.sleep(gap)
-            tid, t = self._submit()
-            sent[tid] = t
-        self._collect(sent, 0.01)
-        meter.stop()
-        seen = await arrivals(self.container_url)
-        return [seen[tid] - t for tid, t in sent.items()]
-
-    async def poll(self, clients: int, meter: Meter) -> list[float]:
-        raise Skip("Celery clients read results from Redis, not over HTTP")
 
 
 # -- the hand-written floor -------------------------------------------------------------------
 
 
-class Floor(System):
+class Floor(RedisClientSystem):
     """:mod:`benchmarks.floor`: LPUSH a JSON job, a worker process of ``workers`` coroutines
     BRPOPs it, POSTs to the container with aiohttp and SETs the answer (7-day expiry). The
     client submits and reads results the way Celery's does (one LPUSH each; MGET polling)."""
 
     name = "floor"
+    large_skip = "a job in a Redis list is not made for a 100 MiB payload"
+    poll_skip = "the floor's clients read results from Redis, not over HTTP"
 
     def __init__(
         self, container: Proc, container_url: str, *, redis_url: str, logs: Path, workers: int
@@ -650,37 +670,3 @@ class Floor(System):
                     raise RuntimeError(f"floor job {job_id}: {done}")
                 out[job_id] = float(done["done"])
         return out
-
-    def _collect(self, submitted: dict[str, float], interval: float) -> dict[str, float]:
-        return collect(self._done, submitted, interval)
-
-    async def flood(self, n: int, concurrency: int, meter: Meter) -> list[float]:
-        submitted = dict(self._submit() for _ in range(n))
-        done = self._collect(submitted, 0.02)
-        meter.stop()
-        return [done[t] - submitted[t] for t in submitted]
-
-    async def serial(self, n: int, meter: Meter) -> list[float]:
-        latencies = []
-        for _ in range(n):
-            job_id, t = self._submit()
-            latencies.append(self._collect({job_id: t}, 0.0005)[job_id] - t)
-        meter.stop()
-        return latencies
-
-    async def large(self, size: int, meter: Meter) -> list[float]:
-        raise Skip("a job in a Redis list is not made for a 100 MiB payload")
-
-    async def idle(self, n: int, gap: float, meter: Meter) -> list[float]:
-        sent: dict[str, float] = {}
-        for _ in range(n):
-            await asyncio.sleep(gap)
-            job_id, t = self._submit()
-            sent[job_id] = t
-        self._collect(sent, 0.01)
-        meter.stop()
-        seen = await arrivals(self.container_url)
-        return [seen[job_id] - t for job_id, t in sent.items()]
-
-    async def poll(self, clients: int, meter: Meter) -> list[float]:
-        raise Skip("the floor's clients read results from Redis, not over HTTP")
