@@ -439,3 +439,43 @@ def fifty_mib_and_twenty_small(gateway_url: str) -> None:
     }
     assert big_answer["result"]["request_id"] == big_id
     assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
+
+
+def sigkilled_dequeuer(
+    processes: Processes, directory: Path, queue_url: str, store_url: str
+) -> list[str]:
+    """A dequeuer with 2 s leases is SIGKILLed while the container works on 4 of 8 slow
+    requests; a new dequeuer completes every one, each with its own payload's result from its
+    latest call, and the interrupted ones with a higher attempt. Returns the ids."""
+    stack = Stack(processes, directory, queue_url, store=store_url)
+    container = stack.start_container()
+    stack.start_gateway()
+    gateway = stack.gateway_url
+    first = stack.start_dequeuer("--workers", "4", "--lease", "2")[0]
+    payloads = {}
+    for i in range(8):
+        payload = {"text": f"slow {i}", "sleep": 1.5, "token": secrets.token_hex(4)}
+        response = httpx.post(f"{gateway}/{API}", json=payload, timeout=30)
+        assert response.status_code == 200, response.text
+        payloads[response.json()["id"]] = payload
+
+    running = eventually(
+        lambda: (calls := calls_by_request(container.output())) and len(calls) >= 4 and calls,
+        "the container to be working on 4 requests",
+    )
+    first.signal(signal.SIGKILL)
+    first.wait()
+    interrupted = {i for i in running if request_status(gateway, i)["status"] != "completed"}
+    assert interrupted, "the kill came too late: every request seen had already completed"
+
+    stack.start_dequeuer("--workers", "4", "--lease", "2")
+    finals = wait_finished(gateway, list(payloads), "every request to finish")
+    assert all(b["status"] == "completed" for b in finals.values()), finals
+    calls = calls_by_request(container.output())
+    for request_id, body in finals.items():
+        assert body["result"]["echo"] == payloads[request_id]
+        assert body["result"]["call"] == calls[request_id][-1]
+    for request_id in interrupted:
+        assert len(calls[request_id]) >= 2, calls[request_id]
+        assert finals[request_id]["attempts"] >= 2
+    return list(payloads)

@@ -6,27 +6,20 @@ request, each with its own result."""
 
 from __future__ import annotations
 
-import secrets
-import signal
 import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
 import anyio
-import httpx
 import pytest
 from e2e_support import (
     API,
     EXAMPLE,
     Processes,
-    Stack,
-    calls_by_request,
-    eventually,
     fifty_mib_and_twenty_small,
     gcs_bucket_url,
-    request_status,
+    sigkilled_dequeuer,
     start_chute_dev,
-    wait_finished,
 )
 
 import chute
@@ -69,37 +62,7 @@ def test_a_sigkilled_dequeuers_requests_complete_with_their_own_results(
     """The dequeuer dies mid-request; its ack deadlines (2 s leases) lapse and a new dequeuer
     completes every request, each with its own payload's result from its latest call, and a
     higher attempt (Pub/Sub's deliveryAttempt) for the interrupted ones."""
-    stack = Stack(processes, tmp_path, queue_url, store=store_url)
-    container = stack.start_container()
-    stack.start_gateway()
-    gateway = stack.gateway_url
-    first = stack.start_dequeuer("--workers", "4", "--lease", "2")[0]
-    payloads = {}
-    for i in range(8):
-        payload = {"text": f"slow {i}", "sleep": 1.5, "token": secrets.token_hex(4)}
-        response = httpx.post(f"{gateway}/{API}", json=payload, timeout=30)
-        assert response.status_code == 200, response.text
-        payloads[response.json()["id"]] = payload
-
-    running = eventually(
-        lambda: (calls := calls_by_request(container.output())) and len(calls) >= 4 and calls,
-        "the container to be working on 4 requests",
-    )
-    first.signal(signal.SIGKILL)
-    first.wait()
-    interrupted = {i for i in running if request_status(gateway, i)["status"] != "completed"}
-    assert interrupted, "the kill came too late: every request seen had already completed"
-
-    stack.start_dequeuer("--workers", "4", "--lease", "2")
-    finals = wait_finished(gateway, list(payloads), "every request to finish")
-    assert all(b["status"] == "completed" for b in finals.values()), finals
-    calls = calls_by_request(container.output())
-    for request_id, body in finals.items():
-        assert body["result"]["echo"] == payloads[request_id]
-        assert body["result"]["call"] == calls[request_id][-1]
-    for request_id in interrupted:
-        assert len(calls[request_id]) >= 2, calls[request_id]
-        assert finals[request_id]["attempts"] >= 2
+    payloads = sigkilled_dequeuer(processes, tmp_path, queue_url, store_url)
 
     async def check_backends() -> None:
         async with chute.open_store(store_url) as store, chute.open_queue(queue_url) as queue:
