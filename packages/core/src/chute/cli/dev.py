@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from chute.container_runtime import RUNTIMES
+
 ORDER = 30
 
 
@@ -80,7 +82,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--runtime",
-        choices=("local", "docker", "podman"),
+        choices=RUNTIMES,
         default="local",
         help="how containers run: as local processes (the default), or their images built "
         "and run by a Docker or Podman engine",
