@@ -10,16 +10,14 @@ module has a name of its own so that it never clashes with a package's ``conftes
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,6 +27,8 @@ import httpx
 import msgspec
 import pytest
 
+import chute.testing
+from chute.testing import free_port
 from chute.testing.services import FoundService, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,22 +40,8 @@ PY = sys.executable
 PATIENCE = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = PATIENCE) -> Any:
-    """Call ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
+#: :func:`chute.testing.eventually`, as patient as the rest of these tests.
+eventually = functools.partial(chute.testing.eventually, timeout=PATIENCE)
 
 
 def http_ok(url: str) -> bool:

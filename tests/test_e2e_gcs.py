@@ -29,9 +29,8 @@ from e2e_support import (
 )
 
 from chute.registry import open_queue
-from chute.testing.services import GCS, FoundService, service_fixture
+from chute.testing.services import FoundService
 
-gcs_service = service_fixture(GCS)
 MiB = 1024 * 1024
 
 

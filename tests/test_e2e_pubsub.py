@@ -23,10 +23,8 @@ from e2e_support import (
 )
 
 import chute
-from chute.testing.services import GCS, PUBSUB, FoundService, service_fixture
+from chute.testing.services import FoundService
 
-gcs_service = service_fixture(GCS)
-pubsub_service = service_fixture(PUBSUB)
 MiB = 1024 * 1024
 
 

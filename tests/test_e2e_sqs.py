@@ -29,9 +29,8 @@ from e2e_support import (
 
 import chute
 from chute.backends.base import QueueDepth
-from chute.testing.services import MOTO, FoundService, service_fixture, unavailable
+from chute.testing.services import FoundService, unavailable
 
-moto_service = service_fixture(MOTO)
 MiB = 1024 * 1024
 #: moto accepts any credentials, but clients need some; never real ones in tests.
 AWS_TEST_ENV = {
