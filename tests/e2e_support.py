@@ -206,7 +206,7 @@ class ChuteDev:
                 raise AssertionError(f"chute dev exited early:\n{self.proc.output()}")
             return READY_LINE.search(self.proc.output()) is not None
 
-        eventually(ready, "chute dev's ready line", timeout)
+        eventually(ready, "chute dev's ready line", timeout=timeout)
 
     def info(self) -> dict[str, Any]:
         """What chute dev wrote to dev.json: its pid and every child's."""

@@ -21,7 +21,6 @@ from e2e_support import (
     Processes,
     eventually,
     fifty_mib_and_twenty_small,
-    free_port,
     sigkilled_dequeuer,
     start_chute_dev,
     write_api_file,
@@ -29,6 +28,7 @@ from e2e_support import (
 
 import chute
 from chute.backends.base import QueueDepth
+from chute.testing import free_port
 from chute.testing.services import FoundService, unavailable
 
 MiB = 1024 * 1024

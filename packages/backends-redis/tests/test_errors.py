@@ -12,7 +12,8 @@ import redis
 from redis_helpers import body, new_record
 
 from chute.errors import BackendError, BackendUnavailable
-from chute.testing.services import REDIS, LocalServer, free_port, local_server, tcp_probe
+from chute.testing import free_port
+from chute.testing.services import REDIS, LocalServer, local_server, tcp_probe
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
 

@@ -228,7 +228,7 @@ def test_bad_control_headers_are_400(
     http: httpx.Client, backend: str, header: str, value: str
 ) -> None:
     before = queued(backend, "hello")
-    response = http.post("/hello", content=b"{}", headers={header: value.encode()})
+    response = http.post("/hello", content=b"{}", headers=[(header.encode(), value.encode())])
     body = assert_error(response, 400, "bad_request")
     assert header in body["error"]["message"]
     assert queued(backend, "hello") == before

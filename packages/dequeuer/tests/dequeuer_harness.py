@@ -157,7 +157,9 @@ class Dequeuer:
 
     def started(self) -> Dequeuer:
         """Wait until it runs (signal handlers installed); remember the admin port."""
-        self.admin_port = int(self.wait_log("dequeuer started")["admin_port"])
+        # Patient: start-up is imports and connections, slow on a loaded machine; what the
+        # tests time is what comes after.
+        self.admin_port = int(self.wait_log("dequeuer started", timeout=60.0)["admin_port"])
         return self
 
     def admin(self, path: str) -> httpx.Response:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 
@@ -17,7 +17,7 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def eventually(
-    check: Callable[[], T],
+    check: Callable[[], T | Literal[False] | None],
     what: str = "the condition",
     *,
     timeout: float = DEFAULT_TIMEOUT,
@@ -36,7 +36,7 @@ def eventually(
 
 
 async def eventually_async(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], T | Literal[False] | Awaitable[T | Literal[False] | None] | None],
     what: str = "the condition",
     *,
     timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a deadline of its own, as for eventually)
