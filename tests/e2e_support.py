@@ -378,9 +378,9 @@ def gcs_bucket_url(gcs_service: FoundService) -> str:
     return f"gs://{bucket}/e2e-{secrets.token_hex(3)}?{urlencode({'endpoint_url': endpoint})}"
 
 
-def fifty_mib_and_twenty_small(gateway_url: str) -> None:
+def fifty_mib_and_twenty_small(gateway_url: str) -> int:
     """20 small requests at once and one 50 MiB body through the example; every one completes
-    with its own result, the big one's every byte in order."""
+    with its own result, the big one's every byte in order. Returns how many completed."""
     blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
     big = msgspec.json.encode({"text": "big", "blob": blob})
     assert len(big) > 50 * MiB
@@ -425,6 +425,7 @@ def fifty_mib_and_twenty_small(gateway_url: str) -> None:
     }
     assert big_answer["result"]["request_id"] == big_id
     assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
+    return len(bodies) + 1
 
 
 def sigkilled_dequeuer(

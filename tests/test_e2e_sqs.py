@@ -84,7 +84,7 @@ def test_chute_dev_on_sqs_and_s3_with_a_50_mib_payload(
     state.mkdir()
     dev = start_chute_dev(processes, EXAMPLE, state, "--queue", queue_url, "--store", store_url)
     dev.wait_ready()
-    fifty_mib_and_twenty_small(dev.url)
+    assert fifty_mib_and_twenty_small(dev.url) == 21
 
 
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
