@@ -26,12 +26,15 @@ chute is installed) costs little.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
-# Plain asserts in the contract classes should explain themselves like asserts in test files.
-pytest.register_assert_rewrite("chute.testing.queue", "chute.testing.store", "chute.testing.joint")
+#: The modules whose plain asserts should explain themselves like asserts in test files.
+REWRITTEN = ("chute.testing.queue", "chute.testing.store", "chute.testing.joint")
+# Only under pytest (chute's pytest plugin does it too, first): a process that uses only the
+# echo container or the helpers does not pay for importing pytest.
+if "pytest" in sys.modules:
+    sys.modules["pytest"].register_assert_rewrite(*REWRITTEN)
 
 if TYPE_CHECKING:
     from chute._net import free_port

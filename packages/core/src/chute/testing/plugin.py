@@ -21,8 +21,10 @@ import os
 
 import pytest
 
-from chute.testing import fixtures
+from chute.testing import REWRITTEN, fixtures
 from chute.testing.services import REQUIRE_ENV, services_required
+
+pytest.register_assert_rewrite(*REWRITTEN)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
