@@ -15,7 +15,7 @@ and writing a file), ``_messages`` (msgspec's error texts in chute's words), ``_
 
 from __future__ import annotations
 
-from chute.config._issues import ConfigIssue, ConfigValidationError
+from chute.config._issues import ConfigIssue
 from chute.config._load import dump_apis, find_api, load_apis, loads_apis
 from chute.config._models import (
     API,
@@ -50,7 +50,7 @@ from chute.config._rules import (
     RESERVED_ENV_PREFIXES,
 )
 from chute.config._units import parse_duration, parse_quantity
-from chute.errors import ConfigError
+from chute.errors import ConfigError, ConfigValidationError
 
 __all__ = [
     "API",

@@ -1,16 +1,14 @@
-"""Problems in an API file: :class:`ConfigIssue` (file, JSON path, line, message), the error
-that lists them, and how a value or a YAML error reads in a message."""
+"""Problems in an API file: :class:`ConfigIssue` (file, JSON path, line, message; the error that
+lists them is ``chute.errors.ConfigValidationError``), and how a value or a YAML error reads in
+a message."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 import yaml
-
-from chute.errors import ConfigError
 
 
 class ConfigIssue(msgspec.Struct, frozen=True):
@@ -24,14 +22,6 @@ class ConfigIssue(msgspec.Struct, frozen=True):
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
         return f"{where}: {self.path}: {self.message}"
-
-
-class ConfigValidationError(ConfigError):
-    """A configuration file has one or more problems; ``issues`` lists every one of them."""
-
-    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
-        self.issues = list(issues)
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 def _show(value: Any) -> str:

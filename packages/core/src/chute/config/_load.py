@@ -14,7 +14,6 @@ import yaml
 
 from chute.config._issues import (
     ConfigIssue,
-    ConfigValidationError,
     _api_index,
     _Issues,
     _kind,
@@ -24,7 +23,7 @@ from chute.config._messages import _translate
 from chute.config._models import API
 from chute.config._problems import compose, locate, type_problems
 from chute.config._rules import _check_across, _check_api
-from chute.errors import ConfigError
+from chute.errors import ConfigError, ConfigValidationError
 
 logger = logging.getLogger("chute.config")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 from chute.dev._plan import DEQUEUER_MARGIN, attach_port, container_env, expand_vars, plan
 from chute.dev._spec import (
     APIPlan,
-    DevError,
     DevPlan,
     ProcessSpec,
     Role,
@@ -35,6 +34,7 @@ from chute.dev._supervisor import (
     serve,
     supervise,
 )
+from chute.errors import DevError
 
 __all__ = [
     "DEQUEUER_MARGIN",

@@ -27,7 +27,6 @@ from chute.container_runtime import (
 )
 from chute.dev._spec import (
     APIPlan,
-    DevError,
     DevPlan,
     ProcessSpec,
     default_backend_url,
@@ -36,7 +35,7 @@ from chute.dev._spec import (
     mnt_dir,
 )
 from chute.dockerfile import ImageStart, choose_dockerfile, read_start
-from chute.errors import ConfigError
+from chute.errors import ConfigError, DevError
 
 #: Extra time a dequeuer gets beyond its own grace period before it is killed.
 DEQUEUER_MARGIN = 5.0

@@ -9,13 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from chute.config import API, dump_apis
-from chute.errors import ChuteError
 
 Role = Literal["gateway", "dequeuer", "container", "proxy"]
-
-
-class DevError(ChuteError):
-    """``chute dev`` could not start or keep its processes running."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -22,7 +22,8 @@ import msgspec
 from anyio.streams.text import TextReceiveStream
 
 from chute.container_runtime import Runtime, check_engine
-from chute.dev._spec import DevError, DevPlan, ProcessSpec
+from chute.dev._spec import DevPlan, ProcessSpec
+from chute.errors import DevError
 
 #: Receives each output line: (process name, line without its newline).
 LineSink = Callable[[str, str], None]
