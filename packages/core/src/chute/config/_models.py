@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
 from chute.config._units import parse_duration
+from chute.errors import ConfigError
 
 Quantity = str | int | float
 
@@ -111,7 +112,18 @@ RETRYABLE_FAILURE_TYPES = frozenset(
 WEBHOOK_EVENTS = ("completed", "failed", "cancelled", "expired")
 
 
-class Retries(Base, frozen=True, kw_only=True):
+def _seconds(text: str | None) -> float | None:
+    """``text`` parsed as a duration, once, when a Struct is made; None when it is none (the
+    rules report a bad one at load, and the property that reads it raises then)."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ConfigError:
+        return None
+
+
+class Retries(Base, frozen=True, kw_only=True, dict=True):
     """How often a failed attempt is tried again, and after how long (docs/retries.md)."""
 
     max_attempts: int = 1  # total, including the first; 1 = Cortex's behaviour (no retry)
@@ -121,23 +133,44 @@ class Retries(Base, frozen=True, kw_only=True):
     jitter: bool = True
     retry_on: tuple[str | int, ...] = ("connection", "timeout", "429", "503")
 
+    # Derived once in __post_init__ (read on every failed attempt); not fields.
+    _initial_backoff: ClassVar[float | None]
+    _max_backoff: ClassVar[float | None]
+    _retry_on_types: ClassVar[frozenset[str]]
+    _retry_on_status_codes: ClassVar[frozenset[int]]
+
+    def __post_init__(self) -> None:
+        set_ = msgspec.structs.force_setattr
+        set_(self, "_initial_backoff", _seconds(self.initial_backoff))
+        set_(self, "_max_backoff", _seconds(self.max_backoff))
+        set_(self, "_retry_on_types", frozenset(str(i) for i in self.retry_on if not _is_status(i)))
+        set_(
+            self,
+            "_retry_on_status_codes",
+            frozenset(int(i) for i in self.retry_on if _is_status(i)),
+        )
+
     @property
     def initial_backoff_seconds(self) -> float:
-        return parse_duration(self.initial_backoff)
+        if self._initial_backoff is None:
+            return parse_duration(self.initial_backoff)  # not a duration: raises ConfigError
+        return self._initial_backoff
 
     @property
     def max_backoff_seconds(self) -> float:
-        return parse_duration(self.max_backoff)
+        if self._max_backoff is None:
+            return parse_duration(self.max_backoff)  # not a duration: raises ConfigError
+        return self._max_backoff
 
     @property
     def retry_on_types(self) -> frozenset[str]:
         """The failure types that retry (``connection``, ``timeout``, ...)."""
-        return frozenset(str(item) for item in self.retry_on if not _is_status(item))
+        return self._retry_on_types
 
     @property
     def retry_on_status_codes(self) -> frozenset[int]:
         """The container status codes that retry (429, 503, ...)."""
-        return frozenset(int(item) for item in self.retry_on if _is_status(item))
+        return self._retry_on_status_codes
 
     def retries(self, error_type: str, status_code: int | None) -> bool:
         """Whether a failure of this type (and container status code) is worth another try."""
@@ -162,20 +195,32 @@ def _is_status(item: str | int) -> bool:
     return isinstance(item, int) or item.isdigit()
 
 
-class Deadlines(Base, frozen=True, kw_only=True):
+class Deadlines(Base, frozen=True, kw_only=True, dict=True):
     """How long a request may wait in the queue and run in the container (docs/deadlines.md).
     ``None`` keeps Cortex's behaviour: no limit."""
 
     queue: str | None = None
     execution: str | None = None
 
+    # Parsed once in __post_init__; not fields.
+    _queue: ClassVar[float | None]
+    _execution: ClassVar[float | None]
+
+    def __post_init__(self) -> None:
+        msgspec.structs.force_setattr(self, "_queue", _seconds(self.queue))
+        msgspec.structs.force_setattr(self, "_execution", _seconds(self.execution))
+
     @property
     def queue_seconds(self) -> float | None:
-        return None if self.queue is None else parse_duration(self.queue)
+        if self.queue is not None and self._queue is None:
+            return parse_duration(self.queue)  # not a duration: raises ConfigError
+        return self._queue
 
     @property
     def execution_seconds(self) -> float | None:
-        return None if self.execution is None else parse_duration(self.execution)
+        if self.execution is not None and self._execution is None:
+            return parse_duration(self.execution)  # not a duration: raises ConfigError
+        return self._execution
 
 
 class Results(Base, frozen=True, kw_only=True):
