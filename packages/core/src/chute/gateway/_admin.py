@@ -17,6 +17,8 @@ from chute.gateway.routing import Route
 
 
 class AdminRoutes(GatewayState):
+    """The routes that are not an API's: health, metrics, OpenAPI, queue depth."""
+
     async def _health(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         waiting = f"the queue ({redact(self.queue_url)})"
 

@@ -34,6 +34,9 @@ logger = logging.getLogger("chute.gateway")
 
 
 class ResultRoutes(GatewayState):
+    """``GET``, ``GET …/result`` and ``DELETE`` of one request, and the observation of it that
+    the shared watch and every read use."""
+
     async def _observe(self, store: Store, api: str, request_id: str) -> Observation:
         """The request now: its live record (expired lazily when its queue deadline passed
         while it was still queued) and, once completed, its result bytes."""

@@ -58,7 +58,6 @@ CANCELLED_SETTLE_TIMEOUT = 5.0
 #: ``RequestRecord.extra`` keys of an idempotent submit: its key (its body's SHA-256 is
 #: ``EXTRA_BODY_SHA256``).
 EXTRA_IDEMPOTENCY_KEY = "idempotency_key"
-
 #: Set on an idempotent request's record once its message is queued: a repeat of the key is
 #: answered with the id only then, never for a request whose enqueue may still fail.
 EXTRA_ENQUEUED = "enqueued"
@@ -71,6 +70,8 @@ logger = logging.getLogger("chute.gateway")
 
 
 class SubmitRoutes(GatewayState):
+    """``POST <endpoint>`` and what it needs: probing, settling and idempotent replays."""
+
     async def _submit(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         api = route.api.name
