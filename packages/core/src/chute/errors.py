@@ -20,7 +20,8 @@ boundary (``raise BackendUnavailable(...) from exc``), so no caller ever needs t
     │   ├── Conflict                  a conditional write lost
     │   │   └── TransitionRejected    a status change not allowed from the record's state
     │   ├── LeaseLost                 the delivery belongs to someone else now
-    │   └── PayloadTooLarge           above the gateway's or the backend's limit
+    │   ├── PayloadTooLarge           above the gateway's or the backend's limit
+    │   └── Unsupported               an optional capability the backend declares absent
     ├── ProtocolError                 a message on the wire does not follow the protocol
     │   ├── InvalidRequestId          a malformed request id
     │   └── InvalidAPIName *          an API name that cannot be part of a key
