@@ -62,14 +62,27 @@ class QueueContract(BackendContract):
                     return got[0]
 
     async def assert_depth(
-        self, queue: Queue, api: str, *, queued: int, in_flight: int, dead: int = 0
+        self,
+        queue: Queue,
+        api: str,
+        *,
+        queued: int,
+        in_flight: int,
+        dead: int = 0,
+        delayed: int | None = None,
     ) -> None:
+        """The depth reads as given (``delayed`` only checked when given)."""
         if not self.supports_depth:
             return
-        expected = QueueDepth(queued=queued, in_flight=in_flight, dead=dead)
         deadline = time.monotonic() + self.depth_settle_seconds
         while True:
             depth = await queue.depth(api)
+            expected = QueueDepth(
+                queued=queued,
+                in_flight=in_flight,
+                dead=dead,
+                delayed=depth.delayed if delayed is None else delayed,
+            )
             if depth == expected or time.monotonic() >= deadline:
                 break
             await anyio.sleep(0.1)
@@ -243,25 +256,26 @@ class QueueContract(BackendContract):
     # -- depth ---------------------------------------------------------------------------
 
     async def test_depth_counts(self, queue: Queue, api: str) -> None:
-        """``depth`` reports waiting, leased and dead messages. If this fails, autoscaling
-        and the queue metrics are wrong."""
+        """``depth`` reports waiting, leased and dead messages, and which of the waiting ones
+        are delayed. If this fails, autoscaling, the queue metrics and the dashboard's counts
+        are wrong."""
         if not self.supports_depth:
             with pytest.raises(ChuteError):
                 await queue.depth(api)
             return
-        await self.assert_depth(queue, api, queued=0, in_flight=0)
+        await self.assert_depth(queue, api, queued=0, in_flight=0, delayed=0)
         for _ in range(3):
             await queue.send(api, new_request_id())
         await queue.send(api, new_request_id(), delay=60.0)  # delayed ones count as queued
-        await self.assert_depth(queue, api, queued=4, in_flight=0)
+        await self.assert_depth(queue, api, queued=4, in_flight=0, delayed=1)
         first = await self.receive_one(queue, api)
         second = await self.receive_one(queue, api)
-        await self.assert_depth(queue, api, queued=2, in_flight=2)
+        await self.assert_depth(queue, api, queued=2, in_flight=2, delayed=1)
         await queue.ack(first)
-        await self.assert_depth(queue, api, queued=2, in_flight=1)
+        await self.assert_depth(queue, api, queued=2, in_flight=1, delayed=1)
         if self.supports_dead_letter:
             await queue.dead_letter(second, "gave up")
-            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1)
+            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1, delayed=1)
 
     async def test_ack_many_gives_each_ack_its_own_outcome(self, queue: Queue, api: str) -> None:
         """Three deliveries acked in one batch, one of whose leases was lost inside it (it
