@@ -47,6 +47,7 @@ from chute.gateway.controls import (
     parse_controls,
 )
 from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
+from chute.gateway.dashboard import with_dashboard
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.numbers import NumberError, parse_seconds
@@ -377,7 +378,7 @@ class Gateway:
         }
         #: HTTP requests go here: the handler, or the handler inside the access log.
         # CORS inside the access log, so that preflights answered by CORS are logged too.
-        http = with_cors(self._http, cors)
+        http = with_dashboard(self, with_cors(self._http, cors))
         self._serve_http = with_access_log(http) if access_log else http
 
     # -- ASGI ------------------------------------------------------------------------------
