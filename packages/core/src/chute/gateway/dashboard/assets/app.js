@@ -92,15 +92,14 @@
         if (!d) td.title = api.depth_error || "";
       }
       const r = api.rates;
-      if (r) {
-        cell(row, (r.at_least ? "≥ " : "") + r.per_minute, "num");
-        cell(row, r.failed, "num");
-        cell(row, seconds(r.latency_p50), "num");
-        cell(row, seconds(r.latency_p95), "num");
-      } else {
-        const why = api.rates_error || "the store cannot list requests";
-        for (let i = 0; i < 4; i++) cell(row, "n/a", "num").title = why;
-      }
+      const figures = r
+        ? [(r.at_least ? "≥ " : "") + r.per_minute, r.failed, seconds(r.latency_p50), seconds(r.latency_p95)]
+        : ["n/a", "n/a", "n/a", "n/a"];
+      ["per_minute", "failed", "p50", "p95"].forEach((name, i) => {
+        const td = cell(row, figures[i], "num");
+        td.dataset.rate = name;
+        if (!r) td.title = api.rates_error || "the store cannot list requests";
+      });
       body.appendChild(row);
     }
     const select_ = $("api-select");
