@@ -256,11 +256,12 @@ class Dashboard:
             raise error(404, "no such dashboard route")
         api = self._api_name(parts[1])
         tail = parts[2:]
-        if method == "POST":
+        if method == "POST" or _is_action(tail):
+            _allow(method, "POST")
             body = await _read(scope, receive)
             self._check_csrf(scope, session, _header(scope, b"x-csrf-token"))
             return await self._action(scope, receive, api, tail, body)
-        _allow(method, "GET", "POST")
+        _allow(method, "GET")
         if tail == ["requests"]:
             return _json(await self._requests(api, _query(scope)))
         if len(tail) == 2 and tail[0] == "requests":
@@ -453,6 +454,13 @@ class Dashboard:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _is_action(tail: list[str]) -> bool:
+    """Whether ``tail`` (after ``/ui/api/apis/<api>/``) names a POST-only action."""
+    return tail in (["dead", "requeue"], ["dead", "purge"]) or (
+        len(tail) == 3 and tail[0] == "requests" and tail[2] == "cancel"
+    )
 
 
 def _allow(method: str, *allowed: str) -> None:
