@@ -20,6 +20,7 @@ import httpx
 import pytest
 from e2e_support import (
     API,
+    EXAMPLE,
     PATIENCE,
     PY,
     Processes,
@@ -28,6 +29,8 @@ from e2e_support import (
     http_ok,
     request_status,
     sqlite_url,
+    start_chute_dev,
+    submit_to,
     write_api_file,
 )
 
@@ -243,3 +246,23 @@ def test_a_protected_dashboard_asks_for_the_key(
 
     page.get_by_role("button", name="Sign out").click()
     expect(page.get_by_label("API key")).to_be_visible()
+
+
+def test_chute_dev_prints_the_dashboard_and_it_works_on_sqlite(
+    tmp_path: Path, processes: Processes, page: Any
+) -> None:
+    """``chute dev`` of the example, out of the box (its SQLite file): the start-up output
+    names the dashboard's URL, and the page there lists a request sent to the API."""
+    from playwright.sync_api import expect
+
+    dev = start_chute_dev(processes, EXAMPLE, tmp_path / "state")
+    dev.wait_ready()
+    found = re.search(r"dashboard: (http://\S+/ui/)", dev.proc.output())
+    assert found is not None, dev.proc.output()
+    assert found.group(1) == f"{dev.url}/ui/"
+    request_id = submit_to(dev.url, API, {"text": "dev"})
+    page.goto(found.group(1))
+    expect(page.locator(f'#requests tr[data-id="{request_id}"] td.status')).to_have_text(
+        "completed"
+    )
+    expect(page.locator("#store")).to_have_text("SqliteStore")
