@@ -209,7 +209,8 @@ def test_the_dashboard_follows_requests_and_acts_on_them(
 
     shot = os.environ.get("CHUTE_DASHBOARD_SCREENSHOT")
     if shot and backend.startswith("sqlite"):
-        page.locator("#close-detail").click()
+        page.locator(f'#requests tr[data-id="{failing}"]').get_by_role("button").click()
+        expect(page.locator("#detail-id")).to_have_text(failing)
         page.wait_for_timeout(2500)  # one more poll, so the counts are settled
         page.screenshot(path=shot, full_page=True)
 

@@ -242,6 +242,8 @@
       result.textContent = r.result.preview !== null
         ? r.result.preview + (r.result.truncated ? "\n… (" + r.result.size + " bytes in all)" : "")
         : "(" + r.result.type + ", " + r.result.size + " bytes)";
+    } else if (["failed", "cancelled", "expired"].includes(r.status)) {
+      result.textContent = "(none: the request ended " + r.status + ")";
     } else {
       result.textContent = "(none yet)";
     }
