@@ -15,6 +15,7 @@ from chute.errors import ConfigError, LeaseLost
 from chute.hookspecs import PROJECT_NAME
 from chute.protocol import new_request_id
 from chute.registry import PluginManager, open_queue
+from chute_k8s.hooks import K8sHooks
 from chute_sqs import plugin
 from chute_sqs.queue import SqsQueue
 
@@ -176,11 +177,9 @@ API_YAML = """
 
 def test_keda_trigger_for_sqs_queues() -> None:
     [api] = loads_apis(API_YAML)
-    manager = PluginManager()
-    manager.backends  # noqa: B018 - loads the plugins
-    hook = manager.pm.hook.chute_keda_trigger
+    hooks = K8sHooks(PluginManager())  # every installed plugin, as `chute render` sees them
     url = "sqs://prod?region=eu-west-1"
-    trigger = hook(queue_url=url, queue_name="hello", api=api, cluster={})
+    trigger = hooks.keda_trigger(queue_url=url, queue_name="hello", api=api, cluster={})
     assert trigger == {
         "type": "aws-sqs-queue",
         "metadata": {

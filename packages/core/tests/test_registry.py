@@ -57,7 +57,9 @@ def isolated(*plugins: tuple[str, object]) -> PluginManager:
 # -- lookup -----------------------------------------------------------------------------------
 
 
-def test_the_sqlite_backend_is_an_ordinary_entry_point_plugin() -> None:
+def test_the_sqlite_backend_is_a_plugin_built_into_core() -> None:
+    """Registered directly under its name (it needs no entry point), and served through the
+    same hook as any other plugin."""
     pm = PluginManager()
     assert pm.backends.queues["sqlite"][1] == "sqlite"
     assert pm.backends.stores["sqlite"][1] == "sqlite"

@@ -13,14 +13,15 @@ from chute.cli._exit import USAGE
 
 if TYPE_CHECKING:
     from chute.backends.base import Queue, Store
+    from chute.cli import CommandRegistrar
 
 ORDER = 55
 #: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
 REQUEUE_BATCH = 1000
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    actions = commands.group(
         "dead-letter",
         help="list, requeue or purge the requests an API gave up on",
         description=(
@@ -29,25 +30,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "retry budget), or delete them for good. See docs/retries.md."
         ),
     )
-    sub = parser.add_subparsers(dest="dead_letter_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("api", metavar="API", help="the API's name")
         p.add_argument("--queue", help=url_help("queue"))
         p.add_argument("--store", help=url_help("store"))
 
-    listing = sub.add_parser(
+    listing = actions.add(
         "list",
+        run=run_list,
         help="show the dead letters, oldest first",
         description="Show the API's dead letters, oldest first: id, when, attempts and why.",
     )
     common(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(run=run_list)
 
-    requeue = sub.add_parser(
+    requeue = actions.add(
         "requeue",
+        run=run_requeue,
         help="send dead letters back to the queue (all, or the ids given)",
         description=(
             "Put each dead-lettered request back to in_queue and its message back in the "
@@ -57,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(requeue)
     requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all of them)")
-    requeue.set_defaults(run=run_requeue)
 
-    purge = sub.add_parser(
+    purge = actions.add(
         "purge",
+        run=run_purge,
         help="delete every dead letter of the API (the failed records stay until retention)",
         description=(
             "Delete every dead letter of the API for good. Asks for confirmation on a terminal; "
@@ -69,7 +70,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(purge)
     add_yes(purge)
-    purge.set_defaults(run=run_purge)
 
 
 def run_list(args: argparse.Namespace) -> int:
