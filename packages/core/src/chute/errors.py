@@ -69,6 +69,11 @@ class PayloadTooLarge(BackendError):
         self.limit = limit
 
 
+class Unsupported(BackendError):
+    """The backend does not offer an optional capability it was asked for (it declares the
+    capability absent on its class, e.g. ``Store.supports_listing = False``)."""
+
+
 # --- protocol ------------------------------------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from chute.errors import (
     NotFound,
     PayloadTooLarge,
     TransitionRejected,
+    Unsupported,
 )
 from chute.lifecycle import apply_requeue, apply_transition
 from chute.protocol import ErrorInfo, RequestRecord, Status, now, validate_request_id
@@ -81,6 +82,14 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 #: A conditional write that tells the new version (see :meth:`Store.write_next`).
 WriteNext = Callable[[RequestRecord, object, bytes | None], Awaitable[object | None]]
+
+
+class RequestPage(msgspec.Struct, frozen=True):
+    """One page of :meth:`Store.list_requests`: records newest first, and the cursor that asks
+    for the next (older) page, or None after the last one."""
+
+    records: list[RequestRecord]
+    cursor: str | None = None
 
 
 class Received(NamedTuple):
@@ -369,6 +378,26 @@ class Store(_AsyncClosing, abc.ABC):
         reference a backend declaring :attr:`max_batch` above 1 must agree with (the
         ``StoreContract``'s batch tests)."""
         return [await self.write_next(w.record, w.version, result=w.result) for w in writes]
+
+    #: Capability: the store can list an API's recent requests (:meth:`list_requests`).
+    supports_listing: bool = False
+
+    async def list_requests(
+        self,
+        api: str,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RequestPage:
+        """The requests of ``api`` within their retention, newest first (by ``created_at``,
+        then id), only those now in ``status`` if given; at most ``limit`` (1 to
+        :data:`~chute.backends.listing.MAX_PAGE`) per page, continuing after ``cursor`` (from
+        the previous page). Paging neither repeats nor skips a record that kept its status.
+        A backend that declares :attr:`supports_listing` implements this (the helpers in
+        :mod:`chute.backends.listing` order, filter and page); the default raises
+        :class:`~chute.errors.Unsupported`."""
+        raise Unsupported(f"{type(self).__name__} cannot list requests")
 
     def joint(self, queue: Queue) -> Joint | None:
         """The :class:`Joint` fast path of this store with ``queue``, when both live in one

@@ -12,13 +12,16 @@ import msgspec
 import pytest
 
 from chute.backends.base import Store, Write
+from chute.backends.listing import MAX_PAGE
 from chute.errors import (
     BackendUnavailable,
     Conflict,
     InvalidRequestId,
     NotFound,
     PayloadTooLarge,
+    ProtocolError,
     TransitionRejected,
+    Unsupported,
 )
 from chute.lifecycle import ALLOWED
 from chute.protocol import (
@@ -536,6 +539,87 @@ class StoreContract(BackendContract):
         assert None not in await store.write_many(done)
         assert await store.result(api, a.id) == b'{"a":1}'
         assert await store.result(api, b.id) is None
+
+    # -- listing (stores declaring ``supports_listing``) --------------------------------
+
+    def needs_listing(self, store: Store) -> None:
+        if not store.supports_listing:
+            pytest.skip(f"{type(store).__name__} declares supports_listing = False")
+
+    async def listed(
+        self, store: Store, api: str, *, status: Status | None = None, limit: int = 3
+    ) -> list[RequestRecord]:
+        """Every record the listing gives, page after page (each page at most ``limit``)."""
+        records: list[RequestRecord] = []
+        cursor: str | None = None
+        while True:
+            page = await store.list_requests(api, status=status, limit=limit, cursor=cursor)
+            assert len(page.records) <= limit
+            records += page.records
+            if page.cursor is None:
+                return records
+            assert page.records, "a page with a cursor must hold records"
+            cursor = page.cursor
+
+    async def test_listing_is_newest_first_and_pages(self, store: Store, api: str) -> None:
+        """An API's requests list newest first, page after page with the cursor, none twice
+        and none skipped, and not another API's. If this fails, the dashboard's list of recent
+        requests repeats, loses or mixes up requests."""
+        self.needs_listing(store)
+        made = [await self.created(store, api) for _ in range(7)]
+        await self.created(store, f"{api}-other")
+        newest_first = sorted(made, key=lambda r: (r.created_at, r.id), reverse=True)
+        assert [r.id for r in await self.listed(store, api)] == [r.id for r in newest_first]
+        assert [r.id for r in await self.listed(store, api, limit=100)] == [
+            r.id for r in newest_first
+        ]
+        first = await store.list_requests(api, limit=7)
+        assert (len(first.records), first.cursor) == (7, None)
+
+    async def test_listing_by_status(self, store: Store, api: str) -> None:
+        """Filtered by status, the listing holds exactly the requests now in it, as stored,
+        and follows their moves. If this fails, "failed requests" shows the wrong ones."""
+        self.needs_listing(store)
+        by_status = {status: await self.in_status(store, api, status) for status in Status}
+        for status, record in by_status.items():
+            assert await self.listed(store, api, status=status) == [
+                await self.get(store, api, record.id)
+            ], status
+        queued = by_status[Status.IN_QUEUE]
+        await store.transition(api, queued.id, Status.CANCELLED)
+        assert await self.listed(store, api, status=Status.IN_QUEUE) == []
+        cancelled = await self.listed(store, api, status=Status.CANCELLED)
+        assert {r.id for r in cancelled} == {queued.id, by_status[Status.CANCELLED].id}
+
+    async def test_listing_leaves_out_expired_records(self, store: Store, api: str) -> None:
+        """A request past its retention is not listed. If this fails, the dashboard shows
+        requests whose results are gone."""
+        self.needs_listing(store)
+        short = await store.create(new_record(api, retention=self.short_retention), body_of(b"{}"))
+        live = await self.created(store, api)
+        assert {r.id for r in await self.listed(store, api)} == {short.id, live.id}
+        await anyio.sleep(max(0.0, short.expires_at - now()) + 0.1)
+        assert [r.id for r in await self.listed(store, api)] == [live.id]
+
+    async def test_listing_refuses_bad_pages(self, store: Store, api: str) -> None:
+        """A page size out of range or a cursor the store did not make is refused with
+        ProtocolError (the gateway answers 400). If this fails, a crafted query reads as a
+        server error or scans without bound."""
+        self.needs_listing(store)
+        for limit in (0, -1, MAX_PAGE + 1):
+            with pytest.raises(ProtocolError):
+                await store.list_requests(api, limit=limit)
+        for cursor in ("", "nonsense", "1.5~../x", "x~abc"):
+            with pytest.raises(ProtocolError):
+                await store.list_requests(api, cursor=cursor)
+
+    async def test_listing_absent_is_said(self, store: Store, api: str) -> None:
+        """A store that declares it cannot list says so with Unsupported. If this fails, a
+        page asking for the list gets a crash instead of "this backend cannot list"."""
+        if store.supports_listing:
+            pytest.skip(f"{type(store).__name__} declares supports_listing = True")
+        with pytest.raises(Unsupported):
+            await store.list_requests(api)
 
     # -- payloads and results ------------------------------------------------------------
 
