@@ -134,11 +134,12 @@ async def test_a_stale_receipt_from_another_process_is_judged_by_sqs(
 
 
 async def test_release_with_delay_hides_the_message(sqs_url: str, api: str) -> None:
-    """SQS's side of a release with a delay, beyond the contract (which runs with
+    """SQS's side of a release with a delay, beyond the contract (SqsQueue declares
     depth_counts_delayed_as_queued = False): the hidden message counts as in flight, and the
     first delivery's receipt is dead once the next attempt is out."""
     request_id = new_request_id()
     async with open_queue(sqs_url) as queue:
+        assert not queue.depth_counts_delayed_as_queued
         await queue.send(api, request_id)
         first = await receive_one(queue, api)
         await queue.release(first, delay=2)

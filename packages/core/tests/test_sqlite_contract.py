@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from chute.backends.base import Queue
+from chute.backends.sqlite_queue import SqliteQueue
+from chute.hookspecs import hookimpl
+from chute.registry import BackendRegistry, plugin_manager
 from chute.testing import JointContract, QueueContract, StoreContract
 
 
@@ -49,6 +53,46 @@ class TestSqliteStoreWithPayloadLimit(SqliteFixtures, StoreContract):
         return f"{sqlite_url}?max_payload_size={16 * 1024 * 1024}"
 
 
+class BareSqliteQueue(SqliteQueue):
+    """The embedded queue declaring no dead letter and no depth: a queue with the least a
+    backend may offer, to check that the suite reads capabilities from the backend."""
+
+    supports_dead_letter = False
+    supports_depth = False
+    dead_letter = Queue.dead_letter
+    list_dead = Queue.list_dead
+    requeue_dead = Queue.requeue_dead
+    purge_dead = Queue.purge_dead
+    depth = Queue.depth
+
+
+class BarePlugin:
+    """Serves ``bare:///path`` (the SQLite file at ``path``) with :class:`BareSqliteQueue`."""
+
+    @hookimpl
+    def chute_register_backends(self, registry: BackendRegistry) -> None:
+        registry.add_queue("bare", lambda url: BareSqliteQueue(url.replace("bare:", "sqlite:", 1)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bare_plugin() -> None:
+    manager = plugin_manager()
+    if manager.pm.get_plugin("bare") is None:
+        manager.register(BarePlugin(), "bare")
+
+
+class TestBareQueue(QueueContract):
+    """The cases of the capabilities it declares absent skip, and ``*_absent_is_said`` run."""
+
+    @pytest.fixture
+    def backend_url(self, sqlite_url: str) -> str:
+        return sqlite_url.replace("sqlite:", "bare:", 1)
+
+    @pytest.fixture
+    def unreachable_url(self, not_a_directory: str) -> str:
+        return not_a_directory.replace("sqlite:", "bare:", 1)
+
+
 # -- the suite's guard (tested here, where a real backend subclasses it) ----------------------
 
 
@@ -74,6 +118,19 @@ def test_removing_a_contract_test_is_refused() -> None:
 
         class Removed(StoreContract):
             test_ping = None
+
+
+def test_a_capability_set_in_the_test_is_refused() -> None:
+    """The test cannot claim what the backend does not: capabilities live on its class."""
+    with pytest.raises(TypeError, match=r"sets supports_dead_letter in the test.*Queue\.supports"):
+
+        class Claims(QueueContract):
+            supports_dead_letter = False
+
+    with pytest.raises(TypeError, match=r"Store\.purge_removes_expired"):
+
+        class StoreClaims(StoreContract):
+            purge_removes_expired = False
 
 
 def test_an_override_marked_xfail_with_a_reason_is_allowed() -> None:

@@ -8,6 +8,7 @@ import importlib.metadata
 import os
 import threading
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -137,7 +138,7 @@ class PluginManager:
         env = os.environ if environ is None else environ
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
-        self._hookspecs: list[object] = [hookspecs]
+        self._hookspecs: list[ModuleType | type] = [hookspecs]
         #: Plugin names ``$CHUTE_BLOCK_PLUGINS`` blocks.
         self.blocked = _names(env.get(BLOCK_PLUGINS_ENV, ""))
         for name in self.blocked:
@@ -169,7 +170,7 @@ class PluginManager:
             if self._loaded:
                 self._check_pending()
 
-    def add_hookspecs(self, module: object) -> None:
+    def add_hookspecs(self, module: ModuleType | type) -> None:
         """Add a plugin's own hook specifications (from its ``chute_add_hookspecs``); adding
         the same module again does nothing."""
         with self._lock:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 ORDER = 55
 #: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
 REQUEUE_BATCH = 1000
+#: ``requeue ID…`` on a queue that cannot count its dead letters looks through this many.
+LIST_ALL = 100_000
 
 
 def register(commands: CommandRegistrar) -> None:
@@ -72,6 +74,19 @@ def register(commands: CommandRegistrar) -> None:
     add_yes(purge)
 
 
+def needs_dead_letter(queue: Queue, url: str) -> None:
+    """Raise :class:`~chute.errors.Unsupported`, saying what happens instead, for a queue
+    that declares no dead letter."""
+    if not queue.supports_dead_letter:
+        from chute.errors import Unsupported
+
+        raise Unsupported(
+            f"the queue {redact(url)} has no dead letter ({type(queue).__name__} declares "
+            "supports_dead_letter = False): a request that runs out of attempts is failed and "
+            "its message dropped (docs/retries.md)"
+        )
+
+
 def run_list(args: argparse.Namespace) -> int:
     import anyio
     import msgspec
@@ -83,6 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             dead = await queue.list_dead(args.api, limit=args.limit)
         if args.json:
             for item in dead:
@@ -110,9 +126,11 @@ def run_requeue(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
+            needs_dead_letter(queue, queue_url)
             mover = _Requeue(args.api, queue, store)
             if args.ids:
-                count = (await queue.depth(args.api)).dead
+                # Every dead letter, to tell the named ones apart (without a count: a bound).
+                count = (await queue.depth(args.api)).dead if queue.supports_depth else LIST_ALL
                 listed = await queue.list_dead(args.api, limit=max(count, len(args.ids)))
                 await mover.move(list(args.ids), {d.request_id for d in listed})
             else:  # every one, a batch at a time, until none is left that could move
@@ -183,6 +201,7 @@ def run_purge(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             return await queue.purge_dead(args.api)
 
     count = anyio.run(main)
