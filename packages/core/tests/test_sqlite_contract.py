@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bare_backend import register_bare
 
-from chute.backends.base import Queue
-from chute.backends.sqlite_queue import SqliteQueue
-from chute.hookspecs import hookimpl
-from chute.registry import BackendRegistry, plugin_manager
 from chute.testing import JointContract, QueueContract, StoreContract
 
 
@@ -53,32 +50,9 @@ class TestSqliteStoreWithPayloadLimit(SqliteFixtures, StoreContract):
         return f"{sqlite_url}?max_payload_size={16 * 1024 * 1024}"
 
 
-class BareSqliteQueue(SqliteQueue):
-    """The embedded queue declaring no dead letter and no depth: a queue with the least a
-    backend may offer, to check that the suite reads capabilities from the backend."""
-
-    supports_dead_letter = False
-    supports_depth = False
-    dead_letter = Queue.dead_letter
-    list_dead = Queue.list_dead
-    requeue_dead = Queue.requeue_dead
-    purge_dead = Queue.purge_dead
-    depth = Queue.depth
-
-
-class BarePlugin:
-    """Serves ``bare:///path`` (the SQLite file at ``path``) with :class:`BareSqliteQueue`."""
-
-    @hookimpl
-    def chute_register_backends(self, registry: BackendRegistry) -> None:
-        registry.add_queue("bare", lambda url: BareSqliteQueue(url.replace("bare:", "sqlite:", 1)))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def bare_plugin() -> None:
-    manager = plugin_manager()
-    if manager.pm.get_plugin("bare") is None:
-        manager.register(BarePlugin(), "bare")
+    register_bare()
 
 
 class TestBareQueue(QueueContract):

@@ -1086,6 +1086,12 @@ class Gateway:
     async def _queue_depth(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         queue = await self._queue()
+        if not queue.supports_depth:
+            raise error(
+                501,
+                f"the queue of {route.api.name} ({type(queue).__name__}) cannot count its "
+                "messages: no queue depth",
+            )
         try:
             depth = await queue.depth(route.api.name)
         except BackendUnavailable:
