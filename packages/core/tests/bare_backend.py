@@ -33,5 +33,5 @@ class BarePlugin:
 def register_bare() -> None:
     """Register :class:`BarePlugin` in the process-wide plugin manager (once)."""
     manager = plugin_manager()
-    if manager.pm.get_plugin("bare") is None:
+    if manager.get_plugin("bare") is None:
         manager.register(BarePlugin(), "bare")

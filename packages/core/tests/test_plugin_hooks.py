@@ -109,7 +109,7 @@ def test_a_blocked_plugin_is_not_registered() -> None:
     pm = PluginManager(load_entry_points=False, environ={"CHUTE_BLOCK_PLUGINS": "typo, other"})
     pm.register(_Misspelt(), "typo")
     pm.load()
-    assert pm.pm.get_plugin("typo") is None
+    assert pm.get_plugin("typo") is None
     assert pm.blocked == ("typo", "other")
 
 

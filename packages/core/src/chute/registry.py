@@ -182,6 +182,10 @@ class PluginManager:
                 raise PluginError(f"hook specifications of {module!r}: {_one_line(exc)}") from exc
             self._hookspecs.append(module)
 
+    def get_plugin(self, name: str) -> object | None:
+        """The plugin registered (or loaded) under ``name``, or None."""
+        return self.pm.get_plugin(name)
+
     def has_hook(self, name: str) -> bool:
         """Whether a hook named ``name`` is declared (by core or a loaded plugin)."""
         caller = getattr(self.pm.hook, name, None)
@@ -206,7 +210,7 @@ class PluginManager:
 
     def _check_pending(self) -> None:
         """pluggy's ``check_pending``, as a chute error that names the plugin, the hook and
-        the nearest declared one."""
+        the nearest declared one (pluggy's own names the plugin object only)."""
         callers = vars(self.pm.hook)
         declared = sorted(n for n, c in callers.items() if c.has_spec())
         for name, caller in sorted(callers.items()):
@@ -227,6 +231,10 @@ class PluginManager:
                     f"nor a loaded plugin declares; {hint} (a hook of a plugin that may be "
                     "absent is marked @hookimpl(optionalhook=True))"
                 )
+        try:
+            self.pm.check_pending()  # finds nothing more today; kept as pluggy's word on it
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(_one_line(exc)) from exc
 
     @property
     def backends(self) -> BackendRegistry:
