@@ -1,4 +1,5 @@
-"""Backends found by URL scheme, through pluggy plugins loaded lazily on first lookup."""
+"""Backends found by URL scheme, and chute's plugin manager: plugins loaded lazily on first
+lookup, checked when they load, and called through one typed method per hook."""
 
 from __future__ import annotations
 
