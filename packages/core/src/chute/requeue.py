@@ -10,6 +10,8 @@ from chute.errors import NotFound, TransitionRejected
 
 #: Requeuing every dead letter lists them this many at a time, until none is left.
 REQUEUE_BATCH = 1000
+#: Requeuing named dead letters on a queue that cannot count them looks through this many.
+LIST_ALL = 100_000
 
 
 class Requeue:
@@ -27,7 +29,8 @@ class Requeue:
 
     async def these(self, request_ids: Sequence[str]) -> None:
         """Requeue the dead letters named; an id not in the dead letter is noted, not moved."""
-        count = (await self.queue.depth(self.api)).dead
+        # Every dead letter, to tell the named ones apart (without a count: a bound).
+        count = (await self.queue.depth(self.api)).dead if self.queue.supports_depth else LIST_ALL
         listed = await self.queue.list_dead(self.api, limit=max(count, len(request_ids), 1))
         await self.move(list(request_ids), {d.request_id for d in listed})
 

@@ -9,16 +9,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 45
 
 
-def register(subparsers: Any) -> None:
+def register(commands: CommandRegistrar) -> None:
     from chute.cli.submit import add_gateway_option, positive_seconds
 
-    parser = subparsers.add_parser(
+    parser = commands.add(
         "status",
+        run=run,
         help="queue depth and recent throughput/latency of each API (the dashboard's counts)",
         description=(
             "A table of every API of the gateway (or only API): queued, in flight, delayed and "
@@ -48,7 +52,7 @@ def register(subparsers: Any) -> None:
         default=None,
         help="show the deployments of a Kubernetes cluster file instead (needs chute[k8s])",
     )
-    parser.set_defaults(run=run, cluster_run=None)
+    parser.set_defaults(cluster_run=None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -398,16 +398,18 @@ class Dashboard:
 
     async def _dead(self, api: str) -> dict[str, Any]:
         queue = await self.gateway._queue()
+        if not queue.supports_dead_letter:
+            return {"supported": False, "reason": _cannot(queue, "keep a dead letter"), "items": []}
         try:
             letters: list[DeadLetter] = await queue.list_dead(api, limit=DEAD_LIMIT)
-            depth = await queue.depth(api)
+            total = (await queue.depth(api)).dead if queue.supports_depth else len(letters)
         except BackendUnavailable:
             raise
         except ChuteError as exc:
             return {"supported": False, "reason": str(exc), "items": []}
         return {
             "supported": True,
-            "total": depth.dead,
+            "total": total,
             "items": [
                 {
                     "id": d.request_id,
@@ -538,6 +540,10 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"no answer within {READ_TIMEOUT} s"
     return str(exc)
+
+
+def _cannot(backend: object, what: str) -> str:
+    return f"this backend ({type(backend).__name__}) cannot {what}"
 
 
 def _cannot_list(store: object) -> str:
