@@ -2,9 +2,11 @@
 -- KEYS: visible, delayed, leased, receipts, attempts, wake, ready (the sorted set of visible
 -- and delayed messages before the list; moved over as it is found)
 -- ARGV: max, lease_ms, nonce
--- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -1 when messages were
--- leased or nothing is pending; otherwise the time until the next delayed message becomes
--- visible or the next lease lapses, which caps the caller's BLPOP on the wake list.
+-- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -2 when visible messages
+-- remain (the wake-up was passed on); otherwise the queue was drained: -1 when nothing else is
+-- pending, else the time until the next delayed message becomes visible or the next lease
+-- lapses, which caps the caller's BLPOP on the wake list (its next wait, when it leased
+-- messages: it may start with that BLPOP instead of running this script on an empty queue).
 local visible, delayed, leased, receipts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local attempts, wake, old_ready = KEYS[5], KEYS[6], KEYS[7]
 local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -36,6 +38,18 @@ for _, timed in ipairs({leased, delayed}) do
   end
 end
 
+local function next_due()
+  local due = nil
+  for _, timed in ipairs({delayed, leased}) do
+    local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
+    if #first > 0 and (due == nil or tonumber(first[2]) < due) then
+      due = tonumber(first[2])
+    end
+  end
+  if due == nil then return -1 end
+  return math.max(due - now, 1)
+end
+
 local out = {-1}
 local ids = redis.call('LPOP', visible, max)
 if ids then
@@ -56,18 +70,13 @@ if ids then
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
   if #ids == max and redis.call('LLEN', visible) > 0 then
     if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+    out[1] = -2
   else
     redis.call('DEL', wake)
+    out[1] = next_due()
   end
   return out
 end
 
-local due = nil
-for _, timed in ipairs({delayed, leased}) do
-  local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
-  if #first > 0 and (due == nil or tonumber(first[2]) < due) then
-    due = tonumber(first[2])
-  end
-end
-if due ~= nil then out[1] = math.max(due - now, 1) end
+out[1] = next_due()
 return out
