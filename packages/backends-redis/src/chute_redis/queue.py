@@ -211,7 +211,31 @@ class RedisQueue(Queue):
         )
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._holder_script(scripts.QUEUE_ACK, delivery, self.ack_keys(delivery.api))
+        [acked] = await self.ack_many([delivery])
+        if not acked:
+            raise LeaseLost(
+                f"request {delivery.request_id} of API {delivery.api}: the lease of attempt "
+                f"{delivery.attempt} is gone (delivered again, acked or dead-lettered)"
+            )
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """One ack script per API and :attr:`max_batch` deliveries (queue_ack.lua takes many)."""
+        acked: dict[int, bool] = {}
+        by_api: dict[str, list[int]] = {}
+        for i, d in enumerate(deliveries):
+            by_api.setdefault(d.api, []).append(i)
+        client = self._conn.client()
+        for api, indexes in by_api.items():
+            keys = self.ack_keys(api)
+            for start in range(0, len(indexes), self.max_batch):
+                chunk = indexes[start : start + self.max_batch]
+                args: list[bytes | str | int | float] = []
+                for i in chunk:
+                    args += [deliveries[i].request_id, deliveries[i].receipt]
+                with self._conn.op(f"acking {len(chunk)} messages of {api}"):
+                    reply = await scripts.QUEUE_ACK(client, keys, args)
+                acked.update((i, bool(r)) for i, r in zip(chunk, reply, strict=True))
+        return [acked[i] for i in range(len(deliveries))]
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         k = self._keys(delivery.api)

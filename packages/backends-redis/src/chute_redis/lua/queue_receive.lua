@@ -53,9 +53,21 @@ end
 local out = {-1}
 local ids = redis.call('LPOP', visible, max)
 if ids then
-  local held, leases = {}, {}
-  for _, id in ipairs(ids) do
-    local attempt = redis.call('HINCRBY', attempts, id, 1)
+  local held, leases, counted = {}, {}, {}
+  -- Each one's attempt + 1: HINCRBY for one, else one HMGET and one HSET for all.
+  local before = {false}
+  if #ids > 1 then before = redis.call('HMGET', attempts, unpack(ids)) end
+  local latest = {}
+  for j, id in ipairs(ids) do
+    local attempt
+    if #ids == 1 then
+      attempt = redis.call('HINCRBY', attempts, id, 1)
+    else
+      attempt = (latest[id] or tonumber(before[j]) or 0) + 1
+      latest[id] = attempt
+      counted[#counted + 1] = id
+      counted[#counted + 1] = attempt
+    end
     local receipt = nonce .. '.' .. attempt
     held[#held + 1] = id
     held[#held + 1] = receipt
@@ -65,6 +77,7 @@ if ids then
     out[#out + 1] = attempt
     out[#out + 1] = receipt
   end
+  if #counted > 0 then redis.call('HSET', attempts, unpack(counted)) end
   redis.call('HSET', receipts, unpack(held))
   redis.call('ZADD', leased, unpack(leases))
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
