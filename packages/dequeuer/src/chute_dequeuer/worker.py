@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, MutableMapping, Sequence
 from typing import Any
@@ -111,6 +112,10 @@ class Job:
         #: The record and its version as this worker last read or wrote it: the next move is
         #: written conditionally on it, without re-reading (a stale one is re-read by the store).
         self.held: Versioned | None = None
+        #: When (anyio clock) the dequeuer's watcher next extends the lease and, while the
+        #: container call runs, next reads the record for a cancellation.
+        self.next_extension = math.inf
+        self.next_check = math.inf
 
 
 class Dispatcher:
@@ -145,6 +150,9 @@ class Dispatcher:
         self.finished = anyio.Event()
         self._idle: set[anyio.CancelScope] = set()
         self._jobs: set[Job] = set()
+        #: Wakes the watcher before its next tick, when a job needs it sooner (short leases).
+        self._watcher_wake = anyio.Event()
+        self._watcher_due = math.inf
         #: Queue and store in one place: receive with the record, store and ack in one step.
         self.joint = store.joint(queue)
         #: Messages received for idle workers other than the one that received them (at most
@@ -174,8 +182,11 @@ class Dispatcher:
         """Run the workers until :meth:`stop_receiving` and their last job are done."""
         try:
             async with anyio.create_task_group() as tg:
-                for _ in range(self.workers):
-                    tg.start_soon(self._worker)
+                tg.start_soon(self._watcher)
+                async with anyio.create_task_group() as workers:
+                    for _ in range(self.workers):
+                        workers.start_soon(self._worker)
+                tg.cancel_scope.cancel()  # the watcher, once no worker is left
         finally:
             self.finished.set()
 
@@ -288,15 +299,17 @@ class Dispatcher:
 
     async def _process(self, delivery: Delivery, received: Received | None = None) -> None:
         job = Job(delivery, received)
+        start = anyio.current_time()
+        job.next_extension = start + self.lease / 3
+        job.next_check = start + WATCH_INTERVAL
         self._jobs.add(job)
+        if min(job.next_extension, job.next_check) < self._watcher_due:
+            self._watcher_wake.set()
         self.metrics.in_flight.inc()
         outcome: str | None = None
         try:
             with job.scope:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._watch, job)
-                    outcome = await self._handle_safely(job)
-                    tg.cancel_scope.cancel()
+                outcome = await self._handle_safely(job)
             if outcome is None:
                 if job.lease_lost:
                     outcome = "lease_lost"
@@ -309,25 +322,52 @@ class Dispatcher:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(outcome=outcome or "released").inc()
 
-    async def _watch(self, job: Job) -> None:
-        """For as long as the job runs: extend the lease every third of it, and while the
-        container call runs, read the record every second to notice a cancellation."""
+    async def _watcher(self) -> None:
+        """One task for every job in flight (not one per request): extend each job's lease
+        every third of it, and while its container call runs, read its record every second
+        to notice a cancellation. The beats of one tick run concurrently."""
         clock = anyio.current_time
-        next_extension = clock() + self.lease / 3
         while True:
-            await anyio.sleep(max(0.0, min(WATCH_INTERVAL, next_extension - clock())))
-            if clock() >= next_extension:
-                next_extension = clock() + self.lease / 3
-                if not await self._extend(job):
-                    return
-            if job.call_scope is not None:
-                await self._check_cancelled(job, job.call_scope)
+            now = clock()
+            due = now + WATCH_INTERVAL
+            extend: list[Job] = []
+            check: list[Job] = []
+            for job in self._jobs:
+                if now >= job.next_extension:
+                    job.next_extension = now + self.lease / 3
+                    extend.append(job)
+                if job.call_scope is None:
+                    job.next_check = max(job.next_check, now + WATCH_INTERVAL)
+                elif now >= job.next_check:
+                    job.next_check = now + WATCH_INTERVAL
+                    check.append(job)
+                due = min(due, job.next_extension, job.next_check)
+            if extend or check:
+                async with anyio.create_task_group() as tg:
+                    for job in extend:
+                        tg.start_soon(self._extend, job)
+                    for job in check:
+                        tg.start_soon(self._check_call, job)
+                continue  # the beats took time: look again before sleeping
+            self._watcher_wake = anyio.Event()
+            self._watcher_due = due
+            with anyio.move_on_after(max(0.0, due - clock())):
+                await self._watcher_wake.wait()
+            self._watcher_due = -math.inf  # awake: no job needs to wake it
+
+    async def _check_call(self, job: Job) -> None:
+        call = job.call_scope
+        if call is not None:
+            await self._check_cancelled(job, call)
 
     async def _extend(self, job: Job) -> bool:
         """Extend the lease; False once it is lost (the job is then cancelled)."""
         try:
             await self.queue.extend(job.delivery, self.lease)
         except LeaseLost as exc:
+            if job not in self._jobs:
+                return False  # it settled meanwhile (the ack ends the lease)
+            job.next_extension = math.inf
             job.lease_lost = True
             job.log.warning(
                 "lease lost; another consumer owns the request now, abandoning this attempt",
@@ -351,6 +391,8 @@ class Dispatcher:
             return
         if record is not None and record.status is not Status.CANCELLED:
             return
+        if job.call_scope is not call:
+            return  # the call ended meanwhile: what it answered stands
         job.cancelled = True
         job.log.info(
             "request %s while the container worked; call abandoned",
