@@ -182,6 +182,12 @@ def gateway_has_long_poll() -> bool:
     from chute.gateway import app
 
     source = inspect.getsource(app)
+    try:  # since issue 16 the routes live in rooms beside app.py
+        from chute.gateway import _results
+
+        source += inspect.getsource(_results)
+    except ImportError:
+        pass
     return "query_string" in source and "wait" in source
 
 

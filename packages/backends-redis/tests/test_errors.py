@@ -11,7 +11,7 @@ import pytest
 import redis
 from redis_helpers import body, new_record
 
-from chute.errors import BackendError, BackendUnavailable
+from chute.errors import BackendError, BackendUnavailable, CredentialsRefused
 from chute.testing.services import REDIS, LocalServer, free_port, local_server, tcp_probe
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
@@ -77,9 +77,36 @@ def password_redis(tmp_path: Path) -> Iterator[LocalServer]:
 async def test_wrong_credentials_are_an_error_not_an_outage(password_redis: LocalServer) -> None:
     port = password_redis.port
     async with RedisQueue(f"redis://:wrong@127.0.0.1:{port}/0?retries=0") as queue:
-        with pytest.raises(BackendError, match="credentials") as err:
+        with pytest.raises(CredentialsRefused, match="credentials") as err:
             await queue.depth("demo")
         assert not isinstance(err.value, BackendUnavailable)
         assert "wrong" not in str(err.value)
     async with RedisQueue(f"redis://:s3cret@127.0.0.1:{port}/0") as queue:
         assert (await queue.depth("demo")).queued == 0
+
+
+async def test_no_password_where_one_is_required_is_credentials_refused(
+    password_redis: LocalServer,
+) -> None:
+    store_url = f"redis://127.0.0.1:{password_redis.port}/0?retries=0"
+    async with RedisStore(store_url) as store:
+        with pytest.raises(CredentialsRefused, match="refused our credentials") as err:
+            await store.read("demo", new_record().id)
+    assert not isinstance(err.value, BackendUnavailable)
+
+
+async def test_a_user_without_permission_is_credentials_refused(
+    password_redis: LocalServer,
+) -> None:
+    port = password_redis.port
+    admin = redis.Redis(host="127.0.0.1", port=port, password="s3cret")
+    # A user that may connect (PING, CLIENT SETNAME) and nothing else: a send is NOPERM.
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "-@all", "+@connection")
+    admin.close()
+    async with RedisQueue(f"redis://reader:pw@127.0.0.1:{port}/0?retries=0") as queue:
+        await queue.ping()
+        with pytest.raises(CredentialsRefused, match="refused our credentials") as err:
+            await queue.send("demo", new_record().id)
+    assert not isinstance(err.value, BackendUnavailable)
+    assert "NOPERM" in str(err.value) or "no permissions" in str(err.value)
+    assert ":pw@" not in str(err.value)  # never the password

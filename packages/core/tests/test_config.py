@@ -21,6 +21,7 @@ from chute.config import (
     API,
     ConfigIssue,
     ConfigValidationError,
+    Deadlines,
     Retries,
     dump_apis,
     find_api,
@@ -918,3 +919,41 @@ def test_backoff_is_exponential_capped_with_full_jitter() -> None:
     draws = [jittered.backoff(4) for _ in range(200)]
     assert all(0 <= d <= 8.0 for d in draws)
     assert len(set(draws)) > 100  # really random
+
+
+def test_durations_are_parsed_once_when_the_struct_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    retries = Retries(initial_backoff="250ms", max_backoff="2s", retry_on=("timeout", 503))
+    deadlines = loads_apis(
+        "- {name: a, kind: AsyncAPI, pod: {containers: [{name: c, image: i}]},"
+        " deadlines: {queue: 1m, execution: 1h30m}}"
+    )[0].deadlines
+    parsed: list[str] = []
+
+    def counting(text: str) -> float:
+        parsed.append(text)
+        return parse_duration(text)
+
+    monkeypatch.setattr("chute.config._models.parse_duration", counting)
+    for _ in range(3):
+        assert retries.initial_backoff_seconds == 0.25
+        assert retries.max_backoff_seconds == 2.0
+        assert retries.backoff(2, rand=lambda: 1.0) == 0.5
+        assert retries.retries("timeout", None)
+        assert retries.retries("container_status", 503)
+        assert (deadlines.queue_seconds, deadlines.execution_seconds) == (60.0, 5400.0)
+    assert parsed == []
+    # Derived values are not fields: not written, not compared, and remade by replace().
+    assert msgspec.json.decode(msgspec.json.encode(retries)) == {
+        "initial_backoff": "250ms",
+        "max_backoff": "2s",
+        "retry_on": ["timeout", 503],
+    }
+    assert msgspec.structs.replace(retries, max_backoff="3s").max_backoff_seconds == 3.0
+    assert Deadlines().queue_seconds is None
+
+
+def test_a_duration_that_is_not_one_still_raises_when_read() -> None:
+    with pytest.raises(ConfigError, match="expected a duration"):
+        _ = Retries(initial_backoff="soon").initial_backoff_seconds
+    with pytest.raises(ConfigError, match="expected a duration"):
+        _ = Deadlines(execution="forever").execution_seconds

@@ -28,7 +28,7 @@ import msgspec
 from multidict import CIMultiDictProxy
 
 from chute.backends.pool import LoopHandle
-from chute.errors import BackendError, BackendUnavailable, ChuteError
+from chute.errors import BackendError, BackendUnavailable, ChuteError, CredentialsRefused
 from chute_gcs import session
 from chute_gcs.settings import GcsSettings
 
@@ -421,7 +421,7 @@ def status_error(status: int, body: bytes, settings: GcsSettings, doing: str) ->
     if status in RETRY_STATUSES:
         return BackendUnavailable(f"{where} kept answering {status} ({doing}): {message}")
     if status in (401, 403):
-        return BackendError(f"{where} refused our credentials ({doing}): {status} {message}")
+        return CredentialsRefused(f"{where} refused our credentials ({doing}): {status} {message}")
     if status == 404:
         return BackendError(
             f"{where}: bucket {settings.bucket!r} not found ({doing}); create it, or run "

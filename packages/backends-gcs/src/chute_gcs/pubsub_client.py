@@ -20,7 +20,7 @@ import aiohttp
 import msgspec
 
 from chute.backends.pool import LoopHandle
-from chute.errors import BackendError, BackendUnavailable, ChuteError
+from chute.errors import BackendError, BackendUnavailable, ChuteError, CredentialsRefused
 from chute_gcs import session
 from chute_gcs.client import RETRY_STATUSES, _backoff
 from chute_gcs.pubsub_settings import PubSubSettings
@@ -137,5 +137,5 @@ def status_error(status: int, body: bytes, settings: PubSubSettings, doing: str)
     if status in RETRY_STATUSES:
         return BackendUnavailable(f"{where} kept answering {status} ({doing}): {message}")
     if status in (401, 403):
-        return BackendError(f"{where} refused our credentials ({doing}): {status} {message}")
+        return CredentialsRefused(f"{where} refused our credentials ({doing}): {status} {message}")
     return BackendError(f"{where} rejected {doing}: {status} {message}")

@@ -33,7 +33,13 @@ from chute.backends.urls import (
     size,
     text,
 )
-from chute.errors import BackendError, BackendUnavailable, ChuteError, ConfigError
+from chute.errors import (
+    BackendError,
+    BackendUnavailable,
+    ChuteError,
+    ConfigError,
+    CredentialsRefused,
+)
 
 #: Query parameters a ``redis://`` URL may carry: what each one means (for errors), how it is
 #: read.
@@ -221,7 +227,7 @@ class Connection:
 def translate(exc: BaseException, where: str, doing: str) -> ChuteError | None:
     """chute's error for a redis-py (or socket) exception; None for anything else."""
     if isinstance(exc, rexc.AuthenticationError | rexc.AuthorizationError | rexc.NoPermissionError):
-        return BackendError(f"Redis at {where} refused our credentials ({doing}): {exc}")
+        return CredentialsRefused(f"Redis at {where} refused our credentials ({doing}): {exc}")
     if isinstance(exc, rexc.ConnectionError | rexc.TimeoutError | rexc.ReadOnlyError):
         # ReadOnlyError: we reached a replica during a failover; the primary comes back.
         return BackendUnavailable(f"Redis at {where} is unavailable ({doing}): {exc}")

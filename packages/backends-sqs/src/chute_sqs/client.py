@@ -20,7 +20,14 @@ from aiobotocore.session import AioSession, get_session
 from botocore import exceptions as bexc
 
 from chute.backends.pool import LoopHandle, LoopShared
-from chute.errors import BackendError, BackendUnavailable, ChuteError, Conflict, NotFound
+from chute.errors import (
+    BackendError,
+    BackendUnavailable,
+    ChuteError,
+    Conflict,
+    CredentialsRefused,
+    NotFound,
+)
 from chute_sqs.settings import AwsEndpoint
 
 #: Error codes AWS uses for throttling and transient server trouble (after the SDK's retries).
@@ -54,6 +61,25 @@ _NOT_FOUND_CODES: Final = frozenset(
     }
 )
 _CONFLICT_CODES: Final = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
+#: Error codes of credentials AWS refused: unknown, expired or badly signed keys, or a principal
+#: not allowed to make the call (S3 and SQS, and the query and JSON protocols' spellings).
+_CREDENTIALS_CODES: Final = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "AWS.SimpleQueueService.AccessDenied",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+        "MissingAuthenticationToken",
+        "AuthFailure",
+    }
+)
 
 
 def error_code(exc: bexc.ClientError) -> str:
@@ -69,7 +95,7 @@ def http_status(exc: bexc.ClientError) -> int:
 def translate(exc: BaseException, where: str, doing: str) -> ChuteError | None:
     """chute's error for a botocore/aiohttp exception; None for anything else."""
     if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
-        return BackendError(
+        return CredentialsRefused(
             f"{where}: no usable AWS credentials ({doing}); set them in the environment, a "
             f"profile or the instance/container role: {exc}"
         )
@@ -79,6 +105,8 @@ def translate(exc: BaseException, where: str, doing: str) -> ChuteError | None:
             return Conflict(f"{where}: a precondition failed ({doing}): {code}")
         if code in _NOT_FOUND_CODES or status == 404:
             return NotFound(f"{where}: not found ({doing}): {code} {exc}")
+        if code in _CREDENTIALS_CODES or status in (401, 403):
+            return CredentialsRefused(f"{where} refused our credentials ({doing}): {exc}")
         if code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
             return BackendUnavailable(f"{where} is unavailable ({doing}): {exc}")
         return BackendError(f"{where} refused {doing}: {exc}")

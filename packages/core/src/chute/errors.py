@@ -1,11 +1,59 @@
-"""chute's exceptions: one root, four families.
+"""chute's exceptions: one root, seven families, all in this module.
 
 Callers catch these and nothing else: backends translate their SDK's exceptions at the
 boundary (``raise BackendUnavailable(...) from exc``), so no caller ever needs to know about
-``redis.ConnectionError`` or ``botocore`` errors.
+``redis.ConnectionError`` or ``botocore`` errors. The tree (``*``: also in another family)::
+
+    ChuteError
+    ├── ConfigError                   a configuration file, URL or option is invalid
+    │   ├── ConfigValidationError     an API file's problems, every one in ``.issues``
+    │   ├── UnknownSchemeError *      (a PluginError too)
+    │   └── InvalidAPIName *          (a ProtocolError too)
+    ├── PluginError                   a plugin could not be loaded, or plugins disagree
+    │   ├── UnknownSchemeError *      no plugin serves a backend URL's scheme
+    │   └── DuplicateSchemeError      two plugins claim one scheme
+    ├── BackendError                  a queue or store operation failed
+    │   ├── BackendUnavailable        cannot reach it now; retrying may help
+    │   │   └── PreflightError        a backend ``chute dev`` needs is not usable
+    │   ├── CredentialsRefused        the backend refused our credentials or permissions
+    │   ├── NotFound                  unknown or expired request id
+    │   ├── Conflict                  a conditional write lost
+    │   │   └── TransitionRejected    a status change not allowed from the record's state
+    │   ├── LeaseLost                 the delivery belongs to someone else now
+    │   ├── PayloadTooLarge           above the gateway's or the backend's limit
+    │   └── Unsupported               an optional capability the backend declares absent
+    ├── ProtocolError                 a message on the wire does not follow the protocol
+    │   ├── InvalidRequestId          a malformed request id
+    │   └── InvalidAPIName *          an API name that cannot be part of a key
+    ├── GatewayError                  a call from chute.Client to a gateway failed
+    │   ├── GatewayUnreachable        no connection, or an HTTP timeout
+    │   ├── APIError                  the gateway answered an HTTP error
+    │   └── WaitTimeout               ``Client.wait`` gave up (a TimeoutError too)
+    ├── WebhookError                  a webhook cannot be sent or checked
+    │   ├── TargetRefused             a per-request webhook URL is not allowed
+    │   ├── WebhookSecretError        a secret is missing or not ``whsec_<base64>``
+    │   └── WebhookVerificationError  a delivery's signature or timestamp does not check out
+    └── DevError                      ``chute dev`` could not start or keep its processes
+
+    VersionMismatchWarning (a UserWarning): the cluster's CORTEX_VERSION differs from chute's.
+
+Plugins raise these and add their own below them, in their own package: ``chute_k8s``'s
+``KubeError`` (a ChuteError: the Kubernetes API server refused a request) and the dequeuer's
+``PayloadUnavailable`` (a BackendUnavailable: the store failed while a payload streamed).
+Exceptions that never leave their module are signals, not chute errors (the gateway's
+``HTTPError``, which carries an HTTP answer, and its number and header parsers' ValueErrors).
+
+The old homes still export their errors (``chute.config.ConfigValidationError``,
+``chute.dev.DevError``, ``chute.webhooks.WebhookSecretError``, ...). See docs/plugins.md#errors.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chute.config import ConfigIssue
 
 
 class ChuteError(Exception):
@@ -17,6 +65,14 @@ class ChuteError(Exception):
 
 class ConfigError(ChuteError):
     """A configuration file, URL or option is invalid."""
+
+
+class ConfigValidationError(ConfigError):
+    """A configuration file has one or more problems; ``issues`` lists every one of them."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 # --- plugins -------------------------------------------------------------------------------
@@ -43,6 +99,18 @@ class BackendError(ChuteError):
 
 class BackendUnavailable(BackendError):
     """The backend could not be reached (down, restarting, network). Retrying may succeed."""
+
+
+class PreflightError(BackendUnavailable):
+    """A backend or a setting that a process would need is not usable."""
+
+
+class CredentialsRefused(BackendError):
+    """The backend refused our credentials: wrong, expired or missing (a password, key or
+    token), or not allowed to do this (Redis ``NOPERM``, S3/SQS ``AccessDenied``, GCS 403).
+
+    Not a :class:`BackendUnavailable`: retrying does not help until the credentials or the
+    permissions are fixed."""
 
 
 class NotFound(BackendError):
@@ -117,6 +185,35 @@ class APIError(GatewayError):
 
 class WaitTimeout(GatewayError, TimeoutError):
     """``Client.wait`` gave up before the request reached a terminal status."""
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookError(ChuteError):
+    """A webhook cannot be sent or checked."""
+
+
+class TargetRefused(WebhookError):
+    """A per-request webhook URL is not allowed; the message says why (never retried)."""
+
+
+class WebhookSecretError(WebhookError):
+    """A webhook secret is missing or not ``whsec_<base64>``."""
+
+
+class WebhookVerificationError(WebhookError):
+    """A delivery's signature or timestamp does not check out."""
+
+
+# --- chute dev -----------------------------------------------------------------------------
+
+
+class DevError(ChuteError):
+    """``chute dev`` could not start or keep its processes running."""
+
+
+# --- warnings ------------------------------------------------------------------------------
 
 
 class VersionMismatchWarning(UserWarning):

@@ -11,15 +11,12 @@ import anyio
 
 from chute.backends.urls import redact
 from chute.config import API
-from chute.errors import BackendError, BackendUnavailable, ConfigError
+from chute.errors import BackendError, ConfigError
+from chute.errors import PreflightError as PreflightError
 from chute.registry import open_queue, open_store
 
 #: How long each backend may take to answer its ping.
 PING_TIMEOUT = 15.0
-
-
-class PreflightError(BackendUnavailable):
-    """A backend or a setting that a process would need is not usable."""
 
 
 def check(apis: Iterable[API], *, queue_url: str, store_url: str) -> None:

@@ -22,13 +22,9 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from chute.errors import ChuteError
+from chute.errors import TargetRefused as TargetRefused
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class TargetRefused(ChuteError):
-    """A per-request webhook URL is not allowed; the message says why (never retried)."""
 
 
 def is_public(address: IPAddress) -> bool:

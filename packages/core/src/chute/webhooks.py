@@ -41,6 +41,8 @@ import msgspec
 from chute.backends.base import Store
 from chute.config import API, WEBHOOK_EVENTS, Retries
 from chute.errors import ChuteError
+from chute.errors import WebhookSecretError as WebhookSecretError
+from chute.errors import WebhookVerificationError as WebhookVerificationError
 from chute.protocol import EXTRA_WEBHOOK, EXTRA_WEBHOOK_URL, RequestRecord, result_response, rfc3339
 from chute.webhook_targets import TargetRefused, check_request_url, pinned, resolve_target
 
@@ -55,14 +57,6 @@ SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300.0
 
 _encoder = msgspec.json.Encoder()
-
-
-class WebhookVerificationError(ChuteError):
-    """A delivery's signature or timestamp does not check out."""
-
-
-class WebhookSecretError(ChuteError):
-    """A webhook secret is missing or not ``whsec_<base64>``."""
 
 
 def decode_secret(secret: str) -> bytes:

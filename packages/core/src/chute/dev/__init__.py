@@ -1,0 +1,62 @@
+"""``chute dev``: an API file's whole system as local processes, under one supervisor.
+
+For an API file, :func:`plan` decides what to run — one gateway, and per API one dequeuer and
+each container's ``command`` + ``args`` — and :class:`Supervisor` runs it: it streams every
+process's output with its name in front, prints a ready line once the gateway and every
+container answer, restarts nothing, and stops everything in order (gateway and dequeuers
+first, so in-flight work drains into live containers; then the containers) on request or as
+soon as any process exits on its own. See docs/dev.md.
+
+The rooms: ``_spec`` (the plan as data), ``_plan`` (deciding it), ``_supervisor`` (running it)
+and ``_proxy`` (Cortex's in-cluster address for local containers). Import from ``chute.dev``.
+"""
+
+from __future__ import annotations
+
+from chute.dev._plan import DEQUEUER_MARGIN, attach_port, container_env, expand_vars, plan
+from chute.dev._spec import (
+    APIPlan,
+    DevPlan,
+    ProcessSpec,
+    Role,
+    default_backend_url,
+    free_port,
+    local_api_file,
+    mnt_dir,
+)
+from chute.dev._supervisor import (
+    MAX_LINE,
+    SUPERVISOR,
+    LineSink,
+    PrefixPrinter,
+    Supervisor,
+    build_images,
+    serve,
+    supervise,
+)
+from chute.errors import DevError
+
+__all__ = [
+    "DEQUEUER_MARGIN",
+    "MAX_LINE",
+    "SUPERVISOR",
+    "APIPlan",
+    "DevError",
+    "DevPlan",
+    "LineSink",
+    "PrefixPrinter",
+    "ProcessSpec",
+    "Role",
+    "Supervisor",
+    "attach_port",
+    "build_images",
+    "container_env",
+    "default_backend_url",
+    "expand_vars",
+    "free_port",
+    "local_api_file",
+    "mnt_dir",
+    "plan",
+    "serve",
+    "supervise",
+]
