@@ -59,6 +59,9 @@ RESULT_TRIES = 8
 class GcsStore(Store):
     """chute's :class:`~chute.backends.base.Store` on a Cloud Storage bucket (``gs://``)."""
 
+    #: Expired objects are deleted by the bucket's lifecycle rule, on GCS's schedule.
+    purge_removes_expired = False
+
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)
         self.max_payload_size = self.settings.max_payload_size

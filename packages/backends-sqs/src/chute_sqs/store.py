@@ -78,6 +78,9 @@ def _lost_race(exc: ClientError) -> bool:
 class S3Store(Store):
     """chute's :class:`~chute.backends.base.Store` on Amazon S3 (``s3://<bucket>/<prefix>``)."""
 
+    #: Objects are removed by the bucket's lifecycle rule, on S3's own schedule.
+    purge_removes_expired = False
+
     def __init__(self, url: str) -> None:
         self.settings = parse_s3_url(url)
         self.max_payload_size = self.settings.max_payload_size

@@ -138,6 +138,14 @@ class Settler:
         # Attempts since the last requeue from the dead letter, which gives a fresh budget.
         used = d.attempt - int(record.extra.get(EXTRA_REQUEUE_BASE, 0))
         if used >= retries.max_attempts:
+            if not self.queue.supports_dead_letter:
+                # Nowhere to park it (the queue declares no dead letter): failed for good,
+                # acked like a non-retryable failure, and said so.
+                job.log.warning(
+                    "retries exhausted and the queue has no dead letter: failed and acked",
+                    extra={"queue": type(self.queue).__name__},
+                )
+                return await self.finish(job, Status.FAILED, error=error, took=took)
             reason = f"{error.type}: {error.message}"
             return await self.finish(
                 job,

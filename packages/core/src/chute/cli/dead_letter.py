@@ -13,14 +13,17 @@ from chute.cli._exit import USAGE
 
 if TYPE_CHECKING:
     from chute.backends.base import Queue, Store
+    from chute.cli import CommandRegistrar
 
 ORDER = 55
 #: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
 REQUEUE_BATCH = 1000
+#: ``requeue ID…`` on a queue that cannot count its dead letters looks through this many.
+LIST_ALL = 100_000
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    actions = commands.group(
         "dead-letter",
         help="list, requeue or purge the requests an API gave up on",
         description=(
@@ -29,25 +32,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "retry budget), or delete them for good. See docs/retries.md."
         ),
     )
-    sub = parser.add_subparsers(dest="dead_letter_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("api", metavar="API", help="the API's name")
         p.add_argument("--queue", help=url_help("queue"))
         p.add_argument("--store", help=url_help("store"))
 
-    listing = sub.add_parser(
+    listing = actions.add(
         "list",
+        run=run_list,
         help="show the dead letters, oldest first",
         description="Show the API's dead letters, oldest first: id, when, attempts and why.",
     )
     common(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(run=run_list)
 
-    requeue = sub.add_parser(
+    requeue = actions.add(
         "requeue",
+        run=run_requeue,
         help="send dead letters back to the queue (all, or the ids given)",
         description=(
             "Put each dead-lettered request back to in_queue and its message back in the "
@@ -57,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(requeue)
     requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all of them)")
-    requeue.set_defaults(run=run_requeue)
 
-    purge = sub.add_parser(
+    purge = actions.add(
         "purge",
+        run=run_purge,
         help="delete every dead letter of the API (the failed records stay until retention)",
         description=(
             "Delete every dead letter of the API for good. Asks for confirmation on a terminal; "
@@ -69,7 +72,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(purge)
     add_yes(purge)
-    purge.set_defaults(run=run_purge)
+
+
+def needs_dead_letter(queue: Queue, url: str) -> None:
+    """Raise :class:`~chute.errors.Unsupported`, saying what happens instead, for a queue
+    that declares no dead letter."""
+    if not queue.supports_dead_letter:
+        from chute.errors import Unsupported
+
+        raise Unsupported(
+            f"the queue {redact(url)} has no dead letter ({type(queue).__name__} declares "
+            "supports_dead_letter = False): a request that runs out of attempts is failed and "
+            "its message dropped (docs/retries.md)"
+        )
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -83,6 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             dead = await queue.list_dead(args.api, limit=args.limit)
         if args.json:
             for item in dead:
@@ -110,9 +126,11 @@ def run_requeue(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
+            needs_dead_letter(queue, queue_url)
             mover = _Requeue(args.api, queue, store)
             if args.ids:
-                count = (await queue.depth(args.api)).dead
+                # Every dead letter, to tell the named ones apart (without a count: a bound).
+                count = (await queue.depth(args.api)).dead if queue.supports_depth else LIST_ALL
                 listed = await queue.list_dead(args.api, limit=max(count, len(args.ids)))
                 await mover.move(list(args.ids), {d.request_id for d in listed})
             else:  # every one, a batch at a time, until none is left that could move
@@ -183,6 +201,7 @@ def run_purge(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             return await queue.purge_dead(args.api)
 
     count = anyio.run(main)
