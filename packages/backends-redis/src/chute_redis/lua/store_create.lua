@@ -4,8 +4,8 @@
 -- expired entries when asked.
 -- KEYS: record, payload, upload (a temporary key holding a streamed payload), listing index
 -- ARGV: record JSON, expires_at_ms, 'hash' | 'inline' | 'upload', payload (hash and inline
--- modes), call token, id, created_at (the index score), trim bound ('': no trim; else the
--- index members scored below it are expired)
+-- modes), call token, id, created_at (the index score; '': the caller indexes it), trim
+-- bound ('': no trim; else the index members scored below it are expired)
 -- Returns 1 when created, 2 when this very call created it already (redis-py retried it after
 -- a lost reply), 0 when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -14,6 +14,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local function index()
+  if ARGV[7] == '' then return end
   redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
   if ARGV[8] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
 end

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from chute import dev, preflight
+    from chute import dev
+    from chute.dev import _preflight as preflight
     from chute.gateway import access_log
     from chute.registry import URL_ENV
 

@@ -76,8 +76,9 @@ class StoreContract(BackendContract):
 
     #: Size of the large-payload round trip (at least 10 MiB; capped at ``max_payload_size``).
     large_payload_size: int = 10 * _MiB + 12345
-    #: Retention used by the expiry test, in seconds (the test waits this long).
-    short_retention: float = 0.3
+    #: Retention used by the expiry tests, in seconds (they wait this long); long enough that a
+    #: loaded machine reads the record back before it lapses.
+    short_retention: float = 1.0
     #: Concurrent writers in the "exactly one wins" test.
     writers: int = 8
 
