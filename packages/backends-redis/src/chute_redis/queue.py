@@ -298,10 +298,12 @@ class RedisQueue(Queue):
         k = self._keys(api)
         client = self._conn.client()
         with self._conn.op(f"reading the depth of {api}"):
-            queued, in_flight, dead = await scripts.QUEUE_DEPTH(
+            queued, in_flight, dead, delayed = await scripts.QUEUE_DEPTH(
                 client, [k.visible, k.delayed, k.leased, k.dead, k.ready], []
             )
-        return QueueDepth(queued=int(queued), in_flight=int(in_flight), dead=int(dead))
+        return QueueDepth(
+            queued=int(queued), in_flight=int(in_flight), dead=int(dead), delayed=int(delayed)
+        )
 
     async def ping(self) -> None:
         client = self._conn.client()

@@ -458,6 +458,7 @@ class SqsQueue(ScannedDeadLetters, Queue):
             queued=int(main.get(names[0], 0)) + int(main.get(names[1], 0)),
             in_flight=int(main.get(names[2], 0)),
             dead=sum(int(dead.get(n, 0)) for n in names),
+            delayed=int(main.get(names[1], 0)),
         )
 
     async def ping(self) -> None:

@@ -84,32 +84,17 @@ def register(commands: CommandRegistrar) -> None:
     _kube_flags(delete)
     add_yes(delete)
 
-    status = commands.add(
-        "status",
-        run=run_status,
-        help="replicas, ready pods and queue depth of each deployed API",
-        description="A table of every API chute deployed in the cluster file's namespace: "
-        "ready, desired and updated replicas, the autoscaler's bounds and state, and the "
-        "queue's depth (read from here, so the queue must be reachable from this machine). "
-        "With --watch, print it again whenever it changes, until Ctrl-C.",
-    )
-    _cluster_flag(status)
+    # core's `chute status` (each API's depth and rates, from the gateway) takes --cluster,
+    # --watch and --interval; with --cluster it runs this (cluster_run), with these flags too.
+    status = commands.parser("status")
     _kube_flags(status)
     status.add_argument(
         "--queue",
         metavar="URL",
-        help="queue URL reachable from here (default: the cluster file's queue_url)",
+        help="with --cluster: queue URL reachable from here (default: the cluster file's "
+        "queue_url)",
     )
-    status.add_argument(
-        "-w", "--watch", action="store_true", help="print the table again whenever it changes"
-    )
-    status.add_argument(
-        "--interval",
-        type=positive_seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="with --watch: how often to look (default 2)",
-    )
+    status.set_defaults(cluster_run=run_status)
 
 
 def _render(args: argparse.Namespace) -> tuple[list[dict[str, object]], object]:

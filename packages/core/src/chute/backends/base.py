@@ -63,11 +63,14 @@ class Delivery(msgspec.Struct, frozen=True):
 
 class QueueDepth(msgspec.Struct, frozen=True):
     """Messages waiting (``queued``, including delayed ones), leased to a consumer
-    (``in_flight``) and parked in the dead letter (``dead``)."""
+    (``in_flight``) and parked in the dead letter (``dead``). ``delayed`` is the part of
+    ``queued`` not visible yet (a retry's backoff, a ``delay=`` send): ``queued - delayed``
+    could be received now. A backend that cannot tell leaves it 0."""
 
     queued: int
     in_flight: int
     dead: int = 0
+    delayed: int = 0
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

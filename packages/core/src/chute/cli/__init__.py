@@ -22,7 +22,6 @@ PLUGIN_COMMANDS = {
     "render": "chute[k8s]",
     "deploy": "chute[k8s]",
     "delete": "chute[k8s]",
-    "status": "chute[k8s]",
 }
 
 

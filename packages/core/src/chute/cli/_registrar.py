@@ -62,6 +62,13 @@ class CommandRegistrar:
         parser = self._new(name, help=help, description=description, aliases=aliases)
         return CommandRegistrar(parser, dest=f"{name.replace('-', '_')}_command", metavar=metavar)
 
+    def parser(self, name: str) -> argparse.ArgumentParser:
+        """The parser of command ``name``, added already: a plugin adds arguments (and
+        defaults) to a core command with it (chute-k8s gives ``chute status`` ``--cluster``'s
+        companions). KeyError if there is no such command."""
+        parser: argparse.ArgumentParser = self._actions.choices[self._names[name]]
+        return parser
+
     def _new(
         self,
         name: str,

@@ -12,14 +12,10 @@ from chute.cli._confirm import add_yes, confirm
 from chute.cli._exit import USAGE
 
 if TYPE_CHECKING:
-    from chute.backends.base import Queue, Store
+    from chute.backends.base import Queue
     from chute.cli import CommandRegistrar
 
 ORDER = 55
-#: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
-REQUEUE_BATCH = 1000
-#: ``requeue ID…`` on a queue that cannot count its dead letters looks through this many.
-LIST_ALL = 100_000
 
 
 def register(commands: CommandRegistrar) -> None:
@@ -120,6 +116,7 @@ def run_requeue(args: argparse.Namespace) -> int:
     import anyio
 
     from chute.registry import open_queue, open_store
+    from chute.requeue import Requeue
 
     queue_url = existing_url("queue", args.queue)
     store_url = existing_url("store", args.store)
@@ -127,67 +124,19 @@ def run_requeue(args: argparse.Namespace) -> int:
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
             needs_dead_letter(queue, queue_url)
-            mover = _Requeue(args.api, queue, store)
+            mover = Requeue(args.api, queue, store)
             if args.ids:
-                # Every dead letter, to tell the named ones apart (without a count: a bound).
-                count = (await queue.depth(args.api)).dead if queue.supports_depth else LIST_ALL
-                listed = await queue.list_dead(args.api, limit=max(count, len(args.ids)))
-                await mover.move(list(args.ids), {d.request_id for d in listed})
-            else:  # every one, a batch at a time, until none is left that could move
-                left: set[str] = set()
-                while True:
-                    batch = await queue.list_dead(args.api, limit=REQUEUE_BATCH + len(left))
-                    wanted = [d.request_id for d in batch if d.request_id not in left]
-                    if not wanted:
-                        break
-                    ready = await mover.move(wanted, set(wanted))
-                    left |= set(wanted) - set(ready)
+                await mover.these(list(args.ids))
+            else:
+                await mover.every()
+            for note in mover.notes:
+                print(note)
             moved = mover.moved
             print(f"requeued {moved} request{'s' if moved != 1 else ''} of {args.api}")
             return 1 if mover.problems else 0
 
     code: int = anyio.run(main)
     return code
-
-
-class _Requeue:
-    """Moves dead letters back, record first, and counts what moved and what did not."""
-
-    def __init__(self, api: str, queue: Queue, store: Store) -> None:
-        self.api, self.queue, self.store = api, queue, store
-        self.moved = 0
-        self.problems = 0
-
-    async def move(self, wanted: list[str], dead: set[str]) -> list[str]:
-        """Requeue ``wanted`` (``dead``: the ones known to be dead letters); return the ids
-        whose record went back to in_queue."""
-        from chute.errors import NotFound, TransitionRejected
-
-        ready: list[str] = []
-        for request_id in wanted:
-            if request_id not in dead:
-                # Never move a record without its message: it would wait in_queue forever.
-                print(f"{request_id}: not in the dead letter of {self.api}; left as is")
-                self.problems += 1
-                continue
-            # The record first: once the message is back, a dequeuer may take it at once.
-            try:
-                await self.store.requeue(self.api, request_id)
-            except NotFound:
-                print(f"{request_id}: record gone (past its retention?); left as is")
-                self.problems += 1
-                continue
-            except TransitionRejected as exc:
-                print(f"{request_id}: {exc}; left in the dead letter")
-                self.problems += 1
-                continue
-            ready.append(request_id)
-        moved = await self.queue.requeue_dead(self.api, ready) if ready else 0
-        self.moved += moved
-        if moved < len(ready):
-            print(f"{len(ready) - moved} were not in the dead letter (requeued already?)")
-            self.problems += 1
-        return ready
 
 
 def run_purge(args: argparse.Namespace) -> int:

@@ -56,15 +56,28 @@ class QueueContract(BackendContract):
                     return got[0]
 
     async def assert_depth(
-        self, queue: Queue, api: str, *, queued: int, in_flight: int, dead: int = 0
+        self,
+        queue: Queue,
+        api: str,
+        *,
+        queued: int,
+        in_flight: int,
+        dead: int = 0,
+        delayed: int | None = None,
     ) -> None:
-        """Check ``depth``, where the queue can count (else nothing to check)."""
+        """Check ``depth``, where the queue can count (else nothing to check);
+        ``delayed`` only when given."""
         if not queue.supports_depth:
             return
-        expected = QueueDepth(queued=queued, in_flight=in_flight, dead=dead)
         deadline = time.monotonic() + self.depth_settle_seconds
         while True:
             depth = await queue.depth(api)
+            expected = QueueDepth(
+                queued=queued,
+                in_flight=in_flight,
+                dead=dead,
+                delayed=depth.delayed if delayed is None else delayed,
+            )
             if depth == expected or time.monotonic() >= deadline:
                 break
             await anyio.sleep(0.1)
@@ -238,23 +251,24 @@ class QueueContract(BackendContract):
     # -- depth ---------------------------------------------------------------------------
 
     async def test_depth_counts(self, queue: Queue, api: str) -> None:
-        """``depth`` reports waiting, leased and dead messages. If this fails, autoscaling
-        and the queue metrics are wrong."""
+        """``depth`` reports waiting, leased and dead messages, and which of the waiting ones
+        are delayed. If this fails, autoscaling, the queue metrics and the dashboard's counts
+        are wrong."""
         if not queue.supports_depth:
             pytest.skip(f"{type(queue).__name__} declares supports_depth = False")
-        await self.assert_depth(queue, api, queued=0, in_flight=0)
+        await self.assert_depth(queue, api, queued=0, in_flight=0, delayed=0)
         for _ in range(3):
             await queue.send(api, new_request_id())
         await queue.send(api, new_request_id(), delay=60.0)  # delayed ones count as queued
-        await self.assert_depth(queue, api, queued=4, in_flight=0)
+        await self.assert_depth(queue, api, queued=4, in_flight=0, delayed=1)
         first = await self.receive_one(queue, api)
         second = await self.receive_one(queue, api)
-        await self.assert_depth(queue, api, queued=2, in_flight=2)
+        await self.assert_depth(queue, api, queued=2, in_flight=2, delayed=1)
         await queue.ack(first)
-        await self.assert_depth(queue, api, queued=2, in_flight=1)
+        await self.assert_depth(queue, api, queued=2, in_flight=1, delayed=1)
         if queue.supports_dead_letter:
             await queue.dead_letter(second, "gave up")
-            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1)
+            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1, delayed=1)
 
     async def test_depth_absent_is_said(self, queue: Queue, api: str) -> None:
         """A queue that declares it cannot count says so with Unsupported, never with wrong
