@@ -238,6 +238,23 @@ def _hookspec(block: Block, request: pytest.FixtureRequest) -> None:
     assert callable(BackendRegistry)  # what the parameter is
 
 
+@context("plugins.md", "@hookimpl")
+def _add_commands(block: Block, request: pytest.FixtureRequest) -> None:
+    import argparse
+
+    from chute.cli import CommandRegistrar
+    from chute.hookspecs import hookimpl
+
+    names = {"hookimpl": hookimpl, "CommandRegistrar": CommandRegistrar, "argparse": argparse}
+    namespace = execute(block, names)
+    parser = argparse.ArgumentParser(prog="chute")
+    commands = CommandRegistrar(parser)
+    namespace["chute_add_commands"](commands)
+    assert commands.names == {"kv-compact"}
+    args = parser.parse_args(["kv-compact", "kv://127.0.0.1/x"])
+    assert (args.command, args.url, callable(args.run)) == ("kv-compact", "kv://127.0.0.1/x", True)
+
+
 @context("plugins.md", "try:")
 def _translate_errors(block: Block, request: pytest.FixtureRequest) -> None:
     import redis

@@ -213,7 +213,8 @@ def test_data_from_a_file_or_stdin_is_streamed(folder: Folder, tmp_path: Path) -
 
 def test_get_wait_shows_status_changes_on_a_terminal_only(folder: Folder) -> None:
     with Client(folder.dev.url) as client:
-        slow = client.submit(API, json={"text": "slow", "sleep": 1.5})
+        # Long enough that the CLI, started next, sees it before it ends on a loaded machine.
+        slow = client.submit(API, json={"text": "slow", "sleep": 5})
         quiet_id = client.submit(API, json={"text": "quiet", "sleep": 0.5})
     controller, terminal = pty.openpty()
     output = bytearray()

@@ -8,9 +8,6 @@ from chute.testing import StoreContract, free_port
 
 
 class TestGcsStore(StoreContract):
-    #: Expired objects are deleted by the bucket's lifecycle rule, on GCS's schedule.
-    purge_removes_expired = False
-
     @pytest.fixture
     def backend_url(self, gcs_url: str) -> str:
         return gcs_url
@@ -24,8 +21,6 @@ class TestGcsStore(StoreContract):
 class TestGcsStoreSmallChunks(StoreContract):
     """The same contract with 256 KiB chunks (the 10 MiB payload goes up in 41 of them) and a
     payload limit of the store's own."""
-
-    purge_removes_expired = False
 
     @pytest.fixture
     def backend_url(self, gcs_url: str) -> str:

@@ -19,6 +19,7 @@ from chute.protocol import new_request_id
 from chute.registry import PluginManager, open_queue
 from chute_gcs import plugin
 from chute_gcs.pubsub_settings import GOOGLE_ENDPOINT, parse_pubsub_url
+from chute_k8s.hooks import K8sHooks
 
 pytestmark = pytest.mark.anyio
 
@@ -220,10 +221,10 @@ API_YAML = """
 
 def test_keda_trigger_for_pubsub_queues() -> None:
     [api] = loads_apis(API_YAML)
-    manager = PluginManager()
-    manager.backends  # noqa: B018 - loads the plugins
-    hook = manager.pm.hook.chute_keda_trigger
-    trigger = hook(queue_url="pubsub://prod-project/jobs", queue_name="hello", api=api, cluster={})
+    hooks = K8sHooks(PluginManager())  # every installed plugin, as `chute render` sees them
+    trigger = hooks.keda_trigger(
+        queue_url="pubsub://prod-project/jobs", queue_name="hello", api=api, cluster={}
+    )
     assert trigger == {
         "type": "gcp-pubsub",
         "metadata": {

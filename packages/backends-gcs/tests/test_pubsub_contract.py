@@ -11,9 +11,6 @@ class TestPubSubQueue(QueueContract):
     #: Ack deadlines are whole seconds.
     lease_seconds = 1.0
     short_wait = 1.0
-    #: Pub/Sub cannot count a subscription's messages (only Cloud Monitoring can, on Google
-    #: Cloud; the emulator not at all): depth raises, and the depth checks are skipped.
-    supports_depth = False
 
     @pytest.fixture
     def backend_url(self, pubsub_url: str) -> str:

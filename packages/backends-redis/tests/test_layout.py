@@ -42,7 +42,11 @@ async def test_every_key_of_a_request_expires_with_its_record(
         expected = {f"{prefix}:s:demo:{{{record.id}}}"}
         if own_key:
             expected.add(f"{prefix}:s:demo:{{{record.id}}}:payload")
-        assert keys == expected
+        # Besides the request's keys: its API's listing index, trimmed rather than expiring.
+        index = f"{prefix}:s:demo:index:4096"
+        assert keys == {*expected, index}
+        assert raw_redis.zscore(index, record.id) == record.created_at
+        keys = expected
         for key in keys:
             assert raw_redis.pexpiretime(key) == int(record.expires_at * 1000)
         await store.transition("demo", record.id, Status.IN_PROGRESS, attempt=1)
@@ -58,6 +62,37 @@ async def test_every_key_of_a_request_expires_with_its_record(
         assert await store.write_if(later, found[1])
         for key in keys:
             assert raw_redis.pexpiretime(key) == int(later.expires_at * 1000)
+
+
+async def test_the_listing_index_is_trimmed_of_expired_requests(
+    redis_url: str, raw_redis: redis.Redis, prefix: str
+) -> None:
+    """The listing index does not outlive its requests: a create that trims (the first of a
+    process, then one in TRIM_EVERY) or a listing removes the entries of expired requests, in
+    bulk, and an index left empty is gone. Requests of a longer retention are kept, whatever
+    their order. If this fails, Redis's memory grows with every request ever made."""
+    short = [new_record("demo", retention=0.3) for _ in range(3)]
+    long = new_record("demo", retention=3600)
+    async with RedisStore(redis_url) as store:
+        for record in [*short, long]:
+            await store.create(record, body(b"{}"))
+        short_index = f"{prefix}:s:demo:index:1"
+        assert raw_redis.zcard(short_index) == 3
+        await anyio.sleep(1.2)  # past the span of the short ones' index (1 s)
+        # The next create of that index in a new process trims it.
+        async with RedisStore(redis_url) as other:
+            late = new_record("demo", retention=0.3)
+            await other.create(late, body(b"{}"))
+        assert [m.decode() for m in raw_redis.zrange(short_index, 0, -1)] == [late.id]
+        await anyio.sleep(1.2)
+        page = await store.list_requests("demo")
+        assert [r.id for r in page.records] == [long.id]
+        assert not raw_redis.exists(short_index)
+        assert raw_redis.zcard(f"{prefix}:s:demo:index:4096") == 1
+        # A deleted request leaves the index when a listing meets it.
+        await store.delete("demo", long.id)
+        assert (await store.list_requests("demo")).records == []
+        assert not raw_redis.exists(f"{prefix}:s:demo:index:4096")
 
 
 async def test_records_of_the_previous_layout_stay_readable(
@@ -77,6 +112,8 @@ async def test_records_of_the_previous_layout_stay_readable(
         assert b"".join([c async for c in store.payload("demo", record.id)]) == b"old payload"
         done = await store.transition("demo", record.id, Status.CANCELLED)
         assert await store.get("demo", record.id) == done
+        # Made before the listing index: not listed, and listing still works.
+        assert (await store.list_requests("demo")).records == []
     assert raw_redis.hget(key, "expires") == str(at).encode()
     assert raw_redis.pexpiretime(key) == at
     assert raw_redis.pexpiretime(f"{key}:payload") == at

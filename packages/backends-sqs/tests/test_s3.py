@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from chute.errors import Conflict, NotFound, PayloadTooLarge
-from chute.protocol import Status
+from chute.protocol import Status, now
 from chute.registry import open_store
 from chute.testing import body_of, new_record
 from chute_sqs.store import PART_SIZE, S3Store
@@ -142,11 +142,12 @@ async def test_create_conflict_is_a_clean_conflict(s3_url: str) -> None:
 
 async def test_expired_request_has_no_payload_or_result(s3_url: str) -> None:
     async with open_store(s3_url) as store:
-        record = await store.create(new_record("old", retention=0.5), body_of(b"{}"))
+        # Long enough that a loaded machine finishes the moves before it lapses.
+        record = await store.create(new_record("old", retention=3.0), body_of(b"{}"))
         await store.transition("old", record.id, Status.IN_PROGRESS, attempt=1)
         await store.transition("old", record.id, Status.COMPLETED, attempt=1, result=b"1")
         assert await store.result("old", record.id) == b"1"
-        await anyio.sleep(0.7)
+        await anyio.sleep(max(0.0, record.expires_at - now()) + 0.2)
         assert await store.result("old", record.id) is None
         with pytest.raises(NotFound):
             async for _ in store.payload("old", record.id):

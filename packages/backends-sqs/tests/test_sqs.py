@@ -15,6 +15,7 @@ from chute.errors import ConfigError, LeaseLost
 from chute.hookspecs import PROJECT_NAME
 from chute.protocol import new_request_id
 from chute.registry import PluginManager, open_queue
+from chute_k8s.hooks import K8sHooks
 from chute_sqs import plugin
 from chute_sqs.queue import SqsQueue
 
@@ -133,11 +134,12 @@ async def test_a_stale_receipt_from_another_process_is_judged_by_sqs(
 
 
 async def test_release_with_delay_hides_the_message(sqs_url: str, api: str) -> None:
-    """SQS's side of a release with a delay, beyond the contract (which runs with
+    """SQS's side of a release with a delay, beyond the contract (SqsQueue declares
     depth_counts_delayed_as_queued = False): the hidden message counts as in flight, and the
     first delivery's receipt is dead once the next attempt is out."""
     request_id = new_request_id()
     async with open_queue(sqs_url) as queue:
+        assert not queue.depth_counts_delayed_as_queued
         await queue.send(api, request_id)
         first = await receive_one(queue, api)
         await queue.release(first, delay=2)
@@ -176,11 +178,9 @@ API_YAML = """
 
 def test_keda_trigger_for_sqs_queues() -> None:
     [api] = loads_apis(API_YAML)
-    manager = PluginManager()
-    manager.backends  # noqa: B018 - loads the plugins
-    hook = manager.pm.hook.chute_keda_trigger
+    hooks = K8sHooks(PluginManager())  # every installed plugin, as `chute render` sees them
     url = "sqs://prod?region=eu-west-1"
-    trigger = hook(queue_url=url, queue_name="hello", api=api, cluster={})
+    trigger = hooks.keda_trigger(queue_url=url, queue_name="hello", api=api, cluster={})
     assert trigger == {
         "type": "aws-sqs-queue",
         "metadata": {

@@ -18,9 +18,6 @@ class TestSqsQueue(QueueContract):
     short_wait = 1.0
     #: SQS's counters are approximate (on AWS they lag by up to a minute; moto is exact).
     depth_settle_seconds = 2.0
-    #: SQS counts a message hidden by ChangeMessageVisibility as in flight
-    #: (ApproximateNumberOfMessagesNotVisible), not as delayed, until its delay passes.
-    depth_counts_delayed_as_queued = False
 
     @pytest.fixture
     def backend_url(self, sqs_url: str) -> str:
@@ -32,9 +29,6 @@ class TestSqsQueue(QueueContract):
 
 
 class TestS3Store(StoreContract):
-    #: Objects are removed by the bucket's lifecycle rule, on S3's own schedule.
-    purge_removes_expired = False
-
     @pytest.fixture
     def backend_url(self, s3_url: str) -> str:
         return s3_url

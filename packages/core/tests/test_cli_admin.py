@@ -104,11 +104,11 @@ def _dead_count(url: str, api: str) -> int:
 def test_requeue_without_ids_moves_every_dead_letter_in_batches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from chute.cli import dead_letter
+    from chute import requeue
 
     url = f"sqlite:///{tmp_path}/chute.db"
     anyio.run(_dead_letters, url, "hello", 7)
-    monkeypatch.setattr(dead_letter, "REQUEUE_BATCH", 2)  # 7 dead letters: four batches
+    monkeypatch.setattr(requeue, "REQUEUE_BATCH", 2)  # 7 dead letters: four batches
     code = main(["dead-letter", "requeue", "hello", "--queue", url, "--store", url])
     assert code == 0, capsys.readouterr()
     assert capsys.readouterr().out.splitlines()[-1] == "requeued 7 requests of hello"

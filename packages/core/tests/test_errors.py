@@ -55,13 +55,11 @@ def test_the_family_count_in_the_first_line_is_right() -> None:
 def test_errors_that_moved_here_keep_their_old_names() -> None:
     from chute.config import ConfigValidationError
     from chute.dev import DevError
-    from chute.preflight import PreflightError
     from chute.webhook_targets import TargetRefused
     from chute.webhooks import WebhookSecretError, WebhookVerificationError
 
     assert ConfigValidationError is chute.errors.ConfigValidationError
     assert DevError is chute.errors.DevError
-    assert PreflightError is chute.errors.PreflightError
     assert TargetRefused is chute.errors.TargetRefused
     assert WebhookSecretError is chute.errors.WebhookSecretError
     assert WebhookVerificationError is chute.errors.WebhookVerificationError

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
+from bare_backend import register_bare
 from gateway_support import HELLO_API, serving
 
 from chute.cli.gateway import parse_size
@@ -190,3 +191,29 @@ def test_parse_size_rejects(text: str) -> None:
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)
+
+
+@pytest.mark.anyio
+async def test_a_queue_that_cannot_count_is_501_and_left_out_of_the_metrics(
+    apis: list[API], db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue declares no depth: the queue route says so (never made-up figures), and a
+    scrape answers without the depth series and without a warning per scrape."""
+    register_bare()
+    app = Gateway(apis, queue_url=f"bare:///{db}", store_url=f"sqlite:///{db}")
+    with caplog.at_level(logging.WARNING, logger="chute.gateway"):
+        async with running(app) as http:
+            submitted = await http.post("/hello", json={})
+            assert submitted.status_code == 200
+            response = await http.get("/queues/hello")
+            assert response.status_code == 501
+            assert response.json()["error"] == {
+                "type": "not_implemented",
+                "message": "the queue of hello (BareSqliteQueue) cannot count its messages: "
+                "no queue depth",
+            }
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200
+            assert "chute_gateway_requests_total" in metrics.text
+            assert "chute_queue_depth{" not in metrics.text
+    assert "queue depth unavailable" not in caplog.text

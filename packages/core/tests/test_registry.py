@@ -57,7 +57,9 @@ def isolated(*plugins: tuple[str, object]) -> PluginManager:
 # -- lookup -----------------------------------------------------------------------------------
 
 
-def test_the_sqlite_backend_is_an_ordinary_entry_point_plugin() -> None:
+def test_the_sqlite_backend_is_a_plugin_built_into_core() -> None:
+    """Registered directly under its name (it needs no entry point), and served through the
+    same hook as any other plugin."""
     pm = PluginManager()
     assert pm.backends.queues["sqlite"][1] == "sqlite"
     assert pm.backends.stores["sqlite"][1] == "sqlite"
@@ -207,9 +209,9 @@ def test_a_plugin_that_fails_to_import_raises_plugin_error_naming_it(
 
 def test_plugins_load_on_first_lookup_not_before() -> None:
     pm = PluginManager()
-    assert pm.pm.get_plugins() == set()
+    assert pm.get_plugin("sqlite") is None
     pm.open_store("sqlite:////tmp/chute-registry-test.db")
-    assert pm.pm.get_plugin("sqlite") is not None
+    assert pm.get_plugin("sqlite") is not None
 
 
 def test_importing_chute_loads_no_plugin_module() -> None:

@@ -22,7 +22,7 @@ from chute.backends.sqlite_db import parse_url
 from chute.backends.sqlite_queue import SqliteQueue
 from chute.backends.sqlite_store import CHUNK_SIZE, ORPHAN_AGE, SqliteStore
 from chute.errors import BackendError, ConfigError, Conflict, PayloadTooLarge
-from chute.protocol import new_request_id, now
+from chute.protocol import Status, new_request_id, now, record_encoder
 from chute.testing import body_of, new_record
 
 pytestmark = pytest.mark.anyio
@@ -341,3 +341,42 @@ async def test_idle_receivers_share_their_polls_and_all_wake(sqlite_url: str) ->
         # In 0.5 s, 32 receivers asked about 32 x 20+ times; far fewer reads reached the file.
         assert asked > 200
         assert done < asked / 2
+
+
+async def test_a_file_from_before_listing_is_migrated_and_lists(tmp_path: Path) -> None:
+    """A database written before ``store_records`` had its ``created_at``/``status`` columns
+    (chute before #17) is brought up to date when opened: its records keep working and are
+    listed, newest first and by status. If this fails, upgrading chute breaks the dashboard
+    (or the gateway) on an existing ``.chute/chute.db``."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE store_records (
+            api TEXT NOT NULL, id TEXT NOT NULL, record BLOB NOT NULL, version INTEGER NOT NULL,
+            expires_at REAL NOT NULL, upload TEXT NOT NULL, chunks INTEGER NOT NULL,
+            result BLOB, PRIMARY KEY (api, id)
+        );
+        """
+    )
+    made = [new_record(API) for _ in range(3)]
+    for record in made:
+        old.execute(
+            "INSERT INTO store_records VALUES (?, ?, ?, 1, ?, ?, 0, NULL)",
+            (API, record.id, record_encoder.encode(record), record.expires_at, "u" + record.id),
+        )
+    old.commit()
+    old.close()
+    async with SqliteStore(f"sqlite:///{path}") as store:
+        page = await store.list_requests(API)
+        assert [r.id for r in page.records] == [r.id for r in reversed(made)]
+        await store.transition(API, made[0].id, Status.CANCELLED)
+        cancelled = await store.list_requests(API, status=Status.CANCELLED)
+        assert [r.id for r in cancelled.records] == [made[0].id]
+        assert (await store.list_requests(API, status=Status.IN_QUEUE)).records == [
+            await store.get(API, made[2].id),
+            await store.get(API, made[1].id),
+        ]
+    with sqlite3.connect(path) as conn:
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(store_records)")}
+    assert {"store_records_listing", "store_records_by_status"} <= indexes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bare_backend import register_bare
 
 from chute.testing import JointContract, QueueContract, StoreContract
 
@@ -49,6 +50,23 @@ class TestSqliteStoreWithPayloadLimit(SqliteFixtures, StoreContract):
         return f"{sqlite_url}?max_payload_size={16 * 1024 * 1024}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def bare_plugin() -> None:
+    register_bare()
+
+
+class TestBareQueue(QueueContract):
+    """The cases of the capabilities it declares absent skip, and ``*_absent_is_said`` run."""
+
+    @pytest.fixture
+    def backend_url(self, sqlite_url: str) -> str:
+        return sqlite_url.replace("sqlite:", "bare:", 1)
+
+    @pytest.fixture
+    def unreachable_url(self, not_a_directory: str) -> str:
+        return not_a_directory.replace("sqlite:", "bare:", 1)
+
+
 # -- the suite's guard (tested here, where a real backend subclasses it) ----------------------
 
 
@@ -74,6 +92,19 @@ def test_removing_a_contract_test_is_refused() -> None:
 
         class Removed(StoreContract):
             test_ping = None  # type: ignore[assignment]  # the point
+
+
+def test_a_capability_set_in_the_test_is_refused() -> None:
+    """The test cannot claim what the backend does not: capabilities live on its class."""
+    with pytest.raises(TypeError, match=r"sets supports_dead_letter in the test.*Queue\.supports"):
+
+        class Claims(QueueContract):
+            supports_dead_letter = False
+
+    with pytest.raises(TypeError, match=r"Store\.purge_removes_expired"):
+
+        class StoreClaims(StoreContract):
+            purge_removes_expired = False
 
 
 def test_an_override_marked_xfail_with_a_reason_is_allowed() -> None:

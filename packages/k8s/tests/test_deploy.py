@@ -226,6 +226,21 @@ def test_status_says_why_depth_is_unknown(
     assert "alpha: queue depth unknown: " in format_status(rows)
 
 
+def test_status_of_a_queue_that_cannot_count_says_so(
+    server: tuple[FakeCluster, Kube], manager: PluginManager
+) -> None:
+    """Pub/Sub declares supports_depth = False: status does not ask it (nothing listens at
+    the endpoint: asking would be an outage error instead) and says why there is no depth."""
+    _, kube = server
+    cluster = loads_cluster(CLUSTER)
+    deploy(render(one_api(TWO_APIS), cluster, manager=manager), cluster, kube, lambda _: None)
+    rows = status(cluster, kube, queue_url="pubsub://chute-test/x?endpoint_url=http://127.0.0.1:1")
+    assert all(r.depth is None for r in rows)
+    assert "alpha: queue depth unknown: PubSubQueue cannot count its messages" in format_status(
+        rows
+    )
+
+
 def test_an_unreachable_api_server_is_a_clear_error(manager: PluginManager, tmp_path: Path) -> None:
     with api_server(tmp_path) as (_, kubeconfig):
         pass  # stopped: nothing listens there any more

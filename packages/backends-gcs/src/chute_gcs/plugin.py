@@ -44,7 +44,7 @@ def chute_register_backends(registry: BackendRegistry) -> None:
     registry.add_queue(QUEUE_SCHEME, open_queue)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # chute-k8s's hook: declared only where it is installed
 def chute_keda_trigger(queue_url: str, queue_name: str, api: API) -> dict[str, object] | None:
     """KEDA's ``gcp-pubsub`` scaler on the API's subscription: it reads the Cloud Monitoring
     metric ``subscription/num_undelivered_messages`` (messages not yet acked: waiting and

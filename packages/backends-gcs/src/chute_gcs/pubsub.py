@@ -42,7 +42,7 @@ from typing import Any, Final
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
 from chute.backends.dead_letters import ScannedDeadLetters, ScannedLetter
 from chute.backends.leases import LeaseBook, LeaseState
-from chute.errors import BackendError, ChuteError, ConfigError, LeaseLost
+from chute.errors import ChuteError, ConfigError, LeaseLost, Unsupported
 from chute.protocol import now, validate_request_id
 from chute_gcs.pubsub_client import PubSubClient
 from chute_gcs.pubsub_settings import MAX_ACK_DEADLINE, MAX_RETENTION, parse_pubsub_url
@@ -128,6 +128,9 @@ class PubSubQueue(ScannedDeadLetters, Queue):
 
     #: Ack deadlines are whole seconds.
     min_lease = 1.0
+    #: Pub/Sub cannot count a subscription's messages (only Cloud Monitoring can, on Google
+    #: Cloud; the emulator not at all): :meth:`depth` raises Unsupported.
+    supports_depth = False
 
     def __init__(self, url: str) -> None:
         self.settings = parse_pubsub_url(url)
@@ -598,7 +601,7 @@ class PubSubQueue(ScannedDeadLetters, Queue):
     # -- depth and health ------------------------------------------------------------------
 
     async def depth(self, api: str) -> QueueDepth:
-        raise BackendError(
+        raise Unsupported(
             f"{self.where}: Pub/Sub cannot count the messages of a subscription (Google "
             "Cloud publishes the backlog only as the Cloud Monitoring metric "
             "subscription/num_undelivered_messages, which KEDA's gcp-pubsub scaler reads); "

@@ -59,6 +59,14 @@ RESULT_TRIES = 8
 class GcsStore(Store):
     """chute's :class:`~chute.backends.base.Store` on a Cloud Storage bucket (``gs://``)."""
 
+    #: Expired objects are deleted by the bucket's lifecycle rule, on GCS's schedule.
+    purge_removes_expired = False
+
+    #: No listing (the dashboard says the backend cannot list): a bucket lists keys only in
+    #: ascending order and knows nothing of a record's status, so "the newest failed requests"
+    #: would read every record object of the API. See docs/dashboard.md.
+    supports_listing = False
+
     def __init__(self, url: str) -> None:
         self.settings = parse_url(url)
         self.max_payload_size = self.settings.max_payload_size

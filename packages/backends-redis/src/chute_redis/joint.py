@@ -26,7 +26,6 @@ from chute.protocol import (
     RequestRecord,
     now,
     record_decoder,
-    record_encoder,
     validate_request_id,
 )
 from chute_redis import scripts
@@ -45,11 +44,7 @@ class RedisJoint(Joint):
 
     async def submit(self, record: RequestRecord, body: AsyncIterable[bytes]) -> RequestRecord:
         return await self.store.create_with(
-            record,
-            body,
-            scripts.JOINT_CREATE,
-            self.queue.send_keys(record.api),
-            [record.id],
+            record, body, scripts.JOINT_CREATE, self.queue.send_keys(record.api)
         )
 
     async def submit_many(self, submits: Sequence[Submit]) -> list[RequestRecord | ChuteError]:
@@ -73,18 +68,12 @@ class RedisJoint(Joint):
             keys: list[str] = []
             args: list[bytes | str | int | float] = []
             for i, stored in chunk:
-                k = store.record_keys(stored.api, stored.id)
                 payload = submits[i].payload
-                keys += [k.record, k.payload, f"{k.record}:upload:none"]
+                mode = "hash" if len(payload) <= INLINE_PAYLOAD else "inline"
+                k, a = store.create_args(stored, mode, payload, secrets.token_hex(8))
+                keys += k
                 keys += self.queue.send_keys(stored.api)
-                args += [
-                    record_encoder.encode(stored),
-                    int(stored.expires_at * 1000),
-                    "hash" if len(payload) <= INLINE_PAYLOAD else "inline",
-                    payload,
-                    secrets.token_hex(8),
-                    stored.id,
-                ]
+                args += a
             with store.connection.op(f"creating {len(chunk)} requests"):
                 created = await scripts.JOINT_CREATE_MANY(store.connection.client(), keys, args)
             for (i, stored), made in zip(chunk, created, strict=True):

@@ -32,7 +32,7 @@ def query(api: str, namespace: str, window_seconds: int) -> str:
     return f"max(avg_over_time(cortex_async_in_flight{{{selector}}}[{window_seconds}s]))"
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # chute-k8s's hook: declared only where it is installed
 def chute_keda_trigger(
     queue_url: str, queue_name: str, api: API, cluster: Mapping[str, str]
 ) -> dict[str, object] | None:

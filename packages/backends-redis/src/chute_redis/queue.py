@@ -24,6 +24,7 @@ LPOP, one HSET of receipts and one ZADD of leases, plus a HINCRBY of each attemp
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -61,6 +62,11 @@ _dead_encoder = msgspec.json.Encoder()
 _dead_decoder = msgspec.json.Decoder(_DeadInfo)
 
 
+#: A receive that may wait at least this long starts on the wake list after a drained one
+#: (one waiting less, a short poll runs the script at once).
+DRAINED_MIN_WAIT = 0.1
+
+
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
@@ -86,6 +92,11 @@ class RedisQueue(Queue):
         self.settings = parse_url(url)
         self._conn = Connection(self.settings)
         self._key_cache: dict[str, _Keys] = {}
+        #: API → when (anyio clock) the next timed message of its queue is due (inf: none),
+        #: set by a receive that leased messages and drained the visible ones: the next
+        #: receive of that API starts by waiting on the wake list, not with a script that
+        #: would find the queue empty (what a lone request's dequeuer did after each one).
+        self._drained: dict[str, float] = {}
 
     def _keys(self, api: str) -> _Keys:
         # Built once per API: every call of every request needs them.
@@ -143,13 +154,24 @@ class RedisQueue(Queue):
             keys.ready,
         ]
         args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), "", *extra]
-        end = anyio.current_time() + max(0.0, wait)
+        start = anyio.current_time()
+        end = start + max(0.0, wait)
         doing = f"receiving from {api}"
+        due = self._drained.pop(api, None)
+        if due is not None and wait >= DRAINED_MIN_WAIT:
+            # Empty when last seen, and every send since pushed a wake-up token: wait for one.
+            block = max(min(end, due) - start, 0.01)
+            with self._conn.op(doing, wait=block):
+                await client.blpop([keys.wake], timeout=block)
         while True:
             args[2] = secrets.token_hex(8)
             with self._conn.op(doing):
                 reply = await script(client, script_keys, args)
             if len(reply) > 1:
+                wait_ms = int(reply[0])
+                if wait_ms != -2:
+                    now_ = anyio.current_time()
+                    self._drained[api] = now_ + wait_ms / 1000 if wait_ms > 0 else math.inf
                 return [reply[i : i + width] for i in range(1, len(reply), width)]
             remaining = end - anyio.current_time()
             if remaining <= 0:
@@ -189,7 +211,31 @@ class RedisQueue(Queue):
         )
 
     async def ack(self, delivery: Delivery) -> None:
-        await self._holder_script(scripts.QUEUE_ACK, delivery, self.ack_keys(delivery.api))
+        [acked] = await self.ack_many([delivery])
+        if not acked:
+            raise LeaseLost(
+                f"request {delivery.request_id} of API {delivery.api}: the lease of attempt "
+                f"{delivery.attempt} is gone (delivered again, acked or dead-lettered)"
+            )
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """One ack script per API and :attr:`max_batch` deliveries (queue_ack.lua takes many)."""
+        acked: dict[int, bool] = {}
+        by_api: dict[str, list[int]] = {}
+        for i, d in enumerate(deliveries):
+            by_api.setdefault(d.api, []).append(i)
+        client = self._conn.client()
+        for api, indexes in by_api.items():
+            keys = self.ack_keys(api)
+            for start in range(0, len(indexes), self.max_batch):
+                chunk = indexes[start : start + self.max_batch]
+                args: list[bytes | str | int | float] = []
+                for i in chunk:
+                    args += [deliveries[i].request_id, deliveries[i].receipt]
+                with self._conn.op(f"acking {len(chunk)} messages of {api}"):
+                    reply = await scripts.QUEUE_ACK(client, keys, args)
+                acked.update((i, bool(r)) for i, r in zip(chunk, reply, strict=True))
+        return [acked[i] for i in range(len(deliveries))]
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         k = self._keys(delivery.api)
@@ -252,10 +298,12 @@ class RedisQueue(Queue):
         k = self._keys(api)
         client = self._conn.client()
         with self._conn.op(f"reading the depth of {api}"):
-            queued, in_flight, dead = await scripts.QUEUE_DEPTH(
+            queued, in_flight, dead, delayed = await scripts.QUEUE_DEPTH(
                 client, [k.visible, k.delayed, k.leased, k.dead, k.ready], []
             )
-        return QueueDepth(queued=int(queued), in_flight=int(in_flight), dead=int(dead))
+        return QueueDepth(
+            queued=int(queued), in_flight=int(in_flight), dead=int(dead), delayed=int(delayed)
+        )
 
     async def ping(self) -> None:
         client = self._conn.client()

@@ -68,4 +68,4 @@ JOINT_FINISH = _load("joint_finish", write_if="store_write_if", ack="queue_ack")
 #: Batches (``Store.write_many``, ``Joint.settle_many``): the single scripts in a loop.
 STORE_WRITE_MANY = _load("store_write_many", write_if="store_write_if")
 JOINT_SETTLE_MANY = _load("joint_settle_many", write_if="store_write_if", ack="queue_ack")
-JOINT_CREATE_MANY = _load("joint_create_many", create="store_create", send="queue_send")
+JOINT_CREATE_MANY = _load("joint_create_many", create="store_create")

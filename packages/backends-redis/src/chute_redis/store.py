@@ -26,17 +26,18 @@ from typing import NamedTuple
 import anyio
 import msgspec
 
-from chute.backends.base import Joint, Queue, Store, Write
+from chute.backends.base import Joint, Queue, RequestPage, Store, Write
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
 from chute.protocol import (
     RequestRecord,
+    Status,
     record_decoder,
     record_encoder,
     validate_api_name,
     validate_request_id,
 )
-from chute_redis import scripts
+from chute_redis import listing, scripts
 from chute_redis.connection import Connection, parse_url
 from chute_redis.queue import RedisQueue
 
@@ -72,6 +73,7 @@ class RedisStore(Store):
         self.max_payload_size = self.settings.max_payload_size
         self._conn = Connection(self.settings)
         self._prefixes: dict[str, str] = {}
+        self._creates: dict[str, int] = {}
 
     @property
     def connection(self) -> Connection:
@@ -127,17 +129,11 @@ class RedisStore(Store):
                         inline = piece.data
                     size = piece.end
             stored = msgspec.structs.replace(record, payload_size=size)
-            args: list[bytes | str | int | float] = [
-                record_encoder.encode(stored),
-                _expires_ms(stored),
-                "upload" if uploading else "hash" if size <= INLINE_PAYLOAD else "inline",
-                inline,
-                token,
-            ]
+            mode = "upload" if uploading else "hash" if size <= INLINE_PAYLOAD else "inline"
+            script_keys, args = self.create_args(stored, mode, inline, token)
+            script_keys[2] = upload
             with self._conn.op(doing):
-                created = await script(
-                    client, [keys.record, keys.payload, upload, *extra_keys], [*args, *extra_args]
-                )
+                created = await script(client, [*script_keys, *extra_keys], [*args, *extra_args])
         except BaseException:
             if uploading:
                 await self._discard(upload)
@@ -145,6 +141,42 @@ class RedisStore(Store):
         if not created:
             raise Conflict(f"request {record.id} of API {record.api} already exists")
         return stored
+
+    def create_args(
+        self, record: RequestRecord, mode: str, inline: bytes, token: str
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """The keys and arguments of store_create.lua for ``record`` (its payload already
+        counted in ``payload_size``); ``mode`` is ``hash``, ``inline`` or ``upload``."""
+        keys = self._keys(record.api, record.id)
+        span = listing.span_of(record)
+        index = listing.index_key(self.record_prefix(record.api), span)
+        # One create in TRIM_EVERY per index trims it (the first one of this process too).
+        n = self._creates.get(index, 0)
+        self._creates[index] = n + 1
+        trim = repr(record.created_at - span) if n % listing.TRIM_EVERY == 0 else ""
+        args: list[bytes | str | int | float] = [
+            record_encoder.encode(record),
+            _expires_ms(record),
+            mode,
+            inline,
+            token,
+            record.id,
+            repr(record.created_at),
+            trim,
+        ]
+        return [keys.record, keys.payload, f"{keys.record}:upload:none", index], args
+
+    supports_listing = True
+
+    async def list_requests(
+        self,
+        api: str,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RequestPage:
+        return await listing.list_requests(self, api, status=status, limit=limit, cursor=cursor)
 
     async def _discard(self, key: str) -> None:
         # Best effort, even when cancelled: the key would expire by itself anyway.

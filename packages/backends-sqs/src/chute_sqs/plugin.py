@@ -41,7 +41,7 @@ def chute_register_backends(registry: BackendRegistry) -> None:
     registry.add_store("s3", open_store)
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # chute-k8s's hook: declared only where it is installed
 def chute_keda_trigger(queue_url: str, queue_name: str, api: API) -> dict[str, object] | None:
     """KEDA's ``aws-sqs-queue`` scaler on the API's queue, counting in-flight messages too
     (what Cortex scaled on: queued plus running). ``queue_name`` is recomputed from the URL,

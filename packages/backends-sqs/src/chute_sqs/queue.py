@@ -87,6 +87,9 @@ class SqsQueue(ScannedDeadLetters, Queue):
     min_lease = 1.0
     #: ReceiveMessage hands out up to 10 messages per call.
     max_batch = MAX_BATCH
+    #: SQS counts a message hidden by ChangeMessageVisibility as in flight
+    #: (ApproximateNumberOfMessagesNotVisible), not as delayed, until its delay passes.
+    depth_counts_delayed_as_queued = False
 
     def __init__(self, url: str) -> None:
         self.settings = parse_sqs_url(url)
@@ -455,6 +458,7 @@ class SqsQueue(ScannedDeadLetters, Queue):
             queued=int(main.get(names[0], 0)) + int(main.get(names[1], 0)),
             in_flight=int(main.get(names[2], 0)),
             dead=sum(int(dead.get(n, 0)) for n in names),
+            delayed=int(main.get(names[1], 0)),
         )
 
     async def ping(self) -> None:

@@ -78,6 +78,14 @@ def _lost_race(exc: ClientError) -> bool:
 class S3Store(Store):
     """chute's :class:`~chute.backends.base.Store` on Amazon S3 (``s3://<bucket>/<prefix>``)."""
 
+    #: Objects are removed by the bucket's lifecycle rule, on S3's own schedule.
+    purge_removes_expired = False
+
+    #: No listing (the dashboard says the backend cannot list): a bucket lists keys only in
+    #: ascending order and knows nothing of a record's status, so "the newest failed requests"
+    #: would read every record object of the API. See docs/dashboard.md.
+    supports_listing = False
+
     def __init__(self, url: str) -> None:
         self.settings = parse_s3_url(url)
         self.max_payload_size = self.settings.max_payload_size

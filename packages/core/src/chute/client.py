@@ -191,6 +191,9 @@ _submit_decoder = msgspec.json.Decoder(SubmitResponse)
 _error_decoder = msgspec.json.Decoder(ErrorResponse)
 
 
+_overview_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
 def _check(response: httpx.Response) -> None:
     """Raise :class:`APIError` for an HTTP error, with the gateway's error type and message."""
     if response.status_code < 400:
@@ -487,6 +490,17 @@ class Client(_Base, Closing):
     def cancel(self, api: ApiRef, request_id: str) -> Result:
         """Cancel a queued or running request (see :meth:`AsyncClient.cancel`)."""
         return self._cancel_answer(api, request_id).result
+
+    def overview(self) -> dict[str, Any]:
+        """The dashboard's overview of every API (``GET /ui/api/overview``): queue depth and
+        recent rates, as ``chute status`` shows them (docs/dashboard.md). On a gateway with
+        ``--protect-admin`` the client's key must be a global one."""
+        try:
+            response = self._http.get("/ui/api/overview")
+        except httpx.TransportError as exc:
+            raise _unreachable(self.base_url, exc) from exc
+        answer: dict[str, Any] = _decode(_overview_decoder, response)
+        return answer
 
     # The answers with the gateway's own bytes, for the CLI (it prints them unchanged).
 

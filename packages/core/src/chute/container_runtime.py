@@ -1,11 +1,12 @@
 """Running a container's image with Docker or Podman, for ``chute dev --runtime docker|podman``.
 
-By default ``chute dev`` runs each container's start as a local process (:mod:`chute.dockerfile`);
-with an engine it builds the image from the Dockerfile beside the API file (or uses the
-container's ``image`` when there is none) and runs it as a pod would: the container listens on
-``pod.port`` inside, published on a free port of 127.0.0.1 for the dequeuer; the ``/mnt``
-stand-in mounted at ``/mnt``; Cortex's ``CORTEX_*`` variables and the container's ``env``. The
-containers of one API share the first one's network, as a pod's containers share one.
+By default ``chute dev`` runs each container's start as a local process
+(:mod:`chute.dev._dockerfile`); with an engine it builds the image from the Dockerfile beside
+the API file (or uses the container's ``image`` when there is none) and runs it as a pod would:
+the container listens on ``pod.port`` inside, published on a free port of 127.0.0.1 for the
+dequeuer; the ``/mnt`` stand-in mounted at ``/mnt``; Cortex's ``CORTEX_*`` variables and the
+container's ``env``. The containers of one API share the first one's network, as a pod's
+containers share one.
 """
 
 from __future__ import annotations

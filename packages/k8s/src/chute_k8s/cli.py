@@ -11,7 +11,7 @@ from chute.cli._confirm import add_yes, confirm
 from chute.cli.submit import positive_seconds
 
 if TYPE_CHECKING:
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    from chute.cli import CommandRegistrar
 
 
 def _cluster_flag(parser: argparse.ArgumentParser) -> None:
@@ -28,19 +28,20 @@ def _kube_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", metavar="NAME", help="kubeconfig context (default: current)")
 
 
-def register(subparsers: Subparsers) -> None:
-    render = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    render = commands.add(
         "render",
+        run=run_render,
         help="print the Kubernetes objects of an API file as YAML",
         description="Print every Kubernetes object the APIs need (multi-document YAML, stable "
         "output): pipe it to kubectl apply -f - or keep it for kustomize.",
     )
     render.add_argument("api_file", metavar="API_FILE", help="the APIs' YAML file")
     _cluster_flag(render)
-    render.set_defaults(run=run_render)
 
-    deploy = subparsers.add_parser(
+    deploy = commands.add(
         "deploy",
+        run=run_deploy,
         help="apply an API file to a cluster (server-side apply; prunes removed APIs)",
         description="Render the APIs of API_FILE for the cluster file's namespace and apply "
         "every object with server-side apply (field manager chute), then delete what chute "
@@ -69,10 +70,10 @@ def register(subparsers: Subparsers) -> None:
         action="store_true",
         help="change nothing: say what would be applied and pruned",
     )
-    deploy.set_defaults(run=run_deploy)
 
-    delete = subparsers.add_parser(
+    delete = commands.add(
         "delete",
+        run=run_delete,
         help="delete one API's objects from a cluster",
         description="Delete every object chute applied for API (its Deployment, scaler and "
         "the rest) from the cluster file's namespace. Requests still queued stay in the queue. "
@@ -82,34 +83,18 @@ def register(subparsers: Subparsers) -> None:
     _cluster_flag(delete)
     _kube_flags(delete)
     add_yes(delete)
-    delete.set_defaults(run=run_delete)
 
-    status = subparsers.add_parser(
-        "status",
-        help="replicas, ready pods and queue depth of each deployed API",
-        description="A table of every API chute deployed in the cluster file's namespace: "
-        "ready, desired and updated replicas, the autoscaler's bounds and state, and the "
-        "queue's depth (read from here, so the queue must be reachable from this machine). "
-        "With --watch, print it again whenever it changes, until Ctrl-C.",
-    )
-    _cluster_flag(status)
+    # core's `chute status` (each API's depth and rates, from the gateway) takes --cluster,
+    # --watch and --interval; with --cluster it runs this (cluster_run), with these flags too.
+    status = commands.parser("status")
     _kube_flags(status)
     status.add_argument(
         "--queue",
         metavar="URL",
-        help="queue URL reachable from here (default: the cluster file's queue_url)",
+        help="with --cluster: queue URL reachable from here (default: the cluster file's "
+        "queue_url)",
     )
-    status.add_argument(
-        "-w", "--watch", action="store_true", help="print the table again whenever it changes"
-    )
-    status.add_argument(
-        "--interval",
-        type=positive_seconds,
-        default=2.0,
-        metavar="SECONDS",
-        help="with --watch: how often to look (default 2)",
-    )
-    status.set_defaults(run=run_status)
+    status.set_defaults(cluster_run=run_status)
 
 
 def _render(args: argparse.Namespace) -> tuple[list[dict[str, object]], object]:

@@ -135,6 +135,8 @@ async def _depths(queue_url: str, apis: list[str]) -> dict[str, QueueDepth | str
     except ChuteError as exc:
         return dict.fromkeys(apis, str(exc))
     async with queue:
+        if not queue.supports_depth:
+            return dict.fromkeys(apis, f"{type(queue).__name__} cannot count its messages")
         for api in apis:
             try:
                 with anyio.fail_after(5):

@@ -11,9 +11,10 @@ from typing import Any
 
 from chute.config import API, parse_quantity
 from chute.errors import ConfigError
-from chute.registry import PluginManager, plugin_manager
-from chute_k8s import gateway, hookspecs, observability, scaling, workload
+from chute.registry import PluginManager
+from chute_k8s import gateway, observability, scaling, workload
 from chute_k8s.cluster import Cluster
+from chute_k8s.hooks import K8sHooks
 
 Obj = dict[str, Any]
 
@@ -47,14 +48,6 @@ def check(apis: list[API], cluster: Cluster, *, file: str = "API file") -> list[
     return out
 
 
-def _manager(manager: PluginManager | None) -> PluginManager:
-    manager = manager or plugin_manager()
-    hook = getattr(manager.pm.hook, "chute_k8s_objects", None)
-    if hook is None or hook.spec is None:  # add chute-k8s's hook to the shared manager, once
-        manager.pm.add_hookspecs(hookspecs)
-    return manager
-
-
 def render(
     apis: list[API],
     cluster: Cluster,
@@ -67,11 +60,10 @@ def render(
     problems = check(apis, cluster, file=file)
     if problems:
         raise ConfigError("\n".join(problems))
-    manager = _manager(manager)
-    hook = manager.pm.hook.chute_k8s_objects
+    hooks = K8sHooks(manager)
     ordered = sorted(apis, key=lambda api: api.name)
     per_api = [
-        [workload.deployment(api, cluster), scaling.scaled_object(api, cluster, manager)]
+        [workload.deployment(api, cluster), scaling.scaled_object(api, cluster, hooks)]
         for api in ordered
     ]
     shared = [
@@ -84,9 +76,9 @@ def render(
         *scaling.trigger_authentications(cluster),
         *observability.objects(cluster),
     ]
-    hook(objects=shared, api=None, cluster=cluster)
+    hooks.adjust_objects(shared, None, cluster)
     out = list(shared)
     for api, objects in zip(ordered, per_api, strict=True):
-        hook(objects=objects, api=api, cluster=cluster)
+        hooks.adjust_objects(objects, api, cluster)
         out += objects
     return out

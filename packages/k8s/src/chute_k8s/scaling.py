@@ -12,11 +12,13 @@ from typing import Any
 
 from chute.config import API, parse_duration
 from chute.errors import ConfigError
-from chute.registry import PluginManager
 from chute_k8s import names
 from chute_k8s.cluster import Cluster
+from chute_k8s.hooks import K8sHooks
 
 Obj = dict[str, Any]
+#: core's embedded backend (one file on one machine): no trigger, and it never gets one.
+EMBEDDED_SCHEME = "sqlite"
 #: Cortex's autoscaler ran every 10 s and applied its factors per tick.
 TICK_SECONDS = 10
 
@@ -30,10 +32,9 @@ def trigger_context(cluster: Cluster) -> dict[str, str]:
     }
 
 
-def trigger(api: API, cluster: Cluster, manager: PluginManager) -> Obj:
+def trigger(api: API, cluster: Cluster, hooks: K8sHooks) -> Obj:
     """Ask the queue's plugin for the KEDA trigger; a clear error when none answers."""
-    _ = manager.backends  # loads the plugins (entry points in group "chute")
-    answer = manager.pm.hook.chute_keda_trigger(
+    answer = hooks.keda_trigger(
         queue_url=cluster.queue_url,
         queue_name=api.name,
         api=api,
@@ -41,6 +42,15 @@ def trigger(api: API, cluster: Cluster, manager: PluginManager) -> Obj:
     )
     if answer is None:
         scheme = cluster.queue_url.partition("://")[0]
+        if scheme.lower() == EMBEDDED_SCHEME:
+            from chute.install import install_line
+
+            raise ConfigError(
+                f"API {api.name!r}: the queue {cluster.queue_url!r} is the embedded SQLite "
+                "backend, a file on one machine that pods on a cluster cannot share, so it "
+                "cannot be autoscaled there; use a networked queue such as redis:// "
+                f"({install_line('redis')}) or sqs:// ({install_line('sqs')}) in the cluster file"
+            )
         raise ConfigError(
             f"API {api.name!r}: no installed plugin supplies a KEDA trigger for {scheme}:// "
             f"queues, so the API cannot be autoscaled on its queue; use a queue whose plugin "
@@ -99,7 +109,7 @@ def behavior(api: API) -> Obj:
     }
 
 
-def scaled_object(api: API, cluster: Cluster, manager: PluginManager) -> Obj:
+def scaled_object(api: API, cluster: Cluster, hooks: K8sHooks) -> Obj:
     s = api.autoscaling
     spec: Obj = {
         "scaleTargetRef": {
@@ -119,7 +129,7 @@ def scaled_object(api: API, cluster: Cluster, manager: PluginManager) -> Obj:
                 "behavior": behavior(api),
             },
         },
-        "triggers": [trigger(api, cluster, manager)],
+        "triggers": [trigger(api, cluster, hooks)],
     }
     return {
         "apiVersion": "keda.sh/v1alpha1",

@@ -7,4 +7,4 @@ local version = write_if({KEYS[1], KEYS[2]}, {ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if version == 0 then
   return {0, 0}
 end
-return {version, ack({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, {ARGV[6], ARGV[7]})}
+return {version, ack({KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, {ARGV[6], ARGV[7]})[1]}

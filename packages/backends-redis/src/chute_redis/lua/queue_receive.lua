@@ -2,9 +2,11 @@
 -- KEYS: visible, delayed, leased, receipts, attempts, wake, ready (the sorted set of visible
 -- and delayed messages before the list; moved over as it is found)
 -- ARGV: max, lease_ms, nonce
--- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -1 when messages were
--- leased or nothing is pending; otherwise the time until the next delayed message becomes
--- visible or the next lease lapses, which caps the caller's BLPOP on the wake list.
+-- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -2 when visible messages
+-- remain (the wake-up was passed on); otherwise the queue was drained: -1 when nothing else is
+-- pending, else the time until the next delayed message becomes visible or the next lease
+-- lapses, which caps the caller's BLPOP on the wake list (its next wait, when it leased
+-- messages: it may start with that BLPOP instead of running this script on an empty queue).
 local visible, delayed, leased, receipts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local attempts, wake, old_ready = KEYS[5], KEYS[6], KEYS[7]
 local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
@@ -36,12 +38,36 @@ for _, timed in ipairs({leased, delayed}) do
   end
 end
 
+local function next_due()
+  local due = nil
+  for _, timed in ipairs({delayed, leased}) do
+    local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
+    if #first > 0 and (due == nil or tonumber(first[2]) < due) then
+      due = tonumber(first[2])
+    end
+  end
+  if due == nil then return -1 end
+  return math.max(due - now, 1)
+end
+
 local out = {-1}
 local ids = redis.call('LPOP', visible, max)
 if ids then
-  local held, leases = {}, {}
-  for _, id in ipairs(ids) do
-    local attempt = redis.call('HINCRBY', attempts, id, 1)
+  local held, leases, counted = {}, {}, {}
+  -- Each one's attempt + 1: HINCRBY for one, else one HMGET and one HSET for all.
+  local before = {false}
+  if #ids > 1 then before = redis.call('HMGET', attempts, unpack(ids)) end
+  local latest = {}
+  for j, id in ipairs(ids) do
+    local attempt
+    if #ids == 1 then
+      attempt = redis.call('HINCRBY', attempts, id, 1)
+    else
+      attempt = (latest[id] or tonumber(before[j]) or 0) + 1
+      latest[id] = attempt
+      counted[#counted + 1] = id
+      counted[#counted + 1] = attempt
+    end
     local receipt = nonce .. '.' .. attempt
     held[#held + 1] = id
     held[#held + 1] = receipt
@@ -51,23 +77,19 @@ if ids then
     out[#out + 1] = attempt
     out[#out + 1] = receipt
   end
+  if #counted > 0 then redis.call('HSET', attempts, unpack(counted)) end
   redis.call('HSET', receipts, unpack(held))
   redis.call('ZADD', leased, unpack(leases))
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
   if #ids == max and redis.call('LLEN', visible) > 0 then
     if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+    out[1] = -2
   else
     redis.call('DEL', wake)
+    out[1] = next_due()
   end
   return out
 end
 
-local due = nil
-for _, timed in ipairs({delayed, leased}) do
-  local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
-  if #first > 0 and (due == nil or tonumber(first[2]) < due) then
-    due = tonumber(first[2])
-  end
-end
-if due ~= nil then out[1] = math.max(due - now, 1) end
+out[1] = next_due()
 return out

@@ -63,11 +63,14 @@ class Delivery(msgspec.Struct, frozen=True):
 
 class QueueDepth(msgspec.Struct, frozen=True):
     """Messages waiting (``queued``, including delayed ones), leased to a consumer
-    (``in_flight``) and parked in the dead letter (``dead``)."""
+    (``in_flight``) and parked in the dead letter (``dead``). ``delayed`` is the part of
+    ``queued`` not visible yet (a retry's backoff, a ``delay=`` send): ``queued - delayed``
+    could be received now. A backend that cannot tell leaves it 0."""
 
     queued: int
     in_flight: int
     dead: int = 0
+    delayed: int = 0
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -215,13 +218,36 @@ class Joint(abc.ABC):
 
 
 class Queue(AsyncClosing, abc.ABC):
-    """A reliable queue of request ids with leases (at-least-once delivery)."""
+    """A reliable queue of request ids with leases (at-least-once delivery).
+
+    What a backend can do is declared on its class, never in a test: the *capabilities*
+    below (``supports_*``, ``max_batch``, ``min_lease``, ...). Callers read them to choose
+    their path, and the contract suite (``chute.testing.QueueContract``) runs the cases of
+    each capability a backend declares and, for one it declares absent, checks that the
+    methods raise :class:`~chute.errors.Unsupported`. Settings the user chooses (URL options)
+    are not capabilities.
+    """
+
+    # -- capabilities (what the backend can do; fixed by its class) ------------------------
 
     #: The shortest lease (seconds) the backend can honour; the contract suite uses it.
     min_lease: float = 0.2
     #: Capability: the most messages :meth:`receive` takes in one call (one round trip or
     #: transaction); callers ask for no more at once. 1, the default: one per call.
     max_batch: int = 1
+    #: Capability: the queue keeps the messages it gave up on (:meth:`dead_letter`,
+    #: :meth:`list_dead`, :meth:`requeue_dead`, :meth:`purge_dead`). Where False, those raise
+    #: :class:`~chute.errors.Unsupported` (the defaults here do), the dequeuer fails a request
+    #: that runs out of attempts and acks its message, and ``chute dead-letter`` says so.
+    supports_dead_letter: bool = True
+    #: Capability: :meth:`depth` counts the queue's messages. Where False (Pub/Sub), it raises
+    #: :class:`~chute.errors.Unsupported`, never answering wrong figures; the gateway's queue
+    #: route answers 501 and its metrics leave the depth out.
+    supports_depth: bool = True
+    #: How :meth:`depth` counts a message released with a delay while it is hidden: as
+    #: ``queued`` (True) or as ``in_flight`` (False: SQS, whose ``ChangeMessageVisibility``
+    #: keeps it "not visible").
+    depth_counts_delayed_as_queued: bool = True
 
     @abc.abstractmethod
     async def send(self, api: str, request_id: str, *, delay: float = 0.0) -> None:
@@ -268,27 +294,40 @@ class Queue(AsyncClosing, abc.ABC):
         """Give the message back, visible again after ``delay`` seconds (retry, shutdown).
         Raises LeaseLost if another consumer holds it now, or it was settled."""
 
-    @abc.abstractmethod
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the message to the API's dead letter, with the reason it was given up and its
         attempts. Raises LeaseLost if another consumer holds it now, or it was settled. A
-        requeued dead letter keeps its attempt count (attempts are fencing tokens)."""
+        requeued dead letter keeps its attempt count (attempts are fencing tokens).
+        Raises Unsupported where :attr:`supports_dead_letter` is False."""
+        raise self._unsupported("dead_letter")
 
-    @abc.abstractmethod
     async def list_dead(self, api: str, *, limit: int = 100) -> list[DeadLetter]:
-        """The oldest ``limit`` dead letters of ``api``."""
+        """The oldest ``limit`` dead letters of ``api`` (Unsupported without a dead letter)."""
+        raise self._unsupported("dead_letter")
 
-    @abc.abstractmethod
     async def requeue_dead(self, api: str, request_ids: Sequence[str] | None = None) -> int:
-        """Send dead letters back to the queue (all, or those named); return how many."""
+        """Send dead letters back to the queue (all, or those named); return how many
+        (Unsupported without a dead letter)."""
+        raise self._unsupported("dead_letter")
 
-    @abc.abstractmethod
     async def purge_dead(self, api: str) -> int:
-        """Delete every dead letter of ``api``; return how many."""
+        """Delete every dead letter of ``api``; return how many (Unsupported without a dead
+        letter)."""
+        raise self._unsupported("dead_letter")
 
-    @abc.abstractmethod
     async def depth(self, api: str) -> QueueDepth:
-        """How many messages wait, are leased and are dead, without scanning them all."""
+        """How many messages wait, are leased and are dead, without scanning them all
+        (Unsupported where :attr:`supports_depth` is False)."""
+        raise self._unsupported("depth")
+
+    def _unsupported(self, capability: str) -> Unsupported:
+        """The error for a capability this queue declares absent; a queue that declares it
+        and still lands here lacks the override (the contract suite catches it)."""
+        name = type(self).__name__
+        if getattr(self, f"supports_{capability}", False):
+            return Unsupported(f"{name} declares supports_{capability} but does not implement it")
+        what = {"dead_letter": "has no dead letter", "depth": "cannot count its messages"}
+        return Unsupported(f"{name} {what[capability]} (supports_{capability} = False)")
 
     async def ping(self) -> None:
         """Raise BackendUnavailable if the backend cannot be reached."""
@@ -299,11 +338,18 @@ class Store(AsyncClosing, abc.ABC):
 
     Backends implement the storage primitives (``create``, ``read``, ``write_if``, …); the
     state machine (:meth:`transition`) and the expiry check (:meth:`get`) are shared here so
-    that every backend obeys the same rules.
+    that every backend obeys the same rules. Capabilities are declared on the class, as for
+    :class:`Queue` (``supports_listing``, ``max_batch``, ``purge_removes_expired``).
     """
 
-    #: The largest payload the backend accepts, in bytes; ``None`` means no limit of its own.
+    #: Knob (the user's, through the URL option ``max_payload_size``, not a capability): the
+    #: largest payload the store accepts, in bytes; ``None`` means no limit of its own.
     max_payload_size: int | None = None
+    #: Capability: once a record is past its ``expires_at``, :meth:`purge_expired` (or the
+    #: storage by itself: Redis TTLs) removes it at once. False where the storage deletes on
+    #: its own schedule (bucket lifecycle rules, about daily: S3, GCS); :meth:`get` hides an
+    #: expired record either way.
+    purge_removes_expired: bool = True
 
     # -- primitives ------------------------------------------------------------------------
 

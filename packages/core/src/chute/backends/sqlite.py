@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chute.errors import ConfigError
 from chute.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from chute.backends.base import Queue, Store
-    from chute.config import API
     from chute.registry import BackendRegistry
 
 SCHEME = "sqlite"
@@ -39,18 +37,3 @@ def open_store(url: str) -> Store:
 def chute_register_backends(registry: BackendRegistry) -> None:
     registry.add_queue(SCHEME, open_queue)
     registry.add_store(SCHEME, open_store)
-
-
-@hookimpl
-def chute_keda_trigger(queue_url: str, api: API) -> dict[str, object] | None:
-    """The embedded backend is one file on one machine: it cannot scale pods on a cluster."""
-    if not queue_url.lower().startswith(f"{SCHEME}:"):
-        return None
-    from chute.install import install_line
-
-    raise ConfigError(
-        f"API {api.name!r}: the queue {queue_url!r} is the embedded SQLite backend, a file on "
-        "one machine that pods on a cluster cannot share, so it cannot be autoscaled there; "
-        f"use a networked queue such as redis:// ({install_line('redis')}) or sqs:// "
-        f"({install_line('sqs')}) in the cluster file"
-    )

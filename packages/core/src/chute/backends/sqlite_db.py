@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS store_records (
     upload      TEXT    NOT NULL,
     chunks      INTEGER NOT NULL,
     result      BLOB,
+    -- Copies of the record's fields that listing filters and orders by (see _migrate).
+    created_at  REAL    NOT NULL DEFAULT 0,
+    status      TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (api, id)
 );
 CREATE INDEX IF NOT EXISTS store_records_expiry ON store_records (expires_at);
@@ -123,11 +126,39 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = NORMAL")
         # After a checkpoint, shrink the WAL a big upload grew instead of keeping it forever.
         conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
-        conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+        conn.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}")
+        _migrate(conn)
+        conn.execute("COMMIT")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+#: Listing (``SqliteStore.list_requests``): an API's records newest first, all or by status.
+_LISTING_INDEXES = """
+CREATE INDEX IF NOT EXISTS store_records_listing ON store_records (api, created_at, id);
+CREATE INDEX IF NOT EXISTS store_records_by_status
+    ON store_records (api, status, created_at, id);
+"""
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file made by an older chute up to this schema, inside the opening transaction:
+    ``store_records`` gained ``created_at`` and ``status`` (for listing), filled in from each
+    stored record's JSON. Idempotent; a no-op on a file made by this version."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(store_records)")}
+    if "status" not in columns:
+        conn.execute("ALTER TABLE store_records ADD COLUMN created_at REAL NOT NULL DEFAULT 0")
+        conn.execute("ALTER TABLE store_records ADD COLUMN status TEXT NOT NULL DEFAULT ''")
+        conn.execute(
+            "UPDATE store_records SET "
+            "created_at = json_extract(CAST(record AS TEXT), '$.created_at'), "
+            "status = json_extract(CAST(record AS TEXT), '$.status')"
+        )
+    for statement in _LISTING_INDEXES.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _enable_wal(conn: sqlite3.Connection) -> None:

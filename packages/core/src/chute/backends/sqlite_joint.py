@@ -80,9 +80,7 @@ class SqliteJoint(Joint):
                         payload[at : at + CHUNK_SIZE] for at in range(0, len(payload), CHUNK_SIZE)
                     ]
                     upload = secrets.token_hex(12)
-                    ok = insert_record(
-                        conn, stored.api, stored.id, encoded, stored.expires_at, upload, len(pieces)
-                    )
+                    ok = insert_record(conn, stored, encoded, upload, len(pieces))
                     if ok:
                         for seq, piece in enumerate(pieces):
                             write_chunk(upload, seq, piece, conn)

@@ -287,17 +287,23 @@ class SqliteQueue(Queue):
                 (live,) = conn.execute(
                     "SELECT COUNT(*) FROM queue_messages WHERE api = ?", (api,)
                 ).fetchone()
+                at = now()
                 (leased,) = conn.execute(
                     "SELECT COUNT(*) FROM queue_messages "
                     "WHERE api = ? AND visible_at > ? AND leased = 1",
-                    (api, now()),
+                    (api, at),
+                ).fetchone()
+                (delayed,) = conn.execute(
+                    "SELECT COUNT(*) FROM queue_messages "
+                    "WHERE api = ? AND visible_at > ? AND leased = 0",
+                    (api, at),
                 ).fetchone()
                 (dead,) = conn.execute(
                     "SELECT COUNT(*) FROM queue_dead WHERE api = ?", (api,)
                 ).fetchone()
             finally:
                 conn.execute("COMMIT")
-            return QueueDepth(queued=live - leased, in_flight=leased, dead=dead)
+            return QueueDepth(queued=live - leased, in_flight=leased, dead=dead, delayed=delayed)
 
         return await self._db.run(count)
 

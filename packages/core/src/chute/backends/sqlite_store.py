@@ -17,12 +17,14 @@ from functools import partial
 import anyio
 import msgspec
 
-from chute.backends.base import Joint, Queue, Store, Write
+from chute.backends.base import Joint, Queue, RequestPage, Store, Write
+from chute.backends.listing import check_limit, decode_cursor, page_of
 from chute.backends.sqlite_db import Database, write_transaction
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
 from chute.protocol import (
     RequestRecord,
+    Status,
     now,
     record_decoder,
     record_encoder,
@@ -84,11 +86,13 @@ class SqliteStore(Store):
                         chunks += 1
                     size = piece.end
             stored = msgspec.structs.replace(record, payload_size=size)
-            row = (api, request_id, record_encoder.encode(stored), stored.expires_at, upload)
+            encoded = record_encoder.encode(stored)
 
             def insert(conn: sqlite3.Connection) -> bool:
                 with write_transaction(conn):
-                    made = insert_record(conn, *row, chunks + (1 if first else 0))
+                    made = insert_record(
+                        conn, stored, encoded, upload, chunks + (1 if first else 0)
+                    )
                     if made:
                         if first:
                             _write_chunk(upload, chunks, first, conn)
@@ -218,6 +222,41 @@ class SqliteStore(Store):
             return version + 1
         return None
 
+    # -- listing ---------------------------------------------------------------------------
+
+    supports_listing = True
+
+    async def list_requests(
+        self,
+        api: str,
+        *,
+        status: Status | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RequestPage:
+        """One page from the ``(api, [status,] created_at, id)`` indexes: at most ``limit + 1``
+        rows are read, however many records the API holds."""
+        check_limit(limit)
+        after = decode_cursor(cursor) if cursor is not None else None
+        at = now()
+        sql = "SELECT record FROM store_records WHERE api = ? AND expires_at > ?"
+        args: list[object] = [api, at]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if after is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [after.created_at, after.created_at, after.request_id]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit + 1)
+
+        def select(conn: sqlite3.Connection) -> list[bytes]:
+            return [bytes(row[0]) for row in conn.execute(sql, args)]
+
+        rows = await self._db.run(select)
+        records = [record_decoder.decode(raw) for raw in rows]
+        return page_of(records, status=status, limit=limit, cursor=cursor, at=at)
+
     async def delete(self, api: str, request_id: str) -> bool:
         validate_request_id(request_id)
 
@@ -281,19 +320,28 @@ def _exists(conn: sqlite3.Connection, api: str, request_id: str) -> bool:
 
 def insert_record(
     conn: sqlite3.Connection,
-    api: str,
-    request_id: str,
+    record: RequestRecord,
     encoded: bytes,
-    expires_at: float,
     upload: str,
     chunks: int,
 ) -> bool:
-    """Insert a new record row; False if the id is taken (nothing inserted)."""
+    """Insert a new record row (``encoded`` is ``record`` as stored); False if the id is taken
+    (nothing inserted)."""
     try:
         conn.execute(
-            "INSERT INTO store_records (api, id, record, version, expires_at, upload, chunks) "
-            "VALUES (?, ?, ?, 1, ?, ?, ?)",
-            (api, request_id, encoded, expires_at, upload, chunks),
+            "INSERT INTO store_records "
+            "(api, id, record, version, expires_at, upload, chunks, created_at, status) "
+            "VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            (
+                record.api,
+                record.id,
+                encoded,
+                record.expires_at,
+                upload,
+                chunks,
+                record.created_at,
+                record.status.value,
+            ),
         )
     except sqlite3.IntegrityError:
         return False
@@ -358,7 +406,7 @@ def _update(
     """The conditional write: from exactly ``version`` to ``version + 1``."""
     cursor = conn.execute(
         "UPDATE store_records SET record = ?, version = version + 1, expires_at = ?, "
-        "result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
-        (encoded, record.expires_at, result, record.api, record.id, version),
+        "status = ?, result = COALESCE(?, result) WHERE api = ? AND id = ? AND version = ?",
+        (encoded, record.expires_at, record.status.value, result, record.api, record.id, version),
     )
     return cursor.rowcount == 1

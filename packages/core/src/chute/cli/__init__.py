@@ -12,19 +12,22 @@ from types import ModuleType
 
 from chute._version import __version__
 from chute.cli import _exit as exit_codes
+from chute.cli._registrar import CommandRegistrar, Handler
 from chute.errors import ChuteError
+
+__all__ = ["CommandRegistrar", "Handler", "build_parser", "main"]
 
 #: Subcommands that first-party distributions add, and the extra that installs each.
 PLUGIN_COMMANDS = {
     "render": "chute[k8s]",
     "deploy": "chute[k8s]",
     "delete": "chute[k8s]",
-    "status": "chute[k8s]",
 }
 
 
 def _subcommand_modules() -> list[ModuleType]:
-    """Every module in this package defines one subcommand (``register`` and ``ORDER``)."""
+    """Every public module in this package defines one subcommand: ``register(commands)``,
+    given the :class:`CommandRegistrar`, and ``ORDER``."""
     modules = [
         importlib.import_module(f"{__name__}.{info.name}")
         for info in pkgutil.iter_modules(__path__)
@@ -34,49 +37,54 @@ def _subcommand_modules() -> list[ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    parser, _ = _build()
+    return parser
+
+
+def _build() -> tuple[argparse.ArgumentParser, CommandRegistrar]:
     parser = argparse.ArgumentParser(
         prog="chute", description="Async APIs for containerised HTTP services."
     )
     parser.add_argument("--version", action="version", version=f"chute {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = CommandRegistrar(parser)
     for module in _subcommand_modules():
-        module.register(sub)
-    _add_plugin_commands(sub)
-    return parser
+        module.register(commands)
+    _add_plugin_commands(commands)
+    return parser, commands
 
 
-def _add_plugin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_plugin_commands(commands: CommandRegistrar) -> None:
     """Subcommands from plugins (hook ``chute_add_commands``). A broken plugin is reported and
     skipped, so that core's own commands keep working."""
     from chute.registry import plugin_manager
 
-    manager = plugin_manager()
     try:
-        _ = manager.backends  # loads every entry point in group "chute"
+        plugin_manager().add_commands(commands)
     except ChuteError as exc:
         print(f"chute: warning: {exc}", file=sys.stderr)
-        return
-    manager.pm.hook.chute_add_commands(subparsers=sub)
 
 
-def _missing_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> str | None:
-    """The install hint for a plugin subcommand that is not installed, if ``argv`` asks for one."""
+def _missing_command(commands: CommandRegistrar, argv: Sequence[str]) -> str | None:
+    """The install hint for a plugin subcommand that is not there, if ``argv`` asks for one."""
     command = next((arg for arg in argv if not arg.startswith("-")), None)
-    if command not in PLUGIN_COMMANDS:
+    if command not in PLUGIN_COMMANDS or command in commands.names:
         return None
-    for action in parser._actions:  # argparse has no public way to list subcommands
-        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return None
     from chute.install import install_line
+    from chute.registry import plugin_manager
 
     extra = PLUGIN_COMMANDS[command]
-    line = install_line(extra.removeprefix("chute[").removesuffix("]"))
-    return f"chute: {command!r} comes with {extra}; install it with: {line}"
+    plugin = extra.removeprefix("chute[").removesuffix("]")
+    why = plugin_manager().not_loaded(plugin)
+    if why:
+        return (
+            f"chute: {command!r} comes with the plugin {plugin!r}, installed but not loaded: {why}"
+        )
+    return f"chute: {command!r} comes with {extra}; install it with: {install_line(plugin)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    hint = _missing_command(parser, sys.argv[1:] if argv is None else argv)
+    parser, commands = _build()
+    hint = _missing_command(commands, sys.argv[1:] if argv is None else argv)
     if hint is not None:
         print(hint, file=sys.stderr)
         return exit_codes.USAGE

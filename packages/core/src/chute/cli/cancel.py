@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 42
 
 
-def register(subparsers: Any) -> None:
+def register(commands: CommandRegistrar) -> None:
     from chute.cli.submit import add_gateway_option
 
-    parser = subparsers.add_parser(
+    parser = commands.add(
         "cancel",
+        run=run,
         help="cancel a queued or running request",
         description=(
             "DELETE <endpoint>/<id> and print the cancelled request as JSON. A queued request "
@@ -24,7 +28,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("api", metavar="API", help="API name, or endpoint path")
     parser.add_argument("request_id", metavar="ID", help="the id `chute submit` printed")
     add_gateway_option(parser, timeout=False)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,15 +12,14 @@ from chute.cli._confirm import add_yes, confirm
 from chute.cli._exit import USAGE
 
 if TYPE_CHECKING:
-    from chute.backends.base import Queue, Store
+    from chute.backends.base import Queue
+    from chute.cli import CommandRegistrar
 
 ORDER = 55
-#: ``requeue`` without ids lists the dead letter this many at a time, until it is empty.
-REQUEUE_BATCH = 1000
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    actions = commands.group(
         "dead-letter",
         help="list, requeue or purge the requests an API gave up on",
         description=(
@@ -29,25 +28,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "retry budget), or delete them for good. See docs/retries.md."
         ),
     )
-    sub = parser.add_subparsers(dest="dead_letter_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("api", metavar="API", help="the API's name")
         p.add_argument("--queue", help=url_help("queue"))
         p.add_argument("--store", help=url_help("store"))
 
-    listing = sub.add_parser(
+    listing = actions.add(
         "list",
+        run=run_list,
         help="show the dead letters, oldest first",
         description="Show the API's dead letters, oldest first: id, when, attempts and why.",
     )
     common(listing)
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(run=run_list)
 
-    requeue = sub.add_parser(
+    requeue = actions.add(
         "requeue",
+        run=run_requeue,
         help="send dead letters back to the queue (all, or the ids given)",
         description=(
             "Put each dead-lettered request back to in_queue and its message back in the "
@@ -57,10 +56,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(requeue)
     requeue.add_argument("ids", nargs="*", metavar="ID", help="request ids (default: all of them)")
-    requeue.set_defaults(run=run_requeue)
 
-    purge = sub.add_parser(
+    purge = actions.add(
         "purge",
+        run=run_purge,
         help="delete every dead letter of the API (the failed records stay until retention)",
         description=(
             "Delete every dead letter of the API for good. Asks for confirmation on a terminal; "
@@ -69,7 +68,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     common(purge)
     add_yes(purge)
-    purge.set_defaults(run=run_purge)
+
+
+def needs_dead_letter(queue: Queue, url: str) -> None:
+    """Raise :class:`~chute.errors.Unsupported`, saying what happens instead, for a queue
+    that declares no dead letter."""
+    if not queue.supports_dead_letter:
+        from chute.errors import Unsupported
+
+        raise Unsupported(
+            f"the queue {redact(url)} has no dead letter ({type(queue).__name__} declares "
+            "supports_dead_letter = False): a request that runs out of attempts is failed and "
+            "its message dropped (docs/retries.md)"
+        )
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -83,6 +94,7 @@ def run_list(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             dead = await queue.list_dead(args.api, limit=args.limit)
         if args.json:
             for item in dead:
@@ -104,72 +116,27 @@ def run_requeue(args: argparse.Namespace) -> int:
     import anyio
 
     from chute.registry import open_queue, open_store
+    from chute.requeue import Requeue
 
     queue_url = existing_url("queue", args.queue)
     store_url = existing_url("store", args.store)
 
     async def main() -> int:
         async with open_queue(queue_url) as queue, open_store(store_url) as store:
-            mover = _Requeue(args.api, queue, store)
+            needs_dead_letter(queue, queue_url)
+            mover = Requeue(args.api, queue, store)
             if args.ids:
-                count = (await queue.depth(args.api)).dead
-                listed = await queue.list_dead(args.api, limit=max(count, len(args.ids)))
-                await mover.move(list(args.ids), {d.request_id for d in listed})
-            else:  # every one, a batch at a time, until none is left that could move
-                left: set[str] = set()
-                while True:
-                    batch = await queue.list_dead(args.api, limit=REQUEUE_BATCH + len(left))
-                    wanted = [d.request_id for d in batch if d.request_id not in left]
-                    if not wanted:
-                        break
-                    ready = await mover.move(wanted, set(wanted))
-                    left |= set(wanted) - set(ready)
+                await mover.these(list(args.ids))
+            else:
+                await mover.every()
+            for note in mover.notes:
+                print(note)
             moved = mover.moved
             print(f"requeued {moved} request{'s' if moved != 1 else ''} of {args.api}")
             return 1 if mover.problems else 0
 
     code: int = anyio.run(main)
     return code
-
-
-class _Requeue:
-    """Moves dead letters back, record first, and counts what moved and what did not."""
-
-    def __init__(self, api: str, queue: Queue, store: Store) -> None:
-        self.api, self.queue, self.store = api, queue, store
-        self.moved = 0
-        self.problems = 0
-
-    async def move(self, wanted: list[str], dead: set[str]) -> list[str]:
-        """Requeue ``wanted`` (``dead``: the ones known to be dead letters); return the ids
-        whose record went back to in_queue."""
-        from chute.errors import NotFound, TransitionRejected
-
-        ready: list[str] = []
-        for request_id in wanted:
-            if request_id not in dead:
-                # Never move a record without its message: it would wait in_queue forever.
-                print(f"{request_id}: not in the dead letter of {self.api}; left as is")
-                self.problems += 1
-                continue
-            # The record first: once the message is back, a dequeuer may take it at once.
-            try:
-                await self.store.requeue(self.api, request_id)
-            except NotFound:
-                print(f"{request_id}: record gone (past its retention?); left as is")
-                self.problems += 1
-                continue
-            except TransitionRejected as exc:
-                print(f"{request_id}: {exc}; left in the dead letter")
-                self.problems += 1
-                continue
-            ready.append(request_id)
-        moved = await self.queue.requeue_dead(self.api, ready) if ready else 0
-        self.moved += moved
-        if moved < len(ready):
-            print(f"{len(ready) - moved} were not in the dead letter (requeued already?)")
-            self.problems += 1
-        return ready
 
 
 def run_purge(args: argparse.Namespace) -> int:
@@ -183,6 +150,7 @@ def run_purge(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with open_queue(url) as queue:
+            needs_dead_letter(queue, url)
             return await queue.purge_dead(args.api)
 
     count = anyio.run(main)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chute.errors import ChuteError
 
 if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
     from chute.dev import Supervisor
 
 ORDER = 5
@@ -26,9 +27,10 @@ PAYLOADS: list[dict[str, Any]] = [
 KEEP_LINES = 40
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    parser = commands.add(
         "demo",
+        run=run,
         help="run the hello-world example, submit a few requests and print their results",
         description=(
             "Run examples/hello-world with `chute dev` (gateway, dequeuer, container) on a "
@@ -51,7 +53,6 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="give up if the demo has not finished by then (default 120)",
     )
-    parser.set_defaults(run=run)
 
 
 def find_example() -> Path:

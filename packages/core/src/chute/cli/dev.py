@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from chute.container_runtime import RUNTIMES
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 30
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    parser = commands.add(
         "dev",
+        run=run,
         help="run an API file locally: gateway, dequeuers and containers as processes",
         description=(
             "Run the gateway, one dequeuer per API and each container's command + args as "
@@ -95,7 +99,6 @@ def register(subparsers: Any) -> None:
         "http://ingressgateway-apis.istio-system.svc.cluster.local/<api>, through a local HTTP "
         "proxy given to them as HTTP_PROXY (default: on)",
     )
-    parser.set_defaults(run=run)
 
 
 def _pairs(option: str, values: list[str]) -> dict[str, str]:
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from chute import dev, preflight
+    from chute import dev
+    from chute.dev import _preflight as preflight
     from chute.gateway import access_log
     from chute.registry import URL_ENV
 

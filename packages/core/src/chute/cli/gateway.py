@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 20
 
@@ -29,11 +32,12 @@ def parse_size(text: str) -> int:
     return int(float(number) * _UNITS[unit or ""])
 
 
-def register(subparsers: Any) -> None:
+def register(commands: CommandRegistrar) -> None:
     from chute.registry import DEFAULT_URL
 
-    parser = subparsers.add_parser(
+    parser = commands.add(
         "gateway",
+        run=run,
         help="serve the HTTP gateway (submit and read requests) for the APIs of a file",
         description=(
             "Serve POST <endpoint> (queue a request) and GET <endpoint>/<id> (read it) for "
@@ -149,7 +153,6 @@ def register(subparsers: Any) -> None:
         metavar="LEVEL",
         help="DEBUG, INFO, WARNING, ERROR (default: $CHUTE_LOG_LEVEL, else INFO)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

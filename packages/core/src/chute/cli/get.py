@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 41
 
 
-def register(subparsers: Any) -> None:
+def register(commands: CommandRegistrar) -> None:
     from chute.cli.submit import add_gateway_option
 
-    parser = subparsers.add_parser(
+    parser = commands.add(
         "get",
+        run=run,
         help="print a request's status (and result) from the gateway",
         description=(
             "GET <endpoint>/<id> and print the gateway's JSON as it sent it. With --wait, "
@@ -30,7 +34,6 @@ def register(subparsers: Any) -> None:
         help="wait until the request finishes (status changes on standard error, on a terminal)",
     )
     add_gateway_option(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

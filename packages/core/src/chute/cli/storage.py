@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from chute.cli._backends import url_help
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 60
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    actions = commands.group(
         "storage",
         help="manage the result store",
         description="Manage the result store.",
     )
-    sub = parser.add_subparsers(dest="storage_command", required=True, metavar="ACTION")
-    init = sub.add_parser(
+    init = actions.add(
         "init",
+        run=run,
         help="prepare the store: install its retention rule (idempotent)",
         description=(
             "Prepare the store for chute, e.g. install a bucket lifecycle rule that deletes "
@@ -30,7 +34,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="7d",
         help="how long requests and results are kept (default 7d; e.g. 36h, 14d)",
     )
-    init.set_defaults(run=run)
 
 
 def parse_retention(text: str) -> float:

@@ -8,7 +8,10 @@ import os
 import sys
 import textwrap
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 40
 
@@ -47,9 +50,10 @@ def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True)
     )
 
 
-def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    parser = commands.add(
         "submit",
+        run=run,
         help="submit a request to an API through the gateway and print its id",
         description=textwrap.fill(
             "POST a body to an API's endpoint and print the request id, or with --wait the "
@@ -98,7 +102,6 @@ def register(subparsers: Any) -> None:
         "--wait", action="store_true", help="wait until the request finishes; print it as JSON"
     )
     add_gateway_option(parser)
-    parser.set_defaults(run=run)
 
 
 def parse_header(text: str) -> tuple[str, str]:

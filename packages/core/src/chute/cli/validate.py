@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chute.cli import CommandRegistrar
 
 ORDER = 10
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser(
+def register(commands: CommandRegistrar) -> None:
+    parser = commands.add(
         "validate",
+        run=run,
         help="check an API configuration file",
         description=(
             "Check an API configuration file (a YAML list of Cortex AsyncAPI specs). A valid "
@@ -24,7 +28,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="print nothing when the file is valid"
     )
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ container answer, restarts nothing, and stops everything in order (gateway and d
 first, so in-flight work drains into live containers; then the containers) on request or as
 soon as any process exits on its own. See docs/dev.md.
 
-The rooms: ``_spec`` (the plan as data), ``_plan`` (deciding it), ``_supervisor`` (running it)
+The rooms: ``_spec`` (the plan as data), ``_plan`` (deciding it, reading images with
+``_dockerfile``), ``_supervisor`` (running it), ``_preflight`` (checks before it starts)
 and ``_proxy`` (Cortex's in-cluster address for local containers). Import from ``chute.dev``.
 """
 

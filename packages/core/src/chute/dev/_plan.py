@@ -26,6 +26,7 @@ from chute.container_runtime import (
     image_tag,
     run_argv,
 )
+from chute.dev._dockerfile import ImageStart, choose_dockerfile, read_start
 from chute.dev._spec import (
     APIPlan,
     DevPlan,
@@ -34,7 +35,6 @@ from chute.dev._spec import (
     local_api_file,
     mnt_dir,
 )
-from chute.dockerfile import ImageStart, choose_dockerfile, read_start
 from chute.errors import ConfigError, DevError
 
 #: Extra time a dequeuer gets beyond its own grace period before it is killed.
@@ -78,7 +78,7 @@ def plan(
 
     A container without a ``command`` starts as its image would, read from the Dockerfile
     beside the API file (``dockerfiles`` names one per container where the choice is not
-    clear; see :mod:`chute.dockerfile`). ``attach`` maps an API to the port of a server the
+    clear; see :mod:`chute.dev._dockerfile`). ``attach`` maps an API to the port of a server the
     user already runs: its dequeuer feeds that server and none of its containers is started.
     ``runtime`` ``docker`` or ``podman`` runs the images instead (built from those Dockerfiles,
     :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`). ``cortex_address``: local

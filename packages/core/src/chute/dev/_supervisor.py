@@ -242,6 +242,7 @@ class Supervisor:
                     )
                 await anyio.sleep(0.1)
         self.say(f"ready: gateway on {self.plan.gateway_url}")
+        self.say(f"  dashboard: {self.plan.gateway_url}/ui/")
         for api in self.plan.apis:
             self.say(
                 f"  {api.name}: POST {self.plan.gateway_url}{api.endpoint}, "

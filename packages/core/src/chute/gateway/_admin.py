@@ -12,7 +12,7 @@ from chute.errors import BackendUnavailable, ChuteError
 from chute.gateway._body import Scope, _Receive
 from chute.gateway._state import HEALTH_TIMEOUT, GatewayState
 from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from chute.gateway.responses import HealthResponse, QueueResponse, Response, encoder
+from chute.gateway.responses import HealthResponse, QueueResponse, Response, encoder, error
 from chute.gateway.routing import Route
 
 
@@ -58,6 +58,12 @@ class AdminRoutes(GatewayState):
     async def _queue_depth(self, scope: Scope, receive: _Receive, route: Route) -> Response:
         assert route.api is not None
         queue = await self._queue()
+        if not queue.supports_depth:
+            raise error(
+                501,
+                f"the queue of {route.api.name} ({type(queue).__name__}) cannot count its "
+                "messages: no queue depth",
+            )
         try:
             depth = await queue.depth(route.api.name)
         except BackendUnavailable:

@@ -55,6 +55,7 @@ from chute.gateway._submit import (
 from chute.gateway.access_log import with_access_log
 from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
 from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
+from chute.gateway.dashboard import with_dashboard
 from chute.gateway.metrics import GatewayMetrics
 from chute.gateway.openapi import openapi_document
 from chute.gateway.responses import HTTPError, Response, encoder, error
@@ -170,7 +171,7 @@ class Gateway(SubmitRoutes, ResultRoutes, AdminRoutes):
         }
         #: HTTP requests go here: the handler, or the handler inside the access log.
         # CORS inside the access log, so that preflights answered by CORS are logged too.
-        http = with_cors(self._http, cors)
+        http = with_dashboard(self, with_cors(self._http, cors))
         self._serve_http = with_access_log(http) if access_log else http
 
     # -- ASGI ------------------------------------------------------------------------------

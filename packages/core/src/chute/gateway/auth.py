@@ -117,6 +117,11 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._digests)
 
+    @property
+    def digests(self) -> tuple[bytes, ...]:
+        """The keys' SHA-256 digests (the dashboard derives its session secret from them)."""
+        return self._digests
+
     def accepts(self, presented: str | None) -> bool:
         """True if ``presented`` is one of the keys (False for None)."""
         if presented is None:

@@ -44,8 +44,12 @@ class QueueDepthCollector(Collector):
 
     async def refresh(self, queue: Queue) -> None:
         """Read every API's depth, concurrently; an API whose backend fails or does not answer
-        within :attr:`timeout` seconds is left out of this scrape (and logged)."""
+        within :attr:`timeout` seconds is left out of this scrape (and logged). A queue that
+        declares it cannot count (``supports_depth`` False) is not asked: no depth, no log."""
         depths: dict[str, QueueDepth] = {}
+        if not queue.supports_depth:
+            self.snapshot = depths
+            return
 
         async def one(api: str) -> None:
             try:

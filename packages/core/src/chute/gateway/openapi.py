@@ -252,7 +252,7 @@ def openapi_document(
                     "tags": ["gateway"],
                     "responses": {
                         "200": _json(queue, "Messages queued, leased and dead-lettered."),
-                        **errors(500, 503),
+                        **errors(500, 501, 503),
                     },
                 },
                 protect_admin,

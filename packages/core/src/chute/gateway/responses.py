@@ -87,6 +87,10 @@ ERROR_TYPES: dict[int, tuple[str, str]] = {
         "would refuse them); nothing is queued.",
     ),
     500: ("internal_error", "An unexpected error; it is logged by the gateway."),
+    501: (
+        "not_implemented",
+        "The queue backend cannot do this: it declares it cannot count its messages.",
+    ),
     503: ("backend_unavailable", "The queue or the store cannot be reached; retry later."),
 }
 

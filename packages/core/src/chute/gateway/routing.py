@@ -6,7 +6,8 @@ Routes, as Cortex's Istio VirtualService and gateway laid them out:
 * ``<endpoint>/<id>``: one request (``GET`` reads it, ``DELETE`` cancels it);
 * ``<endpoint>/<id>/result``: its result's bytes, with their type (``GET``);
 * ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/queues/<api-name>`` (queue depth, for
-  KEDA's metrics-api scaler): the gateway's own, which no API may shadow.
+  KEDA's metrics-api scaler): the gateway's own, which no API may shadow; so is ``/ui/…``,
+  the dashboard, answered before routing (``chute.gateway.dashboard``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ OWN_ROUTES: dict[str, Kind] = {
 }
 #: Paths under this prefix are the gateway's too: ``/queues/<api-name>``.
 QUEUES_PREFIX = "/queues"
+#: The operators' dashboard (``chute.gateway.dashboard``) answers everything under it.
+UI_PREFIX = "/ui"
 
 #: Methods each kind of route accepts (anything else is 405 with an ``Allow`` header).
 METHODS: dict[Kind, tuple[str, ...]] = {
@@ -66,8 +69,12 @@ class Router:
         self.by_name: dict[str, API] = {api.name: api for api in apis}
         for api in apis:
             endpoint = api.endpoint
-            if endpoint in OWN_ROUTES or _under(endpoint, QUEUES_PREFIX):
-                reserved = ", ".join([*OWN_ROUTES, f"{QUEUES_PREFIX}/…"])
+            if (
+                endpoint in OWN_ROUTES
+                or _under(endpoint, QUEUES_PREFIX)
+                or _under(endpoint, UI_PREFIX)
+            ):
+                reserved = ", ".join([*OWN_ROUTES, f"{QUEUES_PREFIX}/…", f"{UI_PREFIX}/…"])
                 raise ConfigError(
                     f"API {api.name!r}: endpoint {endpoint} is reserved by the gateway "
                     f"(reserved: {reserved}); set networking.endpoint"

@@ -11,15 +11,28 @@ import pytest
 #: Where the contract classes live; tests defined there are the contract.
 _CONTRACT_MODULE_PREFIX = "chute.testing."
 
+#: Capabilities a backend declares on its own class (where the suite reads them), never in
+#: its test class: setting one in a test would test a claim the backend does not make.
+BACKEND_CAPABILITIES = {
+    "supports_dead_letter": "Queue",
+    "supports_depth": "Queue",
+    "depth_counts_delayed_as_queued": "Queue",
+    "min_lease": "Queue",
+    "max_batch": "Queue",
+    "supports_listing": "Store",
+    "purge_removes_expired": "Store",
+}
+
 
 class BackendContract:
     """Base of :class:`~chute.testing.QueueContract` and :class:`~chute.testing.StoreContract`.
 
-    A backend's test class overrides the ``backend_url`` fixture (and ``unreachable_url``) and,
-    where its backend can do less, the capability flags the contract classes document. A
-    contract test may be overridden only to mark it ``@pytest.mark.xfail(reason="…")``: the
-    class refuses to be created otherwise, so a backend cannot quietly skip part of the
-    contract.
+    A backend's test class overrides the ``backend_url`` fixture (and ``unreachable_url``)
+    and, where the test needs more time, the tuning knobs the contract classes document. What
+    the backend can do is read from the backend under test (its class's capabilities, see
+    :data:`BACKEND_CAPABILITIES`): a test class that sets one is refused. A contract test may
+    be overridden only to mark it ``@pytest.mark.xfail(reason="…")``: the class refuses to be
+    created otherwise, so a backend cannot quietly skip part of the contract.
     """
 
     pytestmark = [pytest.mark.anyio]
@@ -28,6 +41,14 @@ class BackendContract:
         super().__init_subclass__(**kwargs)
         if cls.__module__.startswith(_CONTRACT_MODULE_PREFIX):
             return
+        declared = sorted(set(vars(cls)) & set(BACKEND_CAPABILITIES))
+        if declared:
+            where = ", ".join(f"{BACKEND_CAPABILITIES[name]}.{name}" for name in declared)
+            raise TypeError(
+                f"{cls.__qualname__} sets {', '.join(declared)} in the test; a capability is "
+                f"declared by the backend's own class ({where}), where callers and this suite "
+                "read it from the backend under test"
+            )
         contract_tests = {
             name
             for base in cls.__mro__[1:]
@@ -43,7 +64,7 @@ class BackendContract:
                 f"{cls.__qualname__} overrides contract tests without "
                 f'@pytest.mark.xfail(reason="..."): {", ".join(offending)}. Mark the override '
                 "xfail with a reason that says why the backend cannot pass it, or declare the "
-                "limit with a capability flag."
+                "capability absent on the backend's class (e.g. Queue.supports_depth = False)."
             )
 
     # -- fixtures a backend overrides ----------------------------------------------------

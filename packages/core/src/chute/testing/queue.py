@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from chute.backends.base import Delivery, Queue, QueueDepth
-from chute.errors import BackendUnavailable, ChuteError, LeaseLost
+from chute.errors import BackendUnavailable, LeaseLost, Unsupported
 from chute.protocol import new_request_id
 from chute.registry import open_queue
 from chute.testing.contract import BackendContract
@@ -19,23 +19,17 @@ from chute.testing.contract import BackendContract
 class QueueContract(BackendContract):
     """Subclass as ``class TestMyQueue(QueueContract)`` and override ``backend_url``.
 
-    Capability flags (override as class attributes where the backend can do less):
+    The queue's capabilities are read from the queue under test (``Queue.supports_dead_letter``,
+    ``supports_depth``, ``depth_counts_delayed_as_queued``, ``max_batch``, ``min_lease``): the
+    cases of a capability it declares run, and for one it declares absent the suite checks
+    that the methods raise :class:`~chute.errors.Unsupported`. The class attributes below are
+    tuning knobs of the tests only (override them where the backend is slower).
     """
 
     #: Lease used where a test waits for a lease to lapse; raised to the queue's ``min_lease``.
     lease_seconds: float = 0.5
     #: ``wait`` for receives expected to find nothing (long-poll backends may need whole seconds).
     short_wait: float = 0.3
-    #: The backend has a dead letter (dead_letter, list_dead, requeue_dead, purge_dead).
-    supports_dead_letter: bool = True
-    #: A message *released* with a delay counts as ``queued`` while it waits (False where the
-    #: backend counts it as in flight, as SQS does: then only the hiding and the next attempt
-    #: are checked).
-    depth_counts_delayed_as_queued: bool = True
-    #: The backend can count its messages. Where it cannot (Pub/Sub), ``depth`` must raise a
-    #: ChuteError saying so, never answer wrong figures; the other tests' depth checks are
-    #: then skipped.
-    supports_depth: bool = True
     #: How long depth counts may take to settle (0 for exact, immediately consistent counts).
     depth_settle_seconds: float = 0.0
     #: Consumers and messages in the concurrency test.
@@ -62,22 +56,36 @@ class QueueContract(BackendContract):
                     return got[0]
 
     async def assert_depth(
-        self, queue: Queue, api: str, *, queued: int, in_flight: int, dead: int = 0
+        self,
+        queue: Queue,
+        api: str,
+        *,
+        queued: int,
+        in_flight: int,
+        dead: int = 0,
+        delayed: int | None = None,
     ) -> None:
-        if not self.supports_depth:
+        """Check ``depth``, where the queue can count (else nothing to check);
+        ``delayed`` only when given."""
+        if not queue.supports_depth:
             return
-        expected = QueueDepth(queued=queued, in_flight=in_flight, dead=dead)
         deadline = time.monotonic() + self.depth_settle_seconds
         while True:
             depth = await queue.depth(api)
+            expected = QueueDepth(
+                queued=queued,
+                in_flight=in_flight,
+                dead=dead,
+                delayed=depth.delayed if delayed is None else delayed,
+            )
             if depth == expected or time.monotonic() >= deadline:
                 break
             await anyio.sleep(0.1)
         assert depth == expected
 
-    def skip_without_dead_letter(self) -> None:
-        if not self.supports_dead_letter:
-            pytest.skip("the backend declares supports_dead_letter = False")
+    def needs_dead_letter(self, queue: Queue) -> None:
+        if not queue.supports_dead_letter:
+            pytest.skip(f"{type(queue).__name__} declares supports_dead_letter = False")
 
     # -- sending and receiving -----------------------------------------------------------
 
@@ -233,7 +241,7 @@ class QueueContract(BackendContract):
         delay = self.lease(queue) * 2
         await queue.release(first, delay=delay)
         start = time.monotonic()
-        if self.depth_counts_delayed_as_queued:
+        if queue.depth_counts_delayed_as_queued:
             await self.assert_depth(queue, api, queued=1, in_flight=0)
         assert await queue.receive(api, wait=0.0) == []
         second = await self.receive_one(queue, api)
@@ -243,25 +251,32 @@ class QueueContract(BackendContract):
     # -- depth ---------------------------------------------------------------------------
 
     async def test_depth_counts(self, queue: Queue, api: str) -> None:
-        """``depth`` reports waiting, leased and dead messages. If this fails, autoscaling
-        and the queue metrics are wrong."""
-        if not self.supports_depth:
-            with pytest.raises(ChuteError):
-                await queue.depth(api)
-            return
-        await self.assert_depth(queue, api, queued=0, in_flight=0)
+        """``depth`` reports waiting, leased and dead messages, and which of the waiting ones
+        are delayed. If this fails, autoscaling, the queue metrics and the dashboard's counts
+        are wrong."""
+        if not queue.supports_depth:
+            pytest.skip(f"{type(queue).__name__} declares supports_depth = False")
+        await self.assert_depth(queue, api, queued=0, in_flight=0, delayed=0)
         for _ in range(3):
             await queue.send(api, new_request_id())
         await queue.send(api, new_request_id(), delay=60.0)  # delayed ones count as queued
-        await self.assert_depth(queue, api, queued=4, in_flight=0)
+        await self.assert_depth(queue, api, queued=4, in_flight=0, delayed=1)
         first = await self.receive_one(queue, api)
         second = await self.receive_one(queue, api)
-        await self.assert_depth(queue, api, queued=2, in_flight=2)
+        await self.assert_depth(queue, api, queued=2, in_flight=2, delayed=1)
         await queue.ack(first)
-        await self.assert_depth(queue, api, queued=2, in_flight=1)
-        if self.supports_dead_letter:
+        await self.assert_depth(queue, api, queued=2, in_flight=1, delayed=1)
+        if queue.supports_dead_letter:
             await queue.dead_letter(second, "gave up")
-            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1)
+            await self.assert_depth(queue, api, queued=2, in_flight=0, dead=1, delayed=1)
+
+    async def test_depth_absent_is_said(self, queue: Queue, api: str) -> None:
+        """A queue that declares it cannot count says so with Unsupported, never with wrong
+        figures. If this fails, autoscaling and the metrics read a made-up backlog."""
+        if queue.supports_depth:
+            pytest.skip(f"{type(queue).__name__} declares supports_depth = True")
+        with pytest.raises(Unsupported):
+            await queue.depth(api)
 
     async def test_ack_many_gives_each_ack_its_own_outcome(self, queue: Queue, api: str) -> None:
         """Three deliveries acked in one batch, one of whose leases was lost inside it (it
@@ -286,12 +301,12 @@ class QueueContract(BackendContract):
             [again] = await queue.receive(api, wait=5.0, lease=30.0)
         assert again.request_id == b
         assert await queue.ack_many([by_id[a], by_id[b], by_id[c]]) == [True, False, True]
-        assert (await queue.depth(api)).in_flight == 1
+        await self.assert_depth(queue, api, queued=0, in_flight=1)
         for d in (by_id[a], by_id[c]):
             with pytest.raises(LeaseLost):
                 await queue.ack(d)
         assert await queue.ack_many([again]) == [True]
-        assert await queue.depth(api) == QueueDepth(0, 0, 0)
+        await self.assert_depth(queue, api, queued=0, in_flight=0)
         assert await queue.ack_many([]) == []
 
     async def test_apis_are_isolated(self, queue: Queue, api: str) -> None:
@@ -315,7 +330,7 @@ class QueueContract(BackendContract):
         """A dead-lettered message leaves the queue, is listed with its reason and attempts,
         and a requeue delivers it again with a higher attempt (so the store's fencing lets
         it run). If this fails, given-up requests cannot be inspected or retried."""
-        self.skip_without_dead_letter()
+        self.needs_dead_letter(queue)
         request_id = new_request_id()
         await queue.send(api, request_id)
         delivery = await self.receive_one(queue, api)
@@ -340,7 +355,7 @@ class QueueContract(BackendContract):
         """``requeue_dead`` with ids moves only those; ``purge_dead`` deletes the rest and
         says how many; ``list_dead`` lists oldest first up to ``limit``. If this fails, an
         operator's retry or clean-up touches the wrong requests."""
-        self.skip_without_dead_letter()
+        self.needs_dead_letter(queue)
         ids = [new_request_id() for _ in range(3)]
         for request_id in ids:
             await queue.send(api, request_id)
@@ -357,7 +372,7 @@ class QueueContract(BackendContract):
     async def test_dead_letter_with_lost_lease(self, queue: Queue, api: str) -> None:
         """Only the current holder may dead-letter a message. If this fails, a slow worker
         buries a request another worker is running."""
-        self.skip_without_dead_letter()
+        self.needs_dead_letter(queue)
         await queue.send(api, new_request_id())
         old = await self.receive_one(queue, api, lease=self.lease(queue))
         new = await self.receive_one(queue, api, lease=30.0)
@@ -365,6 +380,24 @@ class QueueContract(BackendContract):
             await queue.dead_letter(old, "too late")
         assert await queue.list_dead(api) == []
         await queue.ack(new)
+
+    async def test_dead_letter_absent_is_said(self, queue: Queue, api: str) -> None:
+        """A queue that declares no dead letter raises Unsupported from each dead-letter
+        method (and the message stays its holder's). If this fails, a given-up request
+        vanishes into a dead letter nobody can list."""
+        if queue.supports_dead_letter:
+            pytest.skip(f"{type(queue).__name__} declares supports_dead_letter = True")
+        await queue.send(api, new_request_id())
+        delivery = await self.receive_one(queue, api)
+        with pytest.raises(Unsupported):
+            await queue.dead_letter(delivery, "gave up")
+        with pytest.raises(Unsupported):
+            await queue.list_dead(api)
+        with pytest.raises(Unsupported):
+            await queue.requeue_dead(api)
+        with pytest.raises(Unsupported):
+            await queue.purge_dead(api)
+        await queue.ack(delivery)
 
     # -- concurrency ---------------------------------------------------------------------
 

@@ -11,8 +11,7 @@ import anyio
 
 from chute.backends.urls import redact
 from chute.config import API
-from chute.errors import BackendError, ConfigError
-from chute.errors import PreflightError as PreflightError
+from chute.errors import BackendError, ConfigError, PreflightError
 from chute.registry import open_queue, open_store
 
 #: How long each backend may take to answer its ping.
