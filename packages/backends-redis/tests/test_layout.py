@@ -83,7 +83,7 @@ async def test_the_listing_index_is_trimmed_of_expired_requests(
         async with RedisStore(redis_url) as other:
             late = new_record("demo", retention=0.3)
             await other.create(late, body(b"{}"))
-        assert [m.decode() for m in raw_redis.zrange(short_index, 0, -1)] == [late.id]
+        assert [bytes(m).decode() for m in raw_redis.zrange(short_index, 0, -1)] == [late.id]
         await anyio.sleep(1.2)
         page = await store.list_requests("demo")
         assert [r.id for r in page.records] == [long.id]
