@@ -1,19 +1,31 @@
 """Sessions: ``nox`` runs tests, lint and types (what CI runs); ``nox -s bench`` benchmarks.
 
-Each session installs the workspace from ``uv.lock`` with ``uv sync`` into its own venv.
+Each session installs the workspace from ``uv.lock`` with ``uv sync`` into its own venv; the
+``tests`` session runs every suite in that one venv, one after the other.
 """
 
 from __future__ import annotations
 
+import os
+
 import nox
+from nox.command import CommandFailed
 
 nox.options.default_venv_backend = "uv"
 nox.options.sessions = ["tests", "lint", "types"]
 nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
+#: The distributions: folder under packages/ → import package.
+PACKAGES = {
+    "core": "chute",
+    "dequeuer": "chute_dequeuer",
+    "backends-redis": "chute_redis",
+    "backends-sqs": "chute_sqs",
+    "backends-gcs": "chute_gcs",
+    "k8s": "chute_k8s",
+}
 #: Test suites: each package's own tests/, plus the cross-package end-to-end tests.
-PACKAGES = ["chute", "chute_dequeuer", "chute_redis", "chute_sqs", "chute_gcs", "chute_k8s"]
 SUITES = {
     "core": "packages/core/tests",
     "dequeuer": "packages/dequeuer/tests",
@@ -23,6 +35,10 @@ SUITES = {
     "k8s": "packages/k8s/tests",
     "e2e": "tests",
 }
+#: Suites that mostly wait (on subprocesses, sockets, timers) run on pytest-xdist workers, a
+#: test file at a time per worker (module-scoped servers stay shared within a file). The others
+#: start heavy services per worker (the JVM Pub/Sub emulator, moto) or are quick already.
+PARALLEL = {"core", "dequeuer", "e2e"}
 
 
 def sync(session: nox.Session, *groups: str) -> None:
@@ -35,27 +51,53 @@ def sync(session: nox.Session, *groups: str) -> None:
 
 
 @nox.session(python=PYTHON)
-@nox.parametrize("suite", list(SUITES))
-def tests(session: nox.Session, suite: str) -> None:
-    """Run one test suite against real services (CHUTE_REQUIRE_SERVICES=1 makes a missing
-    service fail instead of skip)."""
+def tests(session: nox.Session) -> None:
+    """Run the test suites against real services (CHUTE_REQUIRE_SERVICES=1 makes a missing
+    service fail instead of skip).
+
+    Each suite is its own pytest run (their conftests would clash in one), in one venv; a
+    failing suite does not stop the others, and the session ends naming the ones that failed.
+    Arguments that name suites pick them, the rest go to pytest:
+    ``nox -s tests -- core e2e -x -k webhook``.
+    """
     sync(session, "test")
-    session.run("pytest", SUITES[suite], *session.posargs, env={"PYTHONHASHSEED": "0"})
+    chosen = [arg for arg in session.posargs if arg in SUITES]
+    pytest_args = [arg for arg in session.posargs if arg not in SUITES]
+    failed = []
+    for name in chosen or list(SUITES):
+        workers = ["--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile"]
+        args = [SUITES[name], *(workers if name in PARALLEL else []), *pytest_args]
+        session.log(f"suite {name}: pytest {' '.join(args)}")
+        try:
+            session.run("pytest", *args, env={"PYTHONHASHSEED": "0"})
+        except CommandFailed:
+            failed.append(name)
+    if failed:
+        session.error(f"failed suites: {', '.join(failed)} (of {', '.join(chosen or SUITES)})")
 
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff: lint and formatting."""
+    """ruff (lint and formatting), and deptry: each package declares what its sources import
+    (and nothing it does not use)."""
     sync(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    for folder in PACKAGES:
+        session.run(
+            "deptry", "--config", f"packages/{folder}/pyproject.toml", f"packages/{folder}/src"
+        )
 
 
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
-    """mypy --strict over every package's sources."""
+    """mypy --strict over every package's sources, then over each test suite (one run per
+    suite: each has a conftest.py and helper modules of its own, found through MYPYPATH)."""
     sync(session, "types", "test", "bench")  # bench: the optional ASGI servers
-    session.run("mypy", *(f"--package={p}" for p in PACKAGES))
+    session.run("mypy", *(f"--package={p}" for p in PACKAGES.values()))
+    for path in SUITES.values():
+        mypy_path = os.pathsep.join([path, os.environ.get("MYPYPATH", "")]).rstrip(os.pathsep)
+        session.run("mypy", path, env={"MYPYPATH": mypy_path})
 
 
 @nox.session(python=PYTHON)

@@ -139,7 +139,7 @@ def private_redis(logs: Path) -> Iterator[tuple[str, Proc | None]]:
 
 #: Container name → (ASGI app, working directory, whether it records arrivals for ``idle``).
 CONTAINERS = {
-    "echo": ("benchmarks.echo_app:app", ROOT, True),
+    "echo": ("chute.testing.echo:app", ROOT, True),
     "example": ("app:app", ROOT / "examples" / "hello-world", False),
 }
 
@@ -154,7 +154,7 @@ def write_api_file(path: Path, port: int, workers: int) -> None:
     containers:
       - name: api
         image: chute/bench-echo
-        command: ["python", "-m", "uvicorn", "benchmarks.echo_app:app"]
+        command: ["python", "-m", "uvicorn", "chute.testing.echo:app"]
 """
     )
 

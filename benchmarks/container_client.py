@@ -2,7 +2,8 @@
 
     python benchmarks/container_client.py [--requests 3000] [--rounds 3]
 
-Starts a local echo server (a raw ASGI app under uvicorn with httptools, in its own process)
+Starts a local echo server (``chute.testing.echo`` under uvicorn with httptools, in its own
+process)
 and POSTs a small JSON body to it with each client, 1 and 32 requests in flight. Reports the
 client process's CPU time per request (``time.process_time``: what the dequeuer pays, whatever
 the server costs) and requests per second, median over interleaved rounds. The figures are in
@@ -21,37 +22,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+
+from chute.testing import free_port
 
 BODY = json.dumps({"text": "hello", "numbers": list(range(50))}).encode()
 HEADERS = {"Content-Type": "application/json", "X-Cortex-Request-ID": "bench"}
-
-
-async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The container: answers every POST with its body, as JSON."""
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(port: int) -> subprocess.Popen[bytes]:
@@ -60,9 +35,7 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
             sys.executable,
             "-m",
             "uvicorn",
-            "container_client:echo_app",
-            "--app-dir",
-            str(Path(__file__).parent),
+            "chute.testing.echo:app",
             "--port",
             str(port),
             "--host",

@@ -9,15 +9,6 @@ from typing import Any
 import pytest
 from e2e_support import Processes, backend_url
 
-from chute.testing.services import REDIS, service_fixture
-
-redis_service = service_fixture(REDIS)
-
-
-@pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture(params=["sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -10,16 +10,14 @@ module has a name of its own so that it never clashes with a package's ``conftes
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -29,6 +27,8 @@ import httpx
 import msgspec
 import pytest
 
+import chute.testing
+from chute.testing import free_port
 from chute.testing.services import FoundService, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,22 +40,8 @@ PY = sys.executable
 PATIENCE = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = PATIENCE) -> Any:
-    """Call ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
+#: :func:`chute.testing.eventually`, as patient as the rest of these tests.
+eventually = functools.partial(chute.testing.eventually, timeout=PATIENCE)
 
 
 def http_ok(url: str) -> bool:
@@ -220,7 +206,7 @@ class ChuteDev:
                 raise AssertionError(f"chute dev exited early:\n{self.proc.output()}")
             return READY_LINE.search(self.proc.output()) is not None
 
-        eventually(ready, "chute dev's ready line", timeout)
+        eventually(ready, "chute dev's ready line", timeout=timeout)
 
     def info(self) -> dict[str, Any]:
         """What chute dev wrote to dev.json: its pid and every child's."""
@@ -392,9 +378,9 @@ def gcs_bucket_url(gcs_service: FoundService) -> str:
     return f"gs://{bucket}/e2e-{secrets.token_hex(3)}?{urlencode({'endpoint_url': endpoint})}"
 
 
-def fifty_mib_and_twenty_small(gateway_url: str) -> None:
+def fifty_mib_and_twenty_small(gateway_url: str) -> int:
     """20 small requests at once and one 50 MiB body through the example; every one completes
-    with its own result, the big one's every byte in order."""
+    with its own result, the big one's every byte in order. Returns how many completed."""
     blob = "abcdefghij" * (5 * MiB // 10) * 10  # 50 MiB of ASCII
     big = msgspec.json.encode({"text": "big", "blob": blob})
     assert len(big) > 50 * MiB
@@ -439,6 +425,7 @@ def fifty_mib_and_twenty_small(gateway_url: str) -> None:
     }
     assert big_answer["result"]["request_id"] == big_id
     assert big_answer["result"]["echo"]["blob"] == blob  # every byte, in order
+    return len(bodies) + 1
 
 
 def sigkilled_dequeuer(

@@ -26,11 +26,11 @@ from e2e_support import (
     ChuteDev,
     Processes,
     eventually,
-    free_port,
     start_chute_dev,
 )
 
 from chute import Client
+from chute.testing import free_port
 from chute.testing.receiver import WebhookReceiver
 
 #: The environment of a command run "from another terminal": nothing points at the gateway.
@@ -192,7 +192,7 @@ def test_data_from_a_file_or_stdin_is_streamed(folder: Folder, tmp_path: Path) -
 
     small = tmp_path / "small.json"
     small.write_text('{"text": "from a file"}')
-    for data, stdin in ((f"@{small}", None), ("-", small.read_bytes())):
+    for data, given in ((f"@{small}", None), ("-", small.read_bytes())):
         done = chute(
             "submit",
             API,
@@ -202,7 +202,7 @@ def test_data_from_a_file_or_stdin_is_streamed(folder: Folder, tmp_path: Path) -
             "Content-Type: application/json",
             "--wait",
             cwd=folder.path,
-            input=stdin,
+            input=given,
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["result"]["message"] == "hello, from a file!"

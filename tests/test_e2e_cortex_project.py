@@ -15,13 +15,13 @@ from e2e_support import (
     PY,
     ROOT,
     Processes,
-    free_port,
     start_chute_dev,
     submit_to,
     wait_for,
 )
 
 from chute import dev
+from chute.testing import free_port
 
 API_FILE = """\
 - name: hello-world

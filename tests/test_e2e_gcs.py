@@ -10,6 +10,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -29,9 +30,8 @@ from e2e_support import (
 )
 
 from chute.registry import open_queue
-from chute.testing.services import GCS, FoundService, service_fixture
+from chute.testing.services import FoundService
 
-gcs_service = service_fixture(GCS)
 MiB = 1024 * 1024
 
 
@@ -61,7 +61,7 @@ def test_chute_dev_with_redis_and_gcs_carries_a_50_mib_payload(
         assert submitted.status_code == 200, submitted.text
         request_id = submitted.json()["id"]
 
-        def done() -> dict[str, object] | None:
+        def done() -> dict[str, Any] | None:
             answer = http.get(f"/{API}/{request_id}").json()
             return None if answer["status"] in ("in_queue", "in_progress") else answer
 

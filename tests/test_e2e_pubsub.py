@@ -23,10 +23,8 @@ from e2e_support import (
 )
 
 import chute
-from chute.testing.services import GCS, PUBSUB, FoundService, service_fixture
+from chute.testing.services import FoundService
 
-gcs_service = service_fixture(GCS)
-pubsub_service = service_fixture(PUBSUB)
 MiB = 1024 * 1024
 
 
@@ -53,7 +51,7 @@ def test_chute_dev_on_pubsub_and_gcs_with_a_50_mib_payload(
     state.mkdir()
     dev = start_chute_dev(processes, EXAMPLE, state, "--queue", queue_url, "--store", store_url)
     dev.wait_ready()
-    fifty_mib_and_twenty_small(dev.url)
+    assert fifty_mib_and_twenty_small(dev.url) == 21
 
 
 def test_a_sigkilled_dequeuers_requests_complete_with_their_own_results(

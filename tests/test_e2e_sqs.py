@@ -21,7 +21,6 @@ from e2e_support import (
     Processes,
     eventually,
     fifty_mib_and_twenty_small,
-    free_port,
     sigkilled_dequeuer,
     start_chute_dev,
     write_api_file,
@@ -29,9 +28,9 @@ from e2e_support import (
 
 import chute
 from chute.backends.base import QueueDepth
-from chute.testing.services import MOTO, FoundService, service_fixture, unavailable
+from chute.testing import free_port
+from chute.testing.services import FoundService, unavailable
 
-moto_service = service_fixture(MOTO)
 MiB = 1024 * 1024
 #: moto accepts any credentials, but clients need some; never real ones in tests.
 AWS_TEST_ENV = {
@@ -85,7 +84,7 @@ def test_chute_dev_on_sqs_and_s3_with_a_50_mib_payload(
     state.mkdir()
     dev = start_chute_dev(processes, EXAMPLE, state, "--queue", queue_url, "--store", store_url)
     dev.wait_ready()
-    fifty_mib_and_twenty_small(dev.url)
+    assert fifty_mib_and_twenty_small(dev.url) == 21
 
 
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(

@@ -130,7 +130,7 @@ def check(stack: Stack, container_log: Callable[[], str], seen: Flood) -> dict[s
                 results[request_id] = body
         return True
 
-    eventually(all_done, "every accepted request to finish", PATIENCE * 2)
+    eventually(all_done, "every accepted request to finish", timeout=PATIENCE * 2)
     lost = [i for i, body in results.items() if body["status"] != "completed"]
     assert not lost, [results[i] for i in lost]
     for request_id, body in results.items():
@@ -259,7 +259,7 @@ def test_past_the_settle_timeout_an_id_is_answered_and_never_reads_404(
                         finals[request_id] = body
             return len(finals) == len(by_id)
 
-        eventually(all_final, "every id to reach a final status", PATIENCE * 2)
+        eventually(all_final, "every id to reach a final status", timeout=PATIENCE * 2)
         unconfirmed = {i for i, b in finals.items() if b["status"] == "cancelled"}
         for request_id in unconfirmed:
             assert finals[request_id]["error"]["type"] == "submit_unconfirmed"  # type: ignore[index]

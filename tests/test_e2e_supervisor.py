@@ -16,12 +16,12 @@ from e2e_support import (
     PY,
     Processes,
     alive,
-    free_port,
     group_alive,
     start_chute_dev,
 )
 
 import chute
+from chute.testing import free_port
 
 #: A stand-in container: records what it was started with, then listens on CORTEX_PORT (enough
 #: for the default TCP readiness probe) until the file ``crash-now`` appears, then exits 3.

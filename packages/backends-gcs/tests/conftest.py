@@ -16,15 +16,9 @@ import uuid
 import pytest
 from gcs_helpers import gs_url
 
-from chute.testing.services import GCS, PUBSUB, FoundService, service_fixture
+from chute.testing.services import FoundService
 
-gcs_service = service_fixture(GCS)
 _counter = itertools.count()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def make_bucket(endpoint: str, name: str) -> None:
@@ -65,8 +59,6 @@ def gcs_url(bucket: str, prefix: str, endpoint: str) -> str:
 # -- Pub/Sub: Google's emulator, found through chute.testing.services ($CHUTE_TEST_PUBSUB_URL,
 # else one on 127.0.0.1:8085, else the gcloud component's emulator started on a free port; one
 # per session, it takes ~10 s to start), each test under a prefix of its own.
-
-pubsub_service = service_fixture(PUBSUB)
 
 
 @pytest.fixture(scope="session")

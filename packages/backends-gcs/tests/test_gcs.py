@@ -20,9 +20,8 @@ from gcs_helpers import gs_url
 from chute.errors import BackendUnavailable, ConfigError, Conflict, NotFound
 from chute.protocol import RequestRecord, Status, new_request_id, now
 from chute.registry import open_store
-from chute.testing import body_of, new_record
+from chute.testing import body_of, free_port, new_record
 from chute.testing.gateway import gateway_process
-from chute.testing.services import free_port
 from chute_gcs.retention import chute_rule, merge_rules, retention_days
 from chute_gcs.settings import DEFAULT_PREFIX, parse_url
 from chute_gcs.store import GcsStore
@@ -110,6 +109,7 @@ async def test_a_leftover_result_of_a_lost_writer_is_replaced_by_the_next_attemp
         await s.transition("left", record.id, Status.IN_PROGRESS, attempt=1)
         found = await s.read("left", record.id)
         assert found is not None
+        assert isinstance(found[1], int)  # the GCS store's version is the object generation
         assert await s._place_result(record, found[1], b'{"attempt": 1}', "t1") is True
         # A rival that read the same generation must not replace it (it may still win) ...
         assert await s._place_result(record, found[1], b'{"rival": 1}', "t2") is False

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chute.testing import StoreContract
-from chute.testing.services import free_port
+from chute.testing import StoreContract, free_port
 
 
 class TestGcsStore(StoreContract):

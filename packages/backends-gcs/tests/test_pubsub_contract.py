@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chute.testing import QueueContract
-from chute.testing.services import free_port
+from chute.testing import QueueContract, free_port
 
 
 class TestPubSubQueue(QueueContract):

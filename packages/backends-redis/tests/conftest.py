@@ -23,19 +23,12 @@ from chute.testing.services import (
     FoundService,
     LocalServer,
     local_server,
-    service_fixture,
 )
 
 #: The database the tests use when the URL does not name one (not the default 0).
 TEST_DB = 9
 
-redis_service = service_fixture(REDIS)
 _counter = itertools.count()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def with_params(url: str, **params: str) -> str:

@@ -53,4 +53,5 @@ async def test_the_deadline_is_gone_after_the_operation(redis_url: str) -> None:
     async with RedisQueue(url) as queue:
         await queue.depth("api")
         await anyio.sleep(0.3)  # past the operation's deadline: nothing fires
-        await queue.depth("api")
+        depth = await queue.depth("api")
+    assert (depth.queued, depth.in_flight) == (0, 0)

@@ -12,7 +12,8 @@ import redis
 from redis_helpers import body, new_record
 
 from chute.errors import BackendError, BackendUnavailable, CredentialsRefused
-from chute.testing.services import REDIS, LocalServer, free_port, local_server, tcp_probe
+from chute.testing import free_port
+from chute.testing.services import REDIS, LocalServer, local_server, tcp_probe
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
 
@@ -101,7 +102,9 @@ async def test_a_user_without_permission_is_credentials_refused(
     port = password_redis.port
     admin = redis.Redis(host="127.0.0.1", port=port, password="s3cret")
     # A user that may connect (PING, CLIENT SETNAME) and nothing else: a send is NOPERM.
-    admin.execute_command("ACL", "SETUSER", "reader", "on", ">pw", "~*", "-@all", "+@connection")
+    admin.acl_setuser(
+        "reader", enabled=True, passwords=["+pw"], keys=["*"], commands=["-@all", "+@connection"]
+    )
     admin.close()
     async with RedisQueue(f"redis://reader:pw@127.0.0.1:{port}/0?retries=0") as queue:
         await queue.ping()

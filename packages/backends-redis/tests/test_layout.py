@@ -4,6 +4,7 @@ and one shared connection pool per server in a process."""
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import anyio
 import msgspec
@@ -83,7 +84,9 @@ async def test_the_listing_index_is_trimmed_of_expired_requests(
         async with RedisStore(redis_url) as other:
             late = new_record("demo", retention=0.3)
             await other.create(late, body(b"{}"))
-        assert [m.decode() for m in raw_redis.zrange(short_index, 0, -1)] == [late.id]
+        assert [m.decode() for m in cast("list[bytes]", raw_redis.zrange(short_index, 0, -1))] == [
+            late.id
+        ]
         await anyio.sleep(1.2)
         page = await store.list_requests("demo")
         assert [r.id for r in page.records] == [long.id]

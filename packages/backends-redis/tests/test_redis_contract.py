@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chute.testing import JointContract, QueueContract, StoreContract
-from chute.testing.services import free_port
+from chute.testing import JointContract, QueueContract, StoreContract, free_port
 
 
 def _closed_port_url() -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chute.testing.services import REDIS, find_service, free_port, redis_probe, unavailable
+from chute.testing import free_port
+from chute.testing.services import REDIS, find_service, redis_probe, unavailable
 
 
 def test_an_explicit_url_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from chute.testing.services import MOTO, FoundService, service_fixture
+from chute.testing.services import FoundService
 
 #: moto accepts any credentials, but clients need some, and a region; never the real ones.
 AWS_TEST_ENV = {
@@ -28,7 +28,6 @@ AWS_TEST_ENV = {
 }
 REGION = "us-east-1"
 
-moto_service = service_fixture(MOTO)
 _counter = itertools.count()
 
 
@@ -40,11 +39,6 @@ def aws_test_env() -> Iterator[None]:
             patch.setenv(name, value)
         patch.delenv("AWS_PROFILE", raising=False)
         yield
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,7 @@ import pytest
 
 from chute.errors import BackendUnavailable, ConfigError, UnknownSchemeError
 from chute.registry import open_queue, open_store
-from chute.testing import body_of, new_record
-from chute.testing.services import free_port
+from chute.testing import body_of, free_port, new_record
 from chute_sqs.settings import parse_s3_url, parse_sqs_url
 
 pytestmark = pytest.mark.anyio

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chute.testing import QueueContract, StoreContract
-from chute.testing.services import free_port
+from chute.testing import QueueContract, StoreContract, free_port
 
 
 def closed_endpoint() -> str:

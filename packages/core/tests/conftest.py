@@ -10,14 +10,6 @@ import pytest
 from gateway_support import HELLO_AND_OTHER_APIS
 
 from chute.testing.gateway import GatewayProcess
-from chute.testing.services import REDIS, service_fixture
-
-redis_service = service_fixture(REDIS)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

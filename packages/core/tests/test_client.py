@@ -4,7 +4,6 @@ gateway process on a real SQLite file; requests are finished through the store's
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from chute.errors import (
     WaitTimeout,
 )
 from chute.protocol import ErrorInfo, Status
+from chute.testing import free_port
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 
@@ -85,13 +85,6 @@ def stored_payload(db_url: str, api: str, request_id: str) -> Stored:
 
     result: Stored = anyio.run(read)
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # -- the sync client ------------------------------------------------------------------------

@@ -103,12 +103,13 @@ def seed(db_url: str) -> dict[str, str]:
             ids["failed"] = failed.id
             dead = await store.create(new_record(API), body_of(b"{}"))
             await queue.send(API, dead.id)
-            [delivery] = [
+            found = [
                 d
                 for d in await queue.receive(API, max_messages=10, wait=1)
                 if d.request_id == dead.id
-            ] or [None]
-            assert delivery is not None
+            ]
+            assert len(found) == 1
+            [delivery] = found
             await store.transition(API, dead.id, Status.IN_PROGRESS, attempt=delivery.attempt)
             await store.transition(
                 API,

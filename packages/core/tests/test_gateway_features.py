@@ -23,6 +23,7 @@ from gateway_support import backend_url, queued, run
 from chute import open_store
 from chute.gateway.controls import idempotent_id
 from chute.protocol import RequestRecord, Status, now
+from chute.testing import eventually
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 API_FILE = """\
@@ -227,7 +228,7 @@ def test_bad_control_headers_are_400(
     http: httpx.Client, backend: str, header: str, value: str
 ) -> None:
     before = queued(backend, "hello")
-    response = http.post("/hello", content=b"{}", headers={header: value.encode()})
+    response = http.post("/hello", content=b"{}", headers=[(header.encode(), value.encode())])
     body = assert_error(response, 400, "bad_request")
     assert header in body["error"]["message"]
     assert queued(backend, "hello") == before
@@ -582,14 +583,6 @@ def receiver() -> Iterator[tuple[str, list[tuple[dict[str, str], dict[str, Any]]
     finally:
         server.shutdown()
         server.server_close()
-
-
-def eventually(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while (found := check()) in (None, False, [], {}):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return found
 
 
 def test_cancel_and_expiry_send_webhooks(

@@ -163,9 +163,11 @@ def test_two_plugins_claiming_one_scheme_are_named() -> None:
 
 
 def test_one_plugin_serving_a_scheme_for_both_roles_is_no_conflict() -> None:
-    pm = isolated(("mem", _Plugin("mem")))
-    pm.open_queue("mem://")
-    pm.open_store("mem://")
+    plugin = _Plugin("mem")
+    pm = isolated(("mem", plugin))
+    assert isinstance(pm.open_queue("mem://"), Queue)
+    assert isinstance(pm.open_store("mem://"), Store)
+    assert plugin.opened == ["mem://", "mem://"]
 
 
 def test_a_plugin_whose_hook_fails_raises_plugin_error() -> None:

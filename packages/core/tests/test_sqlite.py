@@ -211,7 +211,7 @@ async def test_records_and_messages_written_by_another_process(
     )
     sent = result.stdout.decode().split()
     assert len(sent) == count
-    received = []
+    received: list[str] = []
     with anyio.fail_after(30):
         while len(received) < count:
             for delivery in await queue.receive(API, max_messages=count, wait=1.0):

@@ -17,7 +17,8 @@ import pytest
 
 from chute import open_store
 from chute.backends.base import Store
-from chute.config import API, ConfigError, loads_apis
+from chute.config import API, loads_apis
+from chute.errors import ConfigError
 from chute.protocol import Status
 from chute.testing import body_of, new_record
 from chute.testing.gateway import gateway_process

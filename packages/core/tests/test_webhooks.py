@@ -30,11 +30,6 @@ FAST = Retries(initial_backoff="50ms", max_backoff="200ms", jitter=False)
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def docs_snippet() -> dict[str, Any]:
     """Run the verification snippet of docs/webhooks.md; return its namespace."""
     text = (ROOT / "docs" / "webhooks.md").read_text()

@@ -1,6 +1,6 @@
 """Fixtures for the dequeuer's tests: every part is real (see dequeuer_harness.py).
 
-* the user container is ``container_app.py`` served by uvicorn in its own process;
+* the user container is ``chute.testing.echo`` served by uvicorn in its own process;
 * the queue and the store are one SQLite file in the test's tmp directory;
 * the dequeuer is ``python -m chute_dequeuer`` in its own process, its JSON log lines collected;
 * requests are submitted by writing the record and payload through ``chute.open_store`` and
@@ -17,17 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from dequeuer_harness import API, Backend, Container, Dequeuer, write_api_file
 
-from chute.testing.services import REDIS, service_fixture
-
 #: The Redis database these tests use on a shared server (keys under a unique prefix).
 REDIS_DB = 12
-
-redis_service = service_fixture(REDIS)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")

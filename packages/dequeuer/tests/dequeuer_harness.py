@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +22,13 @@ import httpx
 import chute
 from chute.backends.base import DEFAULT_RETENTION, Queue, Store
 from chute.protocol import RequestRecord, Status, new_request_id, now
+from chute.testing import free_port
 
 HERE = Path(__file__).parent
 API = "echo"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -48,11 +42,12 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.
 
 
 class Container:
-    """The test user container (uvicorn serving container_app.py)."""
+    """The test user container: uvicorn serving :mod:`chute.testing.echo`, which the
+    benchmarks call too (its ``X-Behaviour`` header picks a failure or a delay)."""
 
     def __init__(self, ready_file: Path | None = None) -> None:
         self.port = free_port()
-        env = {**os.environ}
+        env = {**os.environ, "ECHO_RECORD_CALLS": "1"}
         if ready_file is not None:
             env["READY_FILE"] = str(ready_file)
         self.proc = subprocess.Popen(
@@ -60,9 +55,7 @@ class Container:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "container_app:app",
-                "--app-dir",
-                str(HERE),
+                "chute.testing.echo:app",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -164,7 +157,9 @@ class Dequeuer:
 
     def started(self) -> Dequeuer:
         """Wait until it runs (signal handlers installed); remember the admin port."""
-        self.admin_port = int(self.wait_log("dequeuer started")["admin_port"])
+        # Patient: start-up is imports and connections, slow on a loaded machine; what the
+        # tests time is what comes after.
+        self.admin_port = int(self.wait_log("dequeuer started", timeout=60.0)["admin_port"])
         return self
 
     def admin(self, path: str) -> httpx.Response:
@@ -247,15 +242,6 @@ class Backend:
     async def aclose(self) -> None:
         await self.queue.aclose()
         await self.store.aclose()
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until ``check()`` is true; fail after ``within`` seconds."""
-    with anyio.fail_after(within):
-        while True:
-            if check():
-                return
-            await anyio.sleep(0.05)
 
 
 def rss_peak_mib(pid: int) -> float:

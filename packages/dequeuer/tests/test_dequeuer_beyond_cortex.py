@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import msgspec
 import pytest
-from dequeuer_harness import API, Backend, Container, Dequeuer, eventually
+from dequeuer_harness import API, Backend, Container, Dequeuer
 
 from chute.protocol import Status, now, result_response
+from chute.testing import eventually_async as eventually
 from chute.testing.receiver import WebhookReceiver
 from chute.webhooks import verify
 

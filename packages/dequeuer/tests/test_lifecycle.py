@@ -9,9 +9,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dequeuer_harness import API, Backend, Container, Dequeuer, eventually
+from dequeuer_harness import API, Backend, Container, Dequeuer
 
 from chute.protocol import Status
+from chute.testing import eventually_async as eventually
 
 pytestmark = pytest.mark.anyio
 

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from dequeuer_harness import API, Backend, Container, Dequeuer, free_port, write_api_file
+from dequeuer_harness import API, Backend, Container, Dequeuer, write_api_file
 from prometheus_client.parser import text_string_to_metric_families
 
 from chute.config import find_api, load_apis
 from chute.protocol import RequestRecord, Status, now
+from chute.testing import free_port
 from chute_dequeuer.container import ContainerClient, forwarded_headers, is_json_media_type
 from chute_dequeuer.metrics import Metrics
 from chute_dequeuer.probes import probes_for

@@ -185,7 +185,7 @@ def api_server(tmp_path: Path) -> Iterator[tuple[FakeCluster, Path]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     kubeconfig = tmp_path / "kubeconfig"
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     kubeconfig.write_text(
         yaml.safe_dump(
             {

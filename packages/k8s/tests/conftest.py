@@ -54,8 +54,3 @@ def containers(objects: list[dict[str, Any]], api: str) -> dict[str, dict[str, A
 
 
 __all__ = ["REPO", "by_kind", "containers", "one_api", "pod_of", "render"]
-
-
-from chute.testing.services import REDIS, service_fixture  # noqa: E402
-
-redis_service = service_fixture(REDIS)

@@ -120,8 +120,8 @@ def test_status_watch_prints_the_table_again_when_it_changes(setup: Setup, tmp_p
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=os.environ)
     assert proc.stdout is not None
     try:
-        tables: list[list[str]] = []
-        lines: list[str] = []
+        tables: list[list[list[str]]] = []
+        lines: list[list[str]] = []
         deadline = time.monotonic() + 60
         while len(tables) < 2 and time.monotonic() < deadline:
             line = proc.stdout.readline()

@@ -406,7 +406,7 @@ def test_a_spec_change_rolls_the_pods(cluster: Cluster, manager: PluginManager) 
     def hashes(objects: list[dict[str, object]]) -> tuple[str, str]:
         api = by_kind(objects, "Deployment", "api-multi")
         gw = by_kind(objects, "Deployment", "chute-gateway")
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             d["spec"]["template"]["metadata"]["annotations"]["chute.dev/spec-hash"]
             for d in (api, gw)
         )

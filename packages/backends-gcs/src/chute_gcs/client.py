@@ -15,7 +15,6 @@ store can check whether the object now holds its own write.
 from __future__ import annotations
 
 import contextlib
-import random
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import msgspec
 from multidict import CIMultiDictProxy
 
 from chute.backends.pool import LoopHandle
+from chute.backoff import Backoff
 from chute.errors import BackendError, BackendUnavailable, ChuteError, CredentialsRefused
 from chute_gcs import session
 from chute_gcs.settings import GcsSettings
@@ -37,8 +37,8 @@ from chute_gcs.settings import GcsSettings
 SCOPES: Final = ["https://www.googleapis.com/auth/devstorage.full_control"]
 #: Answers worth another try: the request was not applied, or Google asks us to slow down.
 RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
-BACKOFF_BASE = 0.1
 BACKOFF_CAP = 2.0
+BACKOFF = Backoff(first=0.1, cap=BACKOFF_CAP, jitter="half")
 
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
@@ -408,7 +408,8 @@ def _persisted(range_header: str | None) -> int:
 
 
 async def _backoff(attempt: int, retry_after: str | None = None) -> None:
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+    """Sleep after failed try ``attempt`` (0-based); at least ``Retry-After``, when given."""
+    delay = BACKOFF.delay(attempt + 1)
     if retry_after is not None and retry_after.isdigit():
         delay = max(delay, min(float(retry_after), BACKOFF_CAP))
     await anyio.sleep(delay)

@@ -12,10 +12,11 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from chute.backends.urls import (
     Option,
+    bucket_url,
     http_url,
     non_negative_int,
     parse_options,
@@ -97,17 +98,17 @@ class GcsSettings:
 
 def parse_url(url: str) -> GcsSettings:
     """Parse ``gs://bucket[/prefix][?…]``; raise ConfigError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "gs":
-        raise ConfigError(f"not a GCS URL: {url!r} (expected gs://bucket/prefix)")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"GCS URL {url!r}: {bucket!r} is not a bucket name (3 to 222 lowercase letters, "
-            "digits, '-', '_' or '.', starting and ending with a letter or digit)"
-        )
+    bucket, path = bucket_url(
+        url,
+        scheme="gs",
+        label="a GCS URL",
+        example="gs://bucket/prefix",
+        bucket_name=_BUCKET,
+        bucket_rule="3 to 222 lowercase letters, digits, '-', '_' or '.', starting and ending "
+        "with a letter or digit",
+    )
     values: dict[str, Any] = {"bucket": bucket}
-    segments = [unquote(s) for s in parts.path.split("/") if s]
+    segments = [unquote(s) for s in path.split("/") if s]
     if segments:
         bad = [s for s in segments if not _PREFIX_PART.match(s) or s in (".", "..")]
         if bad:

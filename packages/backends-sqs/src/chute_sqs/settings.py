@@ -19,6 +19,7 @@ from chute.backends.base import DEFAULT_RETENTION
 from chute.backends.urls import (
     Option,
     boolean,
+    bucket_url,
     duration,
     http_url,
     int_between,
@@ -161,16 +162,15 @@ def parse_sqs_url(url: str) -> SqsSettings:
 
 def parse_s3_url(url: str) -> S3Settings:
     """Parse ``s3://<bucket>/<prefix>?…``; raise ConfigError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "s3":
-        raise ConfigError(f"not an S3 URL: {url!r} (expected s3://<bucket>/<prefix>)")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"S3 URL {url!r}: {bucket!r} is not a bucket name (3 to 63 lowercase letters, "
-            "digits, '.' or '-')"
-        )
-    prefix = parts.path.strip("/") or "chute"
+    bucket, path = bucket_url(
+        url,
+        scheme="s3",
+        label="an S3 URL",
+        example="s3://<bucket>/<prefix>",
+        bucket_name=_BUCKET,
+        bucket_rule="3 to 63 lowercase letters, digits, '.' or '-'",
+    )
+    prefix = path.strip("/") or "chute"
     if not _KEY_PREFIX.match(prefix) or "//" in prefix:
         raise ConfigError(f"S3 URL {url!r}: {prefix!r} is not a usable key prefix")
     values = parse_options(url, S3_PARAMETERS, label="S3 URL")

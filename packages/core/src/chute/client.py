@@ -14,14 +14,15 @@ import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
 import msgspec
 
 from chute._version import __version__
+from chute.backoff import Backoff
+from chute.closing import AsyncClosing, Closing
 from chute.config import API
 from chute.errors import (
     APIError,
@@ -182,10 +183,7 @@ def api_path(api: ApiRef) -> str:
 
 def poll_delays(first: float, maximum: float, factor: float = 1.5) -> Iterator[float]:
     """Delays between polls: ``first``, growing by ``factor`` up to ``maximum``."""
-    delay = first
-    while True:
-        yield delay
-        delay = min(delay * factor, maximum)
+    return Backoff(first=first, cap=maximum, factor=factor, jitter="none").delays()
 
 
 _result_decoder = msgspec.json.Decoder(Result)
@@ -317,7 +315,7 @@ def _timeout_with_read(base: httpx.Timeout, read: float | None) -> httpx.Timeout
     return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base, AsyncClosing):
     """Submit to and read from a chute gateway, asynchronously (one pooled httpx client).
 
     ``base_url`` defaults as :func:`gateway_url` explains; ``headers`` are sent with every
@@ -440,19 +438,8 @@ class AsyncClient(_Base):
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class Client(_Base):
+class Client(_Base, Closing):
     """The synchronous twin of :class:`AsyncClient`, with the same methods and defaults.
 
     Use it as ``with Client() as client: ...`` or call :meth:`close`.
@@ -591,14 +578,3 @@ class Client(_Base):
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -30,7 +30,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, Self
 
 import anyio
@@ -39,6 +38,7 @@ import httpx
 import msgspec
 
 from chute.backends.base import Store
+from chute.closing import AsyncClosing
 from chute.config import API, WEBHOOK_EVENTS, Retries
 from chute.errors import ChuteError
 from chute.errors import WebhookSecretError as WebhookSecretError
@@ -138,7 +138,7 @@ class _Job(msgspec.Struct, kw_only=True):
     refused: bool = False  # the guard refused the target: retrying cannot help
 
 
-class WebhookSender:
+class WebhookSender(AsyncClosing):
     """Delivers webhooks in the background; use as ``async with WebhookSender() as sender``.
 
     :meth:`notify` never blocks and never raises for a delivery problem; the outcome of each
@@ -190,14 +190,6 @@ class WebhookSender:
         await self._tg.__aenter__()
         self._tg.start_soon(self._dispatch, self._tg)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop taking new deliveries; wait up to ``close_timeout`` seconds for the pending

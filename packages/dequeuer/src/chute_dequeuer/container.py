@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Self
 
 import aiohttp
 import msgspec
 from multidict import CIMultiDict
 
+from chute.closing import AsyncClosing
 from chute.errors import BackendUnavailable, NotFound
 from chute.protocol import HOP_BY_HOP_HEADERS, REQUEST_ID_HEADER, ErrorInfo, RequestRecord
 
@@ -71,7 +71,7 @@ def is_json_media_type(content_type: str) -> bool:
     return content_type.partition(";")[0].strip().lower() == "application/json"
 
 
-class ContainerClient:
+class ContainerClient(AsyncClosing):
     """POSTs requests to the user container over one pooled aiohttp session."""
 
     def __init__(
@@ -102,12 +102,8 @@ class ContainerClient:
         )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Close the HTTP session (``async with`` does it at the end)."""
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -9,12 +9,12 @@ logs one warning when it starts and one line when it ends, not one per worker pe
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
 
+from chute.backoff import Backoff
 from chute.errors import BackendUnavailable
 
 T = TypeVar("T")
@@ -32,7 +32,8 @@ class Outage:
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Await ``op()`` until it does not raise BackendUnavailable; other errors propagate."""
-        delay = self.first_delay
+        backoff = Backoff(first=self.first_delay, cap=self.max_delay, jitter="half")
+        attempt = 0
         while True:
             try:
                 result = await op()
@@ -45,8 +46,8 @@ class Outage:
                         extra={"operation": what, "error": str(exc)},
                     )
                 # Jitter keeps many workers (and replicas) from retrying in lockstep.
-                await anyio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(self.max_delay, delay * 2)
+                attempt += 1
+                await anyio.sleep(backoff.delay(attempt))
                 continue
             if self.down:
                 self.down = False

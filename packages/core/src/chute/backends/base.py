@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 import msgspec
 
+from chute.closing import AsyncClosing
 from chute.errors import (
     ChuteError,
     Conflict,
@@ -217,23 +217,7 @@ class Joint(abc.ABC):
         return settled
 
 
-class _AsyncClosing:
-    async def aclose(self) -> None:
-        """Release connections; the object is unusable afterwards."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class Queue(_AsyncClosing, abc.ABC):
+class Queue(AsyncClosing, abc.ABC):
     """A reliable queue of request ids with leases (at-least-once delivery).
 
     What a backend can do is declared on its class, never in a test: the *capabilities*
@@ -349,7 +333,7 @@ class Queue(_AsyncClosing, abc.ABC):
         """Raise BackendUnavailable if the backend cannot be reached."""
 
 
-class Store(_AsyncClosing, abc.ABC):
+class Store(AsyncClosing, abc.ABC):
     """Request records, payloads and results, with conditional writes.
 
     Backends implement the storage primitives (``create``, ``read``, ``write_if``, …); the

@@ -31,6 +31,7 @@ from chute.errors import ConfigError
 __all__ = [
     "Option",
     "boolean",
+    "bucket_url",
     "choice",
     "duration",
     "http_url",
@@ -239,3 +240,27 @@ def text() -> Callable[[str], str]:
         return raw
 
     return validate
+
+
+def bucket_url(
+    url: str,
+    *,
+    scheme: str,
+    label: str,
+    example: str,
+    bucket_name: re.Pattern[str],
+    bucket_rule: str,
+) -> tuple[str, str]:
+    """Split an object-store URL ``<scheme>://<bucket>/<path>`` into the bucket and the path
+    (without its leading ``/``), checking the scheme and the bucket's name; raise ConfigError
+    naming what is wrong. ``label`` names the URL in messages ("an S3 URL"); ``example`` is
+    the expected form; ``bucket_rule`` says what ``bucket_name`` accepts."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != scheme:
+        raise ConfigError(f"not {label}: {url!r} (expected {example})")
+    bucket = parts.netloc
+    if not bucket_name.match(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"{label.split(' ', 1)[1]} {url!r}: {bucket!r} is not a bucket name ({bucket_rule})"
+        )
+    return bucket, parts.path.lstrip("/")

@@ -10,6 +10,7 @@ from typing import ClassVar, Literal
 
 import msgspec
 
+from chute.backoff import Backoff
 from chute.config._units import parse_duration
 from chute.errors import ConfigError
 
@@ -181,14 +182,13 @@ class Retries(Base, frozen=True, kw_only=True, dict=True):
     def backoff(self, attempt: int, *, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before the attempt after ``attempt`` (1-based):
         ``initial * multiplier**(attempt-1)``, capped at ``max_backoff``, then with full
-        jitter a uniform draw from ``[0, that]``."""
-        ceiling = self.max_backoff_seconds
-        try:
-            delay = self.initial_backoff_seconds * self.multiplier ** max(0, attempt - 1)
-        except OverflowError:
-            delay = ceiling
-        delay = min(delay, ceiling)
-        return delay * rand() if self.jitter else delay
+        jitter a uniform draw from ``[0, that]`` (:class:`chute.backoff.Backoff`)."""
+        return Backoff(
+            first=self.initial_backoff_seconds,
+            cap=self.max_backoff_seconds,
+            factor=self.multiplier,
+            jitter="full" if self.jitter else "none",
+        ).delay(attempt, rand=rand)
 
 
 def _is_status(item: str | int) -> bool:

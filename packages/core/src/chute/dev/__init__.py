@@ -14,6 +14,7 @@ and ``_proxy`` (Cortex's in-cluster address for local containers). Import from `
 
 from __future__ import annotations
 
+from chute._net import free_port
 from chute.dev._plan import DEQUEUER_MARGIN, attach_port, container_env, expand_vars, plan
 from chute.dev._spec import (
     APIPlan,
@@ -21,7 +22,6 @@ from chute.dev._spec import (
     ProcessSpec,
     Role,
     default_backend_url,
-    free_port,
     local_api_file,
     mnt_dir,
 )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from chute._net import free_port
 from chute._version import __version__
 from chute.config import API, Container, Probe, load_apis
 from chute.container_runtime import (
@@ -31,7 +32,6 @@ from chute.dev._spec import (
     DevPlan,
     ProcessSpec,
     default_backend_url,
-    free_port,
     local_api_file,
     mnt_dir,
 )

@@ -3,7 +3,6 @@ process) and :class:`APIPlan` (where each API listens), and the state directory'
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,13 +10,6 @@ from typing import Literal
 from chute.config import API, dump_apis
 
 Role = Literal["gateway", "dequeuer", "container", "proxy"]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ import anyio
 import msgspec
 
 from chute.backends.base import Store
+from chute.backoff import Backoff
 from chute.errors import ChuteError, Conflict
 from chute.protocol import ErrorInfo, RequestRecord, Status, now
 
@@ -50,8 +51,8 @@ UNCONFIRMED_ERROR = "submit_unconfirmed"
 #: How long a refusal tombstone (for a record that was not there) is kept: longer than any
 #: create still in flight can take to arrive.
 TOMBSTONE_TTL = 3600.0
-#: Backoff between attempts to reach the store: first, factor, most.
-BACKOFF = (0.05, 2.0, 1.0)
+#: Backoff between attempts to reach the store.
+BACKOFF = Backoff(first=0.05, cap=1.0, jitter="half")
 #: The longest one read or write of the settling may take before it counts as unanswered.
 STEP_TIMEOUT = 10.0
 
@@ -118,7 +119,7 @@ async def settle(
     client holding its id reads why it did not run.
     """
     api, request_id = record.api, record.id
-    delay, factor, most = BACKOFF
+    attempt = 0
     while True:
         try:
             with anyio.fail_after(max(0.0, min(STEP_TIMEOUT, deadline - time.monotonic()))):
@@ -138,8 +139,8 @@ async def settle(
         left = deadline - time.monotonic()
         if left <= 0:
             return Settlement(Settled.UNKNOWN)
-        await anyio.sleep(min(delay, left))
-        delay = min(delay * factor, most)
+        attempt += 1
+        await anyio.sleep(min(BACKOFF.delay(attempt), left))
 
 
 async def _settle_once(

@@ -92,10 +92,6 @@ class BackendContract:
     # -- fixtures with defaults ------------------------------------------------------------
 
     @pytest.fixture
-    def anyio_backend(self) -> str:
-        return "asyncio"
-
-    @pytest.fixture
     def api(self) -> str:
         """A fresh API name per test, so tests never see each other's messages or records."""
         return f"contract-{uuid.uuid4().hex[:12]}"

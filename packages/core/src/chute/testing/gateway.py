@@ -63,7 +63,7 @@ def gateway_process(
     store_url: str,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    startup_timeout: float = 30.0,
+    startup_timeout: float = 60.0,
 ) -> Iterator[GatewayProcess]:
     """Start ``chute gateway`` on a free port of 127.0.0.1, yield it, stop it with SIGTERM."""
     command = [

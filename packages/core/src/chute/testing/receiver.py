@@ -15,10 +15,11 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from types import TracebackType
 from typing import Self
 
 import msgspec
+
+from chute.closing import Closing
 
 
 class Received(msgspec.Struct, frozen=True):
@@ -31,7 +32,7 @@ class Received(msgspec.Struct, frozen=True):
     answered: int  # the status code it got
 
 
-class WebhookReceiver:
+class WebhookReceiver(Closing):
     """A threaded HTTP server on a free port of 127.0.0.1 that records POSTs."""
 
     def __init__(self) -> None:
@@ -99,10 +100,6 @@ class WebhookReceiver:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Stop (``with`` does it at the end)."""
         self.stop()

@@ -43,6 +43,8 @@ from typing import Any, Literal, NoReturn
 
 import pytest
 
+from chute._net import free_port
+
 #: Set to 1 (CI does) to turn a missing service into a test failure instead of a skip.
 REQUIRE_ENV = "CHUTE_REQUIRE_SERVICES"
 
@@ -96,14 +98,6 @@ class FoundService:
     url: str
     source: Source
     server: LocalServer | None = None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tcp_probe(host: str, port: int, timeout: float = 0.5) -> bool:
