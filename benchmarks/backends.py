@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import free_port, start, wait_http
+from benchmarks.procs import start, wait_http
+from chute.testing import free_port
 
 #: Redis's own limit on a payload is 16 MiB by default; the large-payload scenario sends more.
 MAX_PAYLOAD = 200 * 2**20

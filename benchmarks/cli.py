@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.backends import BACKENDS, EMULATED, EMULATED_REQUESTS, Unavailable, skip
-from benchmarks.procs import Proc, free_port, start, wait_http
+from benchmarks.procs import Proc, start, wait_http
 from benchmarks.systems import (
     DEFAULT_SERVER,
     CeleryRedis,
@@ -36,6 +36,7 @@ from benchmarks.systems import (
     System,
 )
 from chute.gateway.server import SERVERS
+from chute.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("flood", "serial", "large", "idle", "poll", "fleet")

@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks.backends import Urls
-from benchmarks.procs import Group, Meter, Proc, RedisStats, free_port, start, wait_http
+from benchmarks.procs import Group, Meter, Proc, RedisStats, start, wait_http
 from chute.gateway.server import SERVERS
+from chute.testing import free_port
 
 #: The gateway's default ASGI server: its rows are ``chute-<backend>``, the others ``+server``.
 DEFAULT_SERVER = SERVERS[0]
