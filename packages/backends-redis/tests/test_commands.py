@@ -18,7 +18,7 @@ import pytest
 import redis
 from redis_helpers import body, new_record
 
-from chute.backends.base import Joint, Settle, Submit, Write
+from chute.backends.base import Joint, Settle, Submit
 from chute.lifecycle import apply_transition
 from chute.protocol import Status, now
 from chute.testing.services import REDIS, LocalServer, local_server
@@ -65,31 +65,27 @@ async def _life(
     steps["submit"] = sum(counter.stop().values()) / n
 
     counter.start()
-    received = await joint.receive(API, max_messages=n, wait=1.0, lease=30.0)
+    received = await joint.receive(API, max_messages=n, wait=1.0, lease=30.0, start=True)
     assert len(received) == n
     assert all(r.payload == b'{"x": 1}' for r in received)
+    assert all(r.started for r in received)  # the start is written by the receive script
     steps["receive"] = sum(counter.stop().values()) / n
 
-    counter.start()
     starts = []
     for r in received:
         assert r.found is not None
-        started = apply_transition(
-            r.found[0], Status.IN_PROGRESS, attempt=r.delivery.attempt, at=now()
-        )
-        starts.append(Write(started, r.found[1]))
-    versions = await store.write_many(starts)
-    steps["start"] = sum(counter.stop().values()) / n
+        assert r.found[0].status is Status.IN_PROGRESS
+        starts.append(r.found)
 
     counter.start()
     settles = [
         Settle(
             r.delivery,
-            apply_transition(w.record, Status.COMPLETED, attempt=r.delivery.attempt, at=now()),
+            apply_transition(w, Status.COMPLETED, attempt=r.delivery.attempt, at=now()),
             v,
             b'{"y": 2}',
         )
-        for r, w, v in zip(received, starts, versions, strict=True)
+        for r, (w, v) in zip(received, starts, strict=True)
     ]
     settled = await joint.settle_many(settles)
     assert all(s.acked for s in settled)
@@ -135,11 +131,10 @@ async def test_commands_per_request(own_redis: LocalServer) -> None:
     # read (the gateway's): HMGET of the record, HGET of the result.
     assert lone == {
         "submit": 8,
-        "receive": 15,
-        "start": 3,
+        "receive": 16,
         "settle": 7,
         "read": 2,
-        "total": 35,
+        "total": 33,
     }
     # 8 together: the submits coalesced into one call (as the gateway does for concurrent
     # submits): per request EXISTS, HSET, PEXPIREAT; per batch EVALSHA, RPUSH, ZADD (index),
@@ -147,9 +142,8 @@ async def test_commands_per_request(own_redis: LocalServer) -> None:
     # (8 x 2 + 1) / 8. Settle: (8 x 2 + 5) / 8.
     assert batched == {
         "submit": 3.75,
-        "receive": 2.875,
-        "start": 2.125,
+        "receive": 3.875,
         "settle": 2.625,
         "read": 2,
-        "total": 13.375,
+        "total": 12.25,
     }

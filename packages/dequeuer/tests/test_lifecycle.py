@@ -124,6 +124,9 @@ async def test_sigkill_mid_request_is_redelivered_and_completes_once(
     first = start_dequeuer(container.port, "--lease", "1")
     rid = await backend.submit(headers=[("X-Behaviour", "sleep:1")])
     await backend.wait_status(rid, Status.IN_PROGRESS)
+    # Started is not yet called (a joint receive starts the request before the call): kill
+    # once the container has it.
+    await eventually(lambda: len(container.calls(rid)) == 1)
     first.proc.kill()
     assert await anyio.to_thread.run_sync(first.wait, 10) == -signal.SIGKILL
 

@@ -84,14 +84,34 @@ class RedisJoint(Joint):
                 )
         return [a for a in answers if a is not None]
 
+    #: The receive script starts the records it may (joint_receive.lua, docs/redis.md).
+    starts_on_receive = True
+
     async def receive(
-        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+        self,
+        api: str,
+        *,
+        max_messages: int = 1,
+        wait: float = 20.0,
+        lease: float = 30.0,
+        start: bool = False,
+        queue_limit: float | None = None,
     ) -> list[Received]:
+        prefix = self.store.record_prefix(api)
+        at = 0.0
+
+        def extra() -> list[bytes | str | int | float]:
+            # The time of each run of the script: the started_at of what it starts.
+            nonlocal at
+            at = now()
+            limit = "" if queue_limit is None else repr(float(queue_limit))
+            return [prefix, "1" if start else "", msgspec.json.encode(at), limit]
+
         rows = await self.queue.receive_rows(
             api,
             scripts.JOINT_RECEIVE,
-            [self.store.record_prefix(api)],
-            6,
+            extra,
+            7,
             max_messages=max_messages,
             wait=wait,
             lease=lease,
@@ -99,18 +119,19 @@ class RedisJoint(Joint):
         received = []
         for row in rows:
             delivery = delivery_of(api, row)
-            raw, version, payload = row[3], row[4], row[5]
+            raw, version, payload, started = row[3], row[4], row[5], bool(row[6])
             found = None
             try:
                 validate_request_id(delivery.request_id)
             except InvalidRequestId:
-                raw = None  # the generic path's read would refuse it: no record
+                raw, started = None, False  # the generic path's read would refuse it: no record
             if raw is not None and version is not None:
                 record: RequestRecord = record_decoder.decode(raw)
-                if record.expires_at > now():
+                # Judged at the time the script judged it by: a started record is live.
+                if record.expires_at > at:
                     found = (record, int(version))
             inline = payload if found is not None and isinstance(payload, bytes) else None
-            received.append(Received(delivery, found, inline))
+            received.append(Received(delivery, found, inline, started and found is not None))
         return received
 
     def acking(self, delivery: Delivery) -> AckingWrite:

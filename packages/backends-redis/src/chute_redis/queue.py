@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import anyio
@@ -121,7 +121,7 @@ class RedisQueue(Queue):
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Delivery]:
         rows = await self.receive_rows(
-            api, scripts.QUEUE_RECEIVE, [], 3, max_messages=max_messages, wait=wait, lease=lease
+            api, scripts.QUEUE_RECEIVE, list, 3, max_messages=max_messages, wait=wait, lease=lease
         )
         return [delivery_of(api, row) for row in rows]
 
@@ -129,7 +129,7 @@ class RedisQueue(Queue):
         self,
         api: str,
         script: scripts.Script,
-        extra: list[bytes | str | int | float],
+        extra: Callable[[], list[bytes | str | int | float]],
         width: int,
         *,
         max_messages: int,
@@ -138,8 +138,9 @@ class RedisQueue(Queue):
     ) -> list[list[Any]]:
         """The receive loop with ``script``: queue_receive.lua, or a script that runs it and
         adds to each delivery (``chute_redis.joint``), called with the receive's keys and
-        arguments followed by ``extra``. Returns the reply's rows of ``width`` values, the
-        first three of each being id, attempt and receipt."""
+        arguments followed by what ``extra()`` answers (asked before each run of the script).
+        Returns the reply's rows of ``width`` values, the first three of each being id, attempt
+        and receipt."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         keys = self._keys(api)
@@ -153,7 +154,7 @@ class RedisQueue(Queue):
             keys.wake,
             keys.ready,
         ]
-        args: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease)), "", *extra]
+        fixed: list[bytes | str | int | float] = [max_messages, max(1, _ms(lease))]
         start = anyio.current_time()
         end = start + max(0.0, wait)
         doing = f"receiving from {api}"
@@ -164,7 +165,7 @@ class RedisQueue(Queue):
             with self._conn.op(doing, wait=block):
                 await client.blpop([keys.wake], timeout=block)
         while True:
-            args[2] = secrets.token_hex(8)
+            args = [*fixed, secrets.token_hex(8), *extra()]
             with self._conn.op(doing):
                 reply = await script(client, script_keys, args)
             if len(reply) > 1:

@@ -121,3 +121,18 @@ def queue_deadline_passed(record: RequestRecord, api_limit: float | None, *, at:
     if deadline is None and api_limit is not None:
         deadline = record.created_at + api_limit
     return deadline is not None and at >= deadline
+
+
+def start_on_receive(
+    record: RequestRecord, attempt: int, *, api_limit: float | None, at: float
+) -> RequestRecord | None:
+    """The record a receive of delivery ``attempt`` at ``at`` starts (``Joint.receive(start=
+    True)``), or None when the receive must leave it to the dequeuer's own path (missing
+    from retention, terminal, an attempt not newer than the record's, still queued past its
+    queue deadline: dropped, expired or not started there). The reference a backend that
+    starts in its receive script agrees with (``JointContract``)."""
+    if record.expires_at <= at or record.status not in (Status.IN_QUEUE, Status.IN_PROGRESS):
+        return None
+    if attempt <= record.attempt or queue_deadline_passed(record, api_limit, at=at):
+        return None
+    return apply_transition(record, Status.IN_PROGRESS, attempt=attempt, at=at)

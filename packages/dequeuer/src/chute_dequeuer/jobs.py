@@ -36,7 +36,9 @@ class Job:
             {"request_id": delivery.request_id, "api": delivery.api, "attempt": delivery.attempt},
         )
         self.scope = anyio.CancelScope()
-        self.started = False  # the record was moved to in_progress by this delivery
+        #: The record was moved to in_progress by this delivery (by the receive itself, when
+        #: the joint starts on receive).
+        self.started = received is not None and received.started
         self.lease_lost = False
         #: The container call, while it runs: cancelled when the request is.
         self.call_scope: anyio.CancelScope | None = None

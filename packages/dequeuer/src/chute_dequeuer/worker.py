@@ -188,7 +188,7 @@ class Dispatcher:
             for delivery, received in deliveries:
                 if self.stopping or not self.readiness.ready:
                     # Received in the instant pulling stopped: hand it back untouched.
-                    job = Job(delivery)
+                    job = Job(delivery, received)  # started by the receive: put back in_queue
                     job.log.info("not ready or stopping; message released")
                     await self.settler.give_back(job)
                     self.metrics.requests.labels(outcome="released").inc()
@@ -220,7 +220,12 @@ class Dispatcher:
         ends), with the records read along when the backend has a joint fast path."""
         if self.joint is not None:
             received = await self.joint.receive(
-                self.api, max_messages=wanted, wait=RECEIVE_WAIT, lease=self.lease
+                self.api,
+                max_messages=wanted,
+                wait=RECEIVE_WAIT,
+                lease=self.lease,
+                start=True,  # where the joint can: the start written by the receive itself
+                queue_limit=self.config.deadlines.queue_seconds,
             )
             return [(r.delivery, r) for r in received]
         deliveries = await self.queue.receive(
@@ -282,25 +287,12 @@ class Dispatcher:
         if self._queue_deadline_passed(record):
             return await self.settler.expire(job)
 
-        try:
-            job.held = await self.outage.call(
-                "start",
-                lambda: self.store.transition_versioned(
-                    d.api,
-                    d.request_id,
-                    Status.IN_PROGRESS,
-                    attempt=d.attempt,
-                    current=job.held,
-                    write=self.settler.batched_write,
-                ),
-            )
-            record = job.held[0]
-        except NotFound:
-            job.log.warning("record vanished before it started; dropped")
-            return await self.settler.drop(job)
-        except TransitionRejected as exc:
-            return await self.settler.not_started(job, exc)
-        job.started = True
+        if not job.started:  # else the receive started it (Joint.starts_on_receive)
+            not_started = await self._start(job)
+            if not_started is not None:
+                return not_started
+        assert job.held is not None
+        record = job.held[0]
         job.log.info("processing request")
 
         result = await self._call(job, record)
@@ -320,6 +312,30 @@ class Dispatcher:
             )
         self.metrics.failures.labels(reason=result.error.type).inc()
         return await self.settler.failed(job, record, result.error, took=result)
+
+    async def _start(self, job: Job) -> str | None:
+        """This delivery's start (``in_progress`` for its attempt): None when started, else
+        how the message was settled instead."""
+        d = job.delivery
+        try:
+            job.held = await self.outage.call(
+                "start",
+                lambda: self.store.transition_versioned(
+                    d.api,
+                    d.request_id,
+                    Status.IN_PROGRESS,
+                    attempt=d.attempt,
+                    current=job.held,
+                    write=self.settler.batched_write,
+                ),
+            )
+        except NotFound:
+            job.log.warning("record vanished before it started; dropped")
+            return await self.settler.drop(job)
+        except TransitionRejected as exc:
+            return await self.settler.not_started(job, exc)
+        job.started = True
+        return None
 
     async def _call(self, job: Job, record: RequestRecord) -> CallResult:
         """The container call, cut after the execution timeout (the record's, else the

@@ -1,19 +1,99 @@
 -- The receive script (queue_receive.lua, run as `receive` above), plus each delivered id's
 -- record, version and payload (when the record hash holds it: payloads up to the inline
 -- size) read in the same step. Queue and store share the server.
+-- When asked to start (ARGV[5] = '1'), each record the state machine lets this delivery start
+-- is moved to `in_progress` for the delivery's attempt in the same step (the start of
+-- chute.lifecycle.apply_transition, written as a compare-and-set would write it: the record
+-- and version + 1); any other record is returned as read, for the caller's own path to decide.
 -- KEYS: as queue_receive   ARGV: as queue_receive, then the store's key prefix
--- ("<prefix>:s:<api>:")
--- Returns {wait_ms, id1, attempt1, receipt1, record1, version1, payload1, id2, ...}; record
--- and version are nil when the record is gone, payload is nil when it is not in the hash.
+-- ("<prefix>:s:<api>:"), start ('1' or ''), the caller's time (seconds, as msgspec encodes a
+-- float: it becomes started_at) and the API's queue limit (seconds, '' for none)
+-- Returns {wait_ms, id1, attempt1, receipt1, record1, version1, payload1, started1, id2, ...};
+-- record and version are nil when the record is gone, payload is nil when it is not in the
+-- hash, started is 1 when this step started the record (record and version are the new ones).
 local out = receive(KEYS, ARGV)
+local start, at_text = ARGV[5] == '1', ARGV[6]
+local at, limit = tonumber(at_text), tonumber(ARGV[7])
+
+-- The fields a started record has, in the order msgspec writes RequestRecord's fields (it
+-- leaves out those at their default): what comes before `attempt` is kept (the status
+-- changed), then `attempt` and `started_at`, then what comes after `error`.
+local BETWEEN = {'attempt', 'started_at'}
+local AFTER = {'queue_deadline', 'timeout', 'cancel_requested', 'extra'}
+local KNOWN = {
+  id = true, api = true, status = true, created_at = true, expires_at = true,
+  content_type = true, headers = true, payload_size = true, attempt = true, started_at = true,
+  queue_deadline = true, timeout = true, cancel_requested = true, extra = true,
+}
+
+-- Where the top-level field `key` starts (its leading comma). A `,"key":` in the text is a key
+-- of some object (a quote after a comma is never inside a string, where quotes are escaped);
+-- no object comes before `extra`, so the first one is the record's own.
+local function field_at(raw, key)
+  return string.find(raw, ',"' .. key .. '":', 1, true)
+end
+
+local function first_of(raw, record, keys)
+  for _, key in ipairs(keys) do
+    if record[key] ~= nil then return field_at(raw, key) end
+  end
+  return #raw  -- the closing brace
+end
+
+-- The started record's JSON, or nil when the state machine does not let this delivery start
+-- it here (terminal, an attempt not newer, past its retention or its queue deadline) or the
+-- record is not in the form this script writes exactly (an error to clear, a field written
+-- at its default, a field unknown here): the caller decides then, as without the start.
+local function started(raw, attempt)
+  local ok, record = pcall(cjson.decode, raw)
+  if not ok or type(record) ~= 'table' then return nil end
+  for key, value in pairs(record) do
+    if not KNOWN[key] or value == cjson.null then return nil end
+  end
+  local status = record.status
+  if status ~= 'in_queue' and status ~= 'in_progress' then return nil end
+  if record.attempt == 0 or record.payload_size == 0 or record.cancel_requested == false
+    or (type(record.headers) == 'table' and next(record.headers) == nil)
+    or (type(record.extra) == 'table' and next(record.extra) == nil) then
+    return nil  -- written at a default: not as msgspec writes it
+  end
+  if (record.attempt or 0) >= attempt then return nil end
+  if type(record.expires_at) ~= 'number' or record.expires_at <= at then return nil end
+  if status == 'in_queue' and record.started_at == nil then
+    local deadline = record.queue_deadline
+    if deadline == nil and limit ~= nil then deadline = record.created_at + limit end
+    if deadline ~= nil and at >= deadline then return nil end
+  end
+  local s = field_at(raw, 'status')
+  local was = ',"status":"' .. status .. '"'
+  if s == nil or string.sub(raw, s, s + #was - 1) ~= was then return nil end
+  local head_end = first_of(raw, record, {BETWEEN[1], BETWEEN[2], unpack(AFTER)})
+  local tail = first_of(raw, record, AFTER)
+  return string.sub(raw, 1, s - 1) .. ',"status":"in_progress"'
+    .. string.sub(raw, s + #was, head_end - 1)
+    .. ',"attempt":' .. string.format('%d', attempt) .. ',"started_at":' .. at_text
+    .. string.sub(raw, tail)
+end
+
 local joined = {out[1]}
 for i = 2, #out, 3 do
-  local found = redis.call('HMGET', ARGV[4] .. '{' .. out[i] .. '}', 'record', 'version', 'payload')
+  local key = ARGV[4] .. '{' .. out[i] .. '}'
+  local found = redis.call('HMGET', key, 'record', 'version', 'payload')
+  local moved = 0
+  if start and found[1] and found[2] then
+    local record = started(found[1], tonumber(out[i + 1]))
+    if record then
+      local version = tonumber(found[2]) + 1
+      redis.call('HSET', key, 'record', record, 'version', version)
+      found[1], found[2], moved = record, version, 1
+    end
+  end
   joined[#joined + 1] = out[i]
   joined[#joined + 1] = out[i + 1]
   joined[#joined + 1] = out[i + 2]
   joined[#joined + 1] = found[1]
   joined[#joined + 1] = found[2]
   joined[#joined + 1] = found[3]
+  joined[#joined + 1] = moved
 end
 return joined

@@ -105,6 +105,11 @@ class Received(NamedTuple):
     #: The whole payload when it is small enough to come along; None means: stream it with
     #: :meth:`Store.payload`.
     payload: bytes | None
+    #: The receive also started the request (``receive(start=True)`` on a joint that
+    #: :attr:`~Joint.starts_on_receive`): ``found`` is the record moved to ``in_progress`` for
+    #: this delivery's attempt, with its new version. False: the caller starts it (or drops,
+    #: expires it) as on the generic path.
+    started: bool = False
 
 
 class Write(NamedTuple):
@@ -177,9 +182,28 @@ class Joint(abc.ABC):
 
     @abc.abstractmethod
     async def receive(
-        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+        self,
+        api: str,
+        *,
+        max_messages: int = 1,
+        wait: float = 20.0,
+        lease: float = 30.0,
+        start: bool = False,
+        queue_limit: float | None = None,
     ) -> list[Received]:
-        """:meth:`Queue.receive`, with each delivery's live record (and small payload)."""
+        """:meth:`Queue.receive`, with each delivery's live record (and small payload).
+
+        ``start``: where the joint :attr:`starts_on_receive`, also move each record that
+        :func:`chute.lifecycle.start_on_receive` would start (``queue_limit``: the API's
+        ``deadlines.queue``) to ``in_progress`` in the same atomic step, exactly as
+        :meth:`Store.transition` would (the same record, a conditional write: a concurrent
+        move of the record either comes before and is seen, or after and finds the new
+        version), and say so in :attr:`Received.started`. Every other delivery comes back
+        unstarted, for the caller to handle as on the generic path. A joint that does not
+        start on receive ignores ``start``."""
+
+    #: Capability: :meth:`receive` honours ``start`` (starts records in the same step).
+    starts_on_receive: bool = False
 
     @abc.abstractmethod
     def acking(self, delivery: Delivery) -> AckingWrite:

@@ -5,7 +5,8 @@ transaction, and a batch of them is one transaction too.
 
 * submit: the record, a one-piece payload and the queued message in one transaction;
 * receive: the lease (``sqlite_queue.lease_messages``) and each delivery's live record and
-  small payload, in one hop;
+  small payload, in one hop; asked to start, the conditional writes of the records it starts
+  (``chute.lifecycle.start_on_receive``) in the same hop, one transaction;
 * the acking write: the conditional write and the ack in one transaction.
 
 The statements are the queue's and the store's own functions; nothing is written twice.
@@ -13,6 +14,7 @@ The statements are the queue's and the store's own functions; nothing is written
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import AsyncIterable, Sequence
@@ -32,14 +34,23 @@ from chute.backends.sqlite_store import (
     write_chunk,
 )
 from chute.errors import ChuteError, Conflict, InvalidRequestId, PayloadTooLarge
-from chute.protocol import RequestRecord, record_decoder, record_encoder, validate_request_id
+from chute.lifecycle import start_on_receive
+from chute.protocol import (
+    RequestRecord,
+    now,
+    record_decoder,
+    record_encoder,
+    validate_request_id,
+)
 
 #: Payloads up to this size come along with a receive; larger ones stream from the store.
 INLINE_PAYLOAD = 256 * 1024
 #: The most items one transaction carries.
 MAX_BATCH = 64
 
-_Row = tuple[Delivery, tuple[bytes, int, bytes | None] | None]
+#: A delivery and, when its record is live: the record, its version, the payload when it came
+#: along, and whether the receive started it.
+_Row = tuple[Delivery, tuple[RequestRecord, int, bytes | None, bool] | None]
 
 
 class SqliteJoint(Joint):
@@ -99,11 +110,20 @@ class SqliteJoint(Joint):
                 )
         return [a for a in answers if a is not None]
 
+    starts_on_receive = True
+
     async def receive(
-        self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
+        self,
+        api: str,
+        *,
+        max_messages: int = 1,
+        wait: float = 20.0,
+        lease: float = 30.0,
+        start: bool = False,
+        queue_limit: float | None = None,
     ) -> list[Received]:
         rows = await self.queue.receive_with(
-            partial(_lease_and_read, api, max_messages, lease),
+            partial(_lease_and_read, api, max_messages, lease, start, queue_limit),
             max_messages=max_messages,
             wait=wait,
             lease=lease,
@@ -112,10 +132,13 @@ class SqliteJoint(Joint):
         for delivery, row in rows:
             found = None
             payload = None
+            started = False
             if row is not None:
-                raw, version, payload = row
-                found = (record_decoder.decode(raw), version)
-            received.append(Received(delivery, found, payload if found is not None else None))
+                record, version, payload, started = row
+                found = (record, version)
+            received.append(
+                Received(delivery, found, payload if found is not None else None, started)
+            )
         return received
 
     def acking(self, delivery: Delivery) -> AckingWrite:
@@ -147,17 +170,41 @@ def _settle(conn: sqlite3.Connection, s: Settle, encoded: bytes) -> Settled:
 
 
 def _lease_and_read(
-    api: str, max_messages: int, lease: float, conn: sqlite3.Connection
+    api: str,
+    max_messages: int,
+    lease: float,
+    start: bool,
+    queue_limit: float | None,
+    conn: sqlite3.Connection,
 ) -> tuple[list[_Row], int, float | None]:
     deliveries, version, first = lease_messages(api, max_messages, lease, conn)
     rows: list[_Row] = []
-    for d in deliveries:
-        try:
-            validate_request_id(d.request_id)
-        except InvalidRequestId:
-            rows.append((d, None))  # the generic path's read would refuse it: no record
-            continue
-        rows.append((d, read_with_payload(conn, api, d.request_id, INLINE_PAYLOAD)))
+    if not deliveries:
+        return rows, version, first
+    # Starting writes: the reads and the writes are one transaction.
+    with write_transaction(conn) if start else contextlib.nullcontext():
+        at = now()
+        for d in deliveries:
+            try:
+                validate_request_id(d.request_id)
+            except InvalidRequestId:
+                rows.append((d, None))  # the generic path's read would refuse it: no record
+                continue
+            read = read_with_payload(conn, api, d.request_id, INLINE_PAYLOAD)
+            if read is None:
+                rows.append((d, None))
+                continue
+            raw, held, payload = read
+            record: RequestRecord = record_decoder.decode(raw)
+            begun = (
+                start_on_receive(record, d.attempt, api_limit=queue_limit, at=at) if start else None
+            )
+            if begun is not None and update_record(
+                begun, record_encoder.encode(begun), held, None, conn
+            ):
+                rows.append((d, (begun, held + 1, payload, True)))
+            else:
+                rows.append((d, (record, held, payload, False)))
     return rows, version, first
 
 
