@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
+import msgspec
 import pytest
 
-from chute.backends.base import Joint, Queue, Received, Settle, Store, Submit, Write
+from chute.backends.base import Joint, Queue, Received, Settle, Store, Submit, Versioned, Write
 from chute.errors import Conflict, LeaseLost, TransitionRejected
-from chute.lifecycle import apply_transition
-from chute.protocol import Status, now
+from chute.lifecycle import apply_transition, start_on_receive
+from chute.protocol import ErrorInfo, Status, now, record_encoder
 from chute.registry import open_queue, open_store
 from chute.testing.contract import BackendContract
 from chute.testing.store import body_of, new_record, read_all
@@ -327,3 +328,287 @@ class JointContract(BackendContract):
         assert (await queue.depth(api)).queued == 0
         assert b"".join(await read_all(store.payload(api, taken.id))) == b"first"
         assert await joint.submit_many([]) == []
+
+    # -- start on receive (a joint declaring ``starts_on_receive``) -----------------------
+
+    async def received_started(
+        self,
+        joint: Joint,
+        api: str,
+        *,
+        lease: float = 30.0,
+        queue_limit: float | None = None,
+    ) -> Received:
+        with anyio.fail_after(10):
+            [received] = await joint.receive(
+                api, wait=5.0, lease=lease, start=True, queue_limit=queue_limit
+            )
+        return received
+
+    async def assert_as_the_reference(
+        self,
+        store: Store,
+        received: Received,
+        before: Versioned,
+        *,
+        queue_limit: float | None = None,
+    ) -> None:
+        """A started delivery holds exactly the record :func:`start_on_receive` makes of
+        ``before`` (at the start's own time), as the store holds it, at a newer version; an
+        unstarted one holds ``before`` unchanged."""
+        d = received.delivery
+        assert received.found is not None
+        record, version = received.found
+        assert await store.read_live(d.api, d.request_id) == received.found
+        if not received.started:
+            assert received.found == before
+            return
+        assert record.started_at is not None
+        expected = start_on_receive(
+            before[0], d.attempt, api_limit=queue_limit, at=record.started_at
+        )
+        assert record == expected
+        assert record_encoder.encode(record) == record_encoder.encode(expected)
+        assert version != before[1]
+
+    def needs_start(self, joint: Joint) -> None:
+        if not joint.starts_on_receive:
+            pytest.skip(f"{type(joint).__name__} does not start on receive")
+
+    async def test_start_on_receive_is_the_reference_start(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A receive asked to start moves each startable record to ``in_progress`` for the
+        delivery's attempt in the same step: the very record ``start_on_receive`` (the
+        dequeuer's own start, ``apply_transition``) makes, whatever the record holds; the
+        acking write then completes it from the version the receive answered. Not asked, it
+        starts nothing. If this fails, a request started by the receive reads differently
+        from one the dequeuer started (lost headers, extras, deadlines), or its outcome is
+        refused."""
+        queue, store, joint = pair
+        self.needs_start(joint)
+        tricky = '","attempt":9,"status":"x\\"}{'
+        variants = [
+            new_record(api),
+            msgspec.structs.replace(new_record(api), content_type=None, headers=[]),
+            msgspec.structs.replace(
+                new_record(api),
+                headers=[(tricky, tricky)],
+                queue_deadline=now() + 600,
+                timeout=12.5,
+                cancel_requested=True,
+                extra={"attempt": 3, "started_at": 1.5, "error": {"x": tricky}, "ü": [1, {}]},
+            ),
+        ]
+        for record in variants:
+            await store.create(record, body_of(b'{"x": 1}'))
+            await queue.send(api, record.id)
+            before = await store.read_live(api, record.id)
+            assert before is not None
+            received = await self.received_started(joint, api, queue_limit=60.0)
+            assert received.started
+            assert received.payload == b'{"x": 1}'
+            await self.assert_as_the_reference(store, received, before, queue_limit=60.0)
+            d = received.delivery
+            acking = joint.acking(d)
+            done, _ = await store.transition_versioned(
+                api,
+                d.request_id,
+                Status.COMPLETED,
+                attempt=d.attempt,
+                result=b"1",
+                current=received.found,
+                write=acking,
+            )
+            assert acking.acked
+            assert done.status is Status.COMPLETED
+            assert done.started_at == received.found[0].started_at  # type: ignore[index]
+
+        # Not asked to start: the record is as the receive read it.
+        rid = await self.submitted(queue, store, api, b"{}")
+        before = await store.read_live(api, rid)
+        plain = await self.receive_one(joint, api)
+        assert not plain.started
+        assert plain.found == before
+        await queue.ack(plain.delivery)
+
+    async def test_start_on_receive_leaves_terminal_and_cancelled_records(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A record cancelled before the receive (a cancel racing it and winning), or already
+        finished (a duplicate message), comes back unstarted and unchanged, for the dequeuer
+        to drop; a cancel after the receive started the record finds the new version and
+        cancels the started request, and the started delivery's outcome is then refused. If
+        this fails, a cancelled request is revived and runs, or a cancellation is lost."""
+        queue, store, joint = pair
+        self.needs_start(joint)
+        cancelled = await self.submitted(queue, store, api, b"{}")
+        await store.transition(api, cancelled, Status.CANCELLED)
+        before = await store.read_live(api, cancelled)
+        assert before is not None
+        received = await self.received_started(joint, api)
+        assert not received.started
+        await self.assert_as_the_reference(store, received, before)
+        await queue.ack(received.delivery)
+
+        done = await self.submitted(queue, store, api, b"{}")
+        first = await self.received_started(joint, api)
+        d = first.delivery
+        await store.transition(
+            api, done, Status.COMPLETED, attempt=d.attempt, result=b"1", current=first.found
+        )
+        await queue.ack(d)
+        await queue.send(api, done)  # a duplicate message of a finished request
+        before = await store.read_live(api, done)
+        assert before is not None
+        again = await self.received_started(joint, api)
+        assert again.delivery.request_id == done
+        assert not again.started
+        await self.assert_as_the_reference(store, again, before)
+        await queue.ack(again.delivery)
+
+        late = await self.submitted(queue, store, api, b"{}")
+        started = await self.received_started(joint, api)
+        assert started.started
+        cancel = await store.transition(api, late, Status.CANCELLED)  # reads the new version
+        assert cancel.status is Status.CANCELLED
+        assert cancel.attempt == started.delivery.attempt
+        with pytest.raises(TransitionRejected):
+            await store.transition(
+                api,
+                late,
+                Status.COMPLETED,
+                attempt=started.delivery.attempt,
+                result=b"1",
+                current=started.found,
+            )
+        assert (await store.get(api, late)).status is Status.CANCELLED  # type: ignore[union-attr]
+        await queue.ack(started.delivery)
+
+    async def test_start_on_receive_leaves_a_request_past_its_queue_deadline(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A request still queued past its queue deadline (its own, or created_at + the API's
+        ``queue_limit``) comes back unstarted, for the dequeuer to expire; one within both is
+        started. If this fails, a request that should expire unseen runs."""
+        queue, store, joint = pair
+        self.needs_start(joint)
+        own = new_record(api, queue_deadline=now() - 1)
+        await store.create(own, body_of(b"{}"))
+        await queue.send(api, own.id)
+        before = await store.read_live(api, own.id)
+        assert before is not None
+        received = await self.received_started(joint, api)
+        assert not received.started
+        await self.assert_as_the_reference(store, received, before)
+        await queue.ack(received.delivery)
+
+        rid = await self.submitted(queue, store, api, b"{}")
+        before = await store.read_live(api, rid)
+        assert before is not None
+        await anyio.sleep(0.05)
+        received = await self.received_started(joint, api, queue_limit=0.01)
+        assert not received.started
+        await self.assert_as_the_reference(store, received, before, queue_limit=0.01)
+        await queue.ack(received.delivery)
+
+        rid = await self.submitted(queue, store, api, b"{}")
+        before = await store.read_live(api, rid)
+        assert before is not None
+        received = await self.received_started(joint, api, queue_limit=600.0)
+        assert received.started
+        await self.assert_as_the_reference(store, received, before, queue_limit=600.0)
+        await queue.ack(received.delivery)
+
+    async def test_start_on_receive_fences_a_redelivery(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """The first delivery started by its receive loses its lease; the redelivery (attempt
+        2) starts the ``in_progress`` record again for its own attempt, the first holder's
+        outcome is refused (its attempt was superseded) and its lease is gone, the second
+        one's is stored and acked. A record whose attempt is not older than the delivery's
+        is not started. If this fails, a lapsed holder overwrites the outcome of the attempt
+        that took over, or a redelivered request never runs."""
+        queue, store, joint = pair
+        self.needs_start(joint)
+        lease = max(queue.min_lease, 0.2)
+        rid = await self.submitted(queue, store, api, b"{}")
+        first = await self.received_started(joint, api, lease=lease)
+        assert first.started
+        assert first.found is not None
+        assert first.found[0].attempt == 1
+        await anyio.sleep(lease * 2)
+        second = await self.received_started(joint, api)
+        assert second.delivery.attempt == 2
+        assert second.started
+        await self.assert_as_the_reference(store, second, first.found)
+        assert second.found is not None
+        assert second.found[0].attempt == 2
+        with pytest.raises(LeaseLost):
+            await queue.extend(first.delivery, 30.0)
+        with pytest.raises(TransitionRejected):
+            await store.transition(
+                api, rid, Status.COMPLETED, attempt=1, result=b"old", current=first.found
+            )
+        acking = joint.acking(second.delivery)
+        done, _ = await store.transition_versioned(
+            api,
+            rid,
+            Status.COMPLETED,
+            attempt=2,
+            result=b"new",
+            current=second.found,
+            write=acking,
+        )
+        assert acking.acked
+        assert done.attempt == 2
+        assert await store.result(api, rid) == b"new"
+
+        ahead = msgspec.structs.replace(
+            new_record(api), status=Status.IN_PROGRESS, attempt=5, started_at=now()
+        )
+        await store.create(ahead, body_of(b"{}"))
+        await queue.send(api, ahead.id)
+        before = await store.read_live(api, ahead.id)
+        assert before is not None
+        received = await self.received_started(joint, api)
+        assert received.delivery.attempt == 1
+        assert not received.started
+        await self.assert_as_the_reference(store, received, before)
+        await queue.ack(received.delivery)
+
+    async def test_start_on_receive_of_a_retry(
+        self, pair: tuple[Queue, Store, Joint], api: str
+    ) -> None:
+        """A request back in the queue for a retry (its last error still on it) is started by
+        the next receive as the reference starts it (the error cleared), or left unstarted
+        for the dequeuer's own start; either way the record is right. If this fails, a
+        retried request keeps its old error or its attempt is not fenced."""
+        queue, store, joint = pair
+        self.needs_start(joint)
+        rid = await self.submitted(queue, store, api, b"{}")
+        first = await self.received_started(joint, api)
+        assert first.started
+        await store.transition(
+            api,
+            rid,
+            Status.IN_QUEUE,
+            attempt=1,
+            error=ErrorInfo(type="http_error", message="500"),
+            current=first.found,
+        )
+        await queue.release(first.delivery)
+        before = await store.read_live(api, rid)
+        assert before is not None
+        retry = await self.received_started(joint, api)
+        assert retry.delivery.attempt == 2
+        await self.assert_as_the_reference(store, retry, before)
+        if not retry.started:
+            started = await store.transition(
+                api, rid, Status.IN_PROGRESS, attempt=2, current=retry.found
+            )
+            assert started == start_on_receive(
+                before[0], 2, api_limit=None, at=started.started_at or 0.0
+            )
+        assert (await store.get(api, rid)).error is None  # type: ignore[union-attr]
+        await queue.ack(retry.delivery)
