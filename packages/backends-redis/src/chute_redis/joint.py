@@ -3,7 +3,8 @@ server and database: a create that sends in the same step, a receive that reads 
 delivery's record (and small payload) in the same script, and a store-the-outcome-and-ack
 script. The scripts run the queue's and the store's own scripts as functions
 (``scripts._load(..., uses)``), so no rule is written twice. A submit costs 1 round trip
-instead of 2, a dequeued request 3 instead of 6 (docs/redis.md)."""
+instead of 2, a dequeued request 2 instead of 6, the start written by the receive script
+(docs/redis.md)."""
 
 from __future__ import annotations
 
