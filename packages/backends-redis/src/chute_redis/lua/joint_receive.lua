@@ -1,7 +1,7 @@
 -- The receive script (queue_receive.lua, run as `receive` above), plus each delivered id's
 -- record, version and payload (when the record hash holds it: payloads up to the inline
 -- size) read in the same step. Queue and store share the server.
--- When asked to start (ARGV[5] = '1'), each record the state machine lets this delivery start
+-- When asked to start (ARGV[6] = '1'), each record the state machine lets this delivery start
 -- is moved to `in_progress` for the delivery's attempt in the same step (the start of
 -- chute.lifecycle.apply_transition, written as a compare-and-set would write it: the record
 -- and version + 1); any other record is returned as read, for the caller's own path to decide.
@@ -12,8 +12,8 @@
 -- record and version are nil when the record is gone, payload is nil when it is not in the
 -- hash, started is 1 when this step started the record (record and version are the new ones).
 local out = receive(KEYS, ARGV)
-local start, at_text = ARGV[5] == '1', ARGV[6]
-local at, limit = tonumber(at_text), tonumber(ARGV[7])
+local start, at_text = ARGV[6] == '1', ARGV[7]
+local at, limit = tonumber(at_text), tonumber(ARGV[8])
 
 -- The fields a started record has, in the order msgspec writes RequestRecord's fields (it
 -- leaves out those at their default): what comes before `attempt` is kept (the status
@@ -77,7 +77,7 @@ end
 
 local joined = {out[1]}
 for i = 2, #out, 3 do
-  local key = ARGV[4] .. '{' .. out[i] .. '}'
+  local key = ARGV[5] .. '{' .. out[i] .. '}'
   local found = redis.call('HMGET', key, 'record', 'version', 'payload')
   local moved = 0
   if start and found[1] and found[2] then

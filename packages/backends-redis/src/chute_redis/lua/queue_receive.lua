@@ -1,7 +1,9 @@
 -- Lease up to N visible messages, oldest first.
 -- KEYS: visible, delayed, leased, receipts, attempts, wake, ready (the sorted set of visible
 -- and delayed messages before the list; moved over as it is found)
--- ARGV: max, lease_ms, nonce
+-- ARGV: max, lease_ms, nonce, promote ('1': first move what is due to the visible list;
+-- '': only if the visible list cannot fill this receive, so a busy queue pays that once per
+-- the caller's interval, not per receive)
 -- Returns {wait_ms, id1, attempt1, receipt1, id2, ...}. wait_ms is -2 when visible messages
 -- remain (the wake-up was passed on); otherwise the queue was drained: -1 when nothing else is
 -- pending, else the time until the next delayed message becomes visible or the next lease
@@ -14,28 +16,33 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- Messages queued by a version that kept them in a sorted set: into the new layout, ahead
--- of the list (they were queued before it, oldest first).
-if redis.call('EXISTS', old_ready) == 1 then
-  local old = redis.call('ZRANGE', old_ready, 0, 999, 'WITHSCORES')
-  for i = #old - 1, 1, -2 do
-    if tonumber(old[i + 1]) <= now then
-      redis.call('LPUSH', visible, old[i])
-    else
-      redis.call('ZADD', delayed, old[i + 1], old[i])
+-- of the list (they were queued before it, oldest first). Then lapsed leases and due delayed
+-- messages join the visible ones, as a send would at the time they became due. A lapsed
+-- lease's receipt stays until the next delivery replaces it, so a slow holder may still ack
+-- or extend until then.
+local function promote()
+  local pushed = 0
+  if redis.call('EXISTS', old_ready) == 1 then
+    local old = redis.call('ZRANGE', old_ready, 0, 999, 'WITHSCORES')
+    for i = #old - 1, 1, -2 do
+      if tonumber(old[i + 1]) <= now then
+        redis.call('LPUSH', visible, old[i])
+        pushed = pushed + 1
+      else
+        redis.call('ZADD', delayed, old[i + 1], old[i])
+      end
+    end
+    redis.call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
+  end
+  for _, timed in ipairs({leased, delayed}) do
+    local due = redis.call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
+    if #due > 0 then
+      redis.call('ZREMRANGEBYRANK', timed, 0, #due - 1)
+      redis.call('RPUSH', visible, unpack(due))
+      pushed = pushed + #due
     end
   end
-  redis.call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
-end
-
--- Lapsed leases and due delayed messages join the visible ones, as a send would at the time
--- they became due. A lapsed lease's receipt stays until the next delivery replaces it, so a
--- slow holder may still ack or extend until then.
-for _, timed in ipairs({leased, delayed}) do
-  local due = redis.call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
-  if #due > 0 then
-    redis.call('ZREMRANGEBYRANK', timed, 0, #due - 1)
-    redis.call('RPUSH', visible, unpack(due))
-  end
+  return pushed
 end
 
 local function next_due()
@@ -51,8 +58,14 @@ local function next_due()
 end
 
 local out = {-1}
-local ids = redis.call('LPOP', visible, max)
-if ids then
+local promoted = ARGV[4] == '1'
+if promoted then promote() end
+local ids = redis.call('LPOP', visible, max) or {}
+if #ids < max and not promoted and promote() > 0 then
+  -- Short of what was asked: what was due fills the rest.
+  for _, id in ipairs(redis.call('LPOP', visible, max - #ids)) do ids[#ids + 1] = id end
+end
+if #ids > 0 then
   local held, leases, counted = {}, {}, {}
   -- Each one's attempt + 1: HINCRBY for one, else one HMGET and one HSET for all.
   local before = {false}
