@@ -4,7 +4,7 @@ between the event loop and a worker thread, the main cost of a request on SQLite
 transaction, and a batch of them is one transaction too.
 
 * submit: the record, a one-piece payload and the queued message in one transaction;
-* receive: the lease (``sqlite_queue.lease_messages``) and each delivery's live record and
+* receive: the lease (``_sqlite.queue.lease_messages``) and each delivery's live record and
   small payload, in one hop; asked to start, the conditional writes of the records it starts
   (``chute.lifecycle.start_on_receive``) in the same hop, one transaction;
 * the acking write: the conditional write and the ack in one transaction.
@@ -22,10 +22,9 @@ from functools import partial
 
 import msgspec
 
-from chute.backends.base import AckingWrite, Delivery, Joint, Received, Settle, Settled, Submit
-from chute.backends.sqlite_db import write_transaction
-from chute.backends.sqlite_queue import SqliteQueue, delete_held, insert_message, lease_messages
-from chute.backends.sqlite_store import (
+from chute.backends._sqlite.db import write_transaction
+from chute.backends._sqlite.queue import SqliteQueue, delete_held, insert_message, lease_messages
+from chute.backends._sqlite.store import (
     CHUNK_SIZE,
     SqliteStore,
     insert_record,
@@ -33,6 +32,7 @@ from chute.backends.sqlite_store import (
     update_record,
     write_chunk,
 )
+from chute.backends.base import AckingWrite, Delivery, Joint, Received, Settle, Settled, Submit
 from chute.errors import ChuteError, Conflict, InvalidRequestId, PayloadTooLarge
 from chute.lifecycle import start_on_receive
 from chute.protocol import (
