@@ -32,7 +32,12 @@ class _Slot(Generic[T, R]):
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
-        self.wake = anyio.Event()
+        #: Made only when the caller has to wait (a lone caller leads at once and never does).
+        self.wake: anyio.Event | None = None
+
+    def set(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
 
 class GroupCommit(Generic[T, R]):
@@ -56,8 +61,8 @@ class GroupCommit(Generic[T, R]):
         try:
             while not slot.done:
                 if self._running:
-                    slot.wake = anyio.Event()
-                    await slot.wake.wait()
+                    wake = slot.wake = anyio.Event()
+                    await wake.wait()
                 else:
                     await self._lead()
         finally:
@@ -65,7 +70,7 @@ class GroupCommit(Generic[T, R]):
                 with contextlib.suppress(ValueError):
                     self._pending.remove(slot)
                 if not self._running and self._pending:
-                    self._pending[0].wake.set()  # it may have been woken to lead: pass it on
+                    self._pending[0].set()  # it may have been woken to lead: pass it on
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
@@ -95,7 +100,7 @@ class GroupCommit(Generic[T, R]):
                 if slot.error is None and not slot.done and slot.result is None:
                     slot.error = RuntimeError("the batch was interrupted")
                 slot.done = True
-                slot.wake.set()
+                slot.set()
             self._running = False
             if self._pending:
-                self._pending[0].wake.set()  # the next batch: led by its first waiter
+                self._pending[0].set()  # the next batch: led by its first waiter
