@@ -1,10 +1,12 @@
 """Group commit: calls that arrive while a batch is on its way go together in the next one.
 
 :class:`GroupCommit` turns a batch method (``Store.write_many``, ``Joint.settle_many``, …) into
-a per-item call. The first caller runs its item at once, alone: a lone request never waits
-for company. Callers that arrive while that call is in flight queue up, and the next call
-takes all of them (up to ``max_batch``). The window of a batch is thus exactly the time the
-previous one took, and it closes as soon as nothing else is ready.
+a per-item call. The first caller lets the tasks that are ready to run now go first (one pass
+of the event loop: the workers woken by the same burst of answers add their items), then
+sends what is pending; a lone request never waits for company beyond that pass. Callers that
+arrive while that call is in flight queue up, and the next call takes all of them (up to
+``max_batch``). The window of a batch is thus the time the previous one took, and it closes
+as soon as nothing else is ready.
 
 The call that carries a batch runs shielded from cancellation (every backend call is bounded
 by its own timeouts): the other callers of the batch depend on its outcome. A caller
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,8 +81,15 @@ class GroupCommit(Generic[T, R]):
     async def _lead(self) -> None:
         """Run one batch of what is pending now, then hand the lead to the next waiter."""
         self._running = True
-        batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+        batch: list[_Slot[T, R]] = []
         try:
+            # The window: the tasks that are ready to run now (workers whose container just
+            # answered in the same wake-up) add their items before the batch leaves. A lone
+            # caller waits one pass of the event loop, nothing more.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            batch = [
+                self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))
+            ]
             with anyio.CancelScope(shield=True):
                 try:
                     results = await self._run([slot.item for slot in batch])
