@@ -169,9 +169,13 @@ class _HiredisPacking:
             args = (*head.encode().split(), *args[1:])
         elif isinstance(head, bytes) and b" " in head:
             args = (*head.split(), *args[1:])
+        # hiredis's stub types the argument as a tuple of one element; it takes any length.
         try:
-            parts = tuple(bytes(a) if isinstance(a, memoryview | bytearray) else a for a in args)
-            # hiredis's stub types the argument as a tuple of one element; it takes any length.
+            return [hiredis.pack_command(args)]  # type: ignore[arg-type]
+        except TypeError:
+            pass  # a memoryview or bytearray (hiredis takes bytes only), or something unsendable
+        parts = tuple(bytes(a) if isinstance(a, memoryview | bytearray) else a for a in args)
+        try:
             return [hiredis.pack_command(parts)]  # type: ignore[arg-type]
         except TypeError as exc:
             raise rexc.DataError(str(exc)) from exc
