@@ -35,7 +35,7 @@ from benchmarks.systems import (
     Skip,
     System,
 )
-from chute.gateway.server import SERVERS
+from chute.gateway._server import SERVERS
 from chute.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,7 @@ import aiohttp
 
 from benchmarks.backends import Urls
 from benchmarks.procs import Group, Meter, Proc, RedisStats, start, wait_http
-from chute.gateway.server import SERVERS
+from chute.gateway._server import SERVERS
 from chute.testing import free_port
 
 #: The gateway's default ASGI server: its rows are ``chute-<backend>``, the others ``+server``.
@@ -180,7 +180,7 @@ class Direct(System):
 
 def gateway_has_long_poll() -> bool:
     """Whether the gateway answers ``GET …?wait=`` (issue 5): it then reads the query string."""
-    from chute.gateway import app
+    from chute.gateway import _app as app
 
     source = inspect.getsource(app)
     try:  # since issue 16 the routes live in rooms beside app.py

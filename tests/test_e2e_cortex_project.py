@@ -20,7 +20,7 @@ from e2e_support import (
     wait_for,
 )
 
-from chute import dev
+from chute import _dev as dev
 from chute.testing import free_port
 
 API_FILE = """\

@@ -125,7 +125,7 @@ def test_a_signal_stops_every_process_and_exits_0(
         "gateway",
         "hello-world/dequeuer",
         "hello-world/api",
-        "cortex-address",  # Cortex's in-cluster URL for the containers (chute.dev._proxy)
+        "cortex-address",  # Cortex's in-cluster URL for the containers (chute._dev._proxy)
     }
     assert all(alive(pid) for pid in children.values())
 

@@ -1,4 +1,4 @@
-"""The gateway coalesces concurrent submits on the joint path (chute.gateway.coalesce), on a
+"""The gateway coalesces concurrent submits on the joint path (chute.gateway._coalesce), on a
 real Redis: each submit gets its own truthful answer, a lone one goes alone and at once, and
 a large body streams as before."""
 
@@ -12,7 +12,7 @@ from redis_helpers import body, new_record
 
 from chute.backends.base import Joint, Submit
 from chute.errors import Conflict
-from chute.gateway import coalesce
+from chute.gateway import _coalesce as coalesce
 from chute.protocol import RequestRecord
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore

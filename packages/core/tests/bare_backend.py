@@ -4,8 +4,8 @@ checks that the contract suite, the gateway and the CLI read capabilities from t
 
 from __future__ import annotations
 
+from chute.backends._sqlite.queue import SqliteQueue
 from chute.backends.base import Queue
-from chute.backends.sqlite_queue import SqliteQueue
 from chute.hookspecs import hookimpl
 from chute.registry import BackendRegistry, plugin_manager
 

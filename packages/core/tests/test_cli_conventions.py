@@ -20,7 +20,7 @@ from gateway_support import HELLO_API, serving
 from chute.cli import _exit, build_parser, main
 from chute.config import loads_apis
 from chute.gateway import Gateway
-from chute.gateway.access_log import enabled
+from chute.gateway._access_log import enabled
 
 ROOT = Path(__file__).resolve().parents[3]
 

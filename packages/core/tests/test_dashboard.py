@@ -1,4 +1,4 @@
-"""The dashboard's HTTP side (``chute.gateway.dashboard``) and ``chute status``, against real
+"""The dashboard's HTTP side (``chute.gateway._dashboard``) and ``chute status``, against real
 gateway processes on SQLite: its JSON, its session and CSRF rules, its headers, and that what a
 container returned travels as data, never as markup. (The page itself, in a browser:
 tests/test_e2e_dashboard.py.)"""
@@ -25,7 +25,7 @@ from gateway_support import HELLO_API
 from chute import open_queue, open_store
 from chute.config import load_apis
 from chute.errors import ConfigError
-from chute.gateway.routing import Router
+from chute.gateway._routing import Router
 from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, Status
 from chute.testing import body_of, new_record
 from chute.testing.gateway import GatewayProcess, gateway_process

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chute.dev._dockerfile import choose_dockerfile, dockerfile_candidates, read_start
+from chute._dev._dockerfile import choose_dockerfile, dockerfile_candidates, read_start
 from chute.errors import ConfigError
 
 # Cortex's test/apis/async/hello-world layout (cpu.Dockerfile beside cortex_cpu.yaml).

@@ -51,9 +51,9 @@ def _yes(value: bool) -> str:
 
 
 def test_the_first_party_capability_table_is_what_the_backends_declare() -> None:
-    from chute.backends.sqlite_joint import SqliteJoint
-    from chute.backends.sqlite_queue import SqliteQueue
-    from chute.backends.sqlite_store import SqliteStore
+    from chute.backends._sqlite.joint import SqliteJoint
+    from chute.backends._sqlite.queue import SqliteQueue
+    from chute.backends._sqlite.store import SqliteStore
     from chute_gcs.pubsub import PubSubQueue
     from chute_gcs.store import GcsStore
     from chute_redis.joint import RedisJoint

@@ -53,9 +53,9 @@ def test_the_family_count_in_the_first_line_is_right() -> None:
 
 
 def test_errors_that_moved_here_keep_their_old_names() -> None:
+    from chute._dev import DevError
+    from chute._webhook_targets import TargetRefused
     from chute.config import ConfigValidationError
-    from chute.dev import DevError
-    from chute.webhook_targets import TargetRefused
     from chute.webhooks import WebhookSecretError, WebhookVerificationError
 
     assert ConfigValidationError is chute.errors.ConfigValidationError

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chute import open_store
 from chute.backends.base import DEFAULT_RETENTION
-from chute.gateway.server import SERVERS
+from chute.gateway._server import SERVERS
 from chute.protocol import ErrorInfo, RequestRecord, Status
 from chute.testing.gateway import GatewayProcess, gateway_process
 

@@ -15,11 +15,11 @@ import pytest
 from bare_backend import register_bare
 from gateway_support import HELLO_API, serving
 
-from chute.cli.gateway import parse_size
+from chute.cli import parse_size
 from chute.config import API, load_apis
 from chute.errors import ConfigError, UnknownSchemeError
 from chute.gateway import Gateway, serve
-from chute.gateway.routing import Kind, Router
+from chute.gateway._routing import Kind, Router
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from gateway_support import HELLO_API, backend_url
 
 from chute.errors import ConfigError
-from chute.gateway.cors import CORSPolicy
+from chute.gateway._cors import CORSPolicy
 from chute.testing.gateway import gateway_process
 
 APP = "https://app.example"

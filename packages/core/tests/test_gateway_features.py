@@ -21,7 +21,7 @@ import pytest
 from gateway_support import backend_url, queued, run
 
 from chute import open_store
-from chute.gateway.controls import idempotent_id
+from chute.gateway._controls import idempotent_id
 from chute.protocol import RequestRecord, Status, now
 from chute.testing import eventually
 from chute.testing.gateway import GatewayProcess, gateway_process

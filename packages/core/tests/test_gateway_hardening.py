@@ -21,7 +21,7 @@ from gateway_support import queued
 from chute.config import load_apis
 from chute.errors import ConfigError
 from chute.gateway import Gateway
-from chute.gateway.auth import global_keys
+from chute.gateway._auth import global_keys
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 SERVERS = ["hypercorn", "uvicorn", "granian"]

@@ -95,7 +95,6 @@ async def test_waiters_share_one_watch_per_id(backend: str, ids: int, per_id: in
         httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as http,
     ):
         request_ids = [(await http.post("/hello", json={})).json()["id"] for _ in range(ids)]
-        store.reads.clear()
         answers: list[dict[str, object]] = []
 
         async def wait(request_id: str) -> None:
@@ -109,6 +108,9 @@ async def test_waiters_share_one_watch_per_id(backend: str, ids: int, per_id: in
                     tg.start_soon(wait, request_id)
             await until(lambda: app.watcher.waiters == ids * per_id, "every waiter to wait")
             assert app.watcher.watched == ids
+            # Counted from here: how long the waiters took to arrive depends on the machine's
+            # load, not on the sharing under test.
+            store.reads.clear()
             await anyio.sleep(1.0)  # the watches poll meanwhile, backing off
             for request_id in request_ids:
                 await finish(backend, request_id)
@@ -116,7 +118,7 @@ async def test_waiters_share_one_watch_per_id(backend: str, ids: int, per_id: in
         assert len(answers) == ids * per_id
         assert all(a["status"] == "completed" and a["result"] == {"ok": True} for a in answers)
         # Reads per id (polls, plus one result read) do not grow with the waiters: a few
-        # dozen at most over the ~2 s, where per-waiter polling would cost per_id or more.
+        # dozen at most over the ~1 s, where per-waiter polling would cost per_id or more.
         for request_id in request_ids:
             assert 1 <= store.reads[request_id] <= 30 < per_id, store.reads
         assert app.watcher.watched == 0  # every watch ended with its request

@@ -1,4 +1,4 @@
-"""Settling a submit whose outcome is unknown (chute.gateway.outcome), on real stores, through
+"""Settling a submit whose outcome is unknown (chute.gateway._outcome), on real stores, through
 the Store ABC only: every case of docs/gateway.md's "What an answer promises"."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from gateway_support import backend_url
 
 from chute import open_queue, open_store
 from chute.errors import Conflict
-from chute.gateway.outcome import (
+from chute.gateway._outcome import (
     EXTRA_REFUSED,
     REFUSED_ERROR,
     UNCONFIRMED_ERROR,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from chute.backends._sqlite.queue import SqliteQueue
+from chute.backends._sqlite.store import SqliteStore
 from chute.backends.base import Queue, Store
-from chute.backends.sqlite_queue import SqliteQueue
-from chute.backends.sqlite_store import SqliteStore
 from chute.errors import (
     ConfigError,
     DuplicateSchemeError,
@@ -222,7 +222,7 @@ def test_importing_chute_loads_no_plugin_module() -> None:
         import chute, chute.registry, chute.backends
         loaded = sorted(
             m for m in sys.modules
-            if m.startswith(("chute_", "chute.backends.sqlite", "chute.testing"))
+            if m.startswith(("chute_", "chute.backends._sqlite", "chute.testing"))
         )
         print(loaded)
         """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from chute.gateway.controls import idempotent_id
+from chute.gateway._controls import idempotent_id
 from chute.protocol import new_request_id, validate_request_id
 
 

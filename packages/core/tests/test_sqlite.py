@@ -17,10 +17,10 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 import chute
+from chute.backends._sqlite.db import parse_url
+from chute.backends._sqlite.queue import SqliteQueue
+from chute.backends._sqlite.store import CHUNK_SIZE, ORPHAN_AGE, SqliteStore
 from chute.backends.base import Queue, QueueDepth, Store
-from chute.backends.sqlite_db import parse_url
-from chute.backends.sqlite_queue import SqliteQueue
-from chute.backends.sqlite_store import CHUNK_SIZE, ORPHAN_AGE, SqliteStore
 from chute.errors import BackendError, ConfigError, Conflict, PayloadTooLarge
 from chute.protocol import Status, new_request_id, now, record_encoder
 from chute.testing import body_of, new_record

@@ -16,14 +16,7 @@ import msgspec
 import pytest
 
 from chute import open_store
-from chute.backends.base import Store
-from chute.config import API, loads_apis
-from chute.errors import ConfigError
-from chute.protocol import Status
-from chute.testing import body_of, new_record
-from chute.testing.gateway import gateway_process
-from chute.testing.receiver import WebhookReceiver
-from chute.webhook_targets import (
+from chute._webhook_targets import (
     TargetRefused,
     check_request_url,
     is_public,
@@ -32,6 +25,13 @@ from chute.webhook_targets import (
     resolve_target,
     url_pattern,
 )
+from chute.backends.base import Store
+from chute.config import API, loads_apis
+from chute.errors import ConfigError
+from chute.protocol import Status
+from chute.testing import body_of, new_record
+from chute.testing.gateway import gateway_process
+from chute.testing.receiver import WebhookReceiver
 from chute.webhooks import WebhookSender
 
 ALLOW = ["hooks.example.com", "*.example.org", "https://client.example.net/done/"]

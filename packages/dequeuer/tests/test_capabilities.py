@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 PLUGIN = """
 from chute import hookimpl
 from chute.backends.base import Queue
-from chute.backends.sqlite_queue import SqliteQueue
+from chute.backends._sqlite.queue import SqliteQueue
 
 
 class NoDeadLetterQueue(SqliteQueue):

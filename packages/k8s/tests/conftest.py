@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chute.backends import sqlite
+from chute.backends import _sqlite as sqlite
 from chute.config import API, loads_apis
 from chute.registry import PluginManager
 from chute_k8s.cluster import Cluster, load_cluster

@@ -44,7 +44,7 @@ Exceptions that never leave their module are signals, not chute errors (the gate
 ``HTTPError``, which carries an HTTP answer, and its number and header parsers' ValueErrors).
 
 The old homes still export their errors (``chute.config.ConfigValidationError``,
-``chute.dev.DevError``, ``chute.webhooks.WebhookSecretError``, ...). See docs/plugins.md#errors.
+``chute._dev.DevError``, ``chute.webhooks.WebhookSecretError``, ...). See docs/plugins.md#errors.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ KNOWN_ROLES = {
 
 #: Plugins that ship inside core: registered directly (they need no entry point), so they are
 #: there with auto-loading off too. Blocking their name still keeps them out.
-BUILTIN_PLUGINS = {"sqlite": "chute.backends.sqlite"}
+BUILTIN_PLUGINS = {"sqlite": "chute.backends._sqlite"}
 
 #: Set (to anything but ``0``/``false``/``no``): entry points do not load by themselves.
 DISABLE_AUTOLOAD_ENV = "CHUTE_DISABLE_PLUGIN_AUTOLOAD"

@@ -37,6 +37,7 @@ import anyio.abc
 import httpx
 import msgspec
 
+from chute._webhook_targets import TargetRefused, check_request_url, pinned, resolve_target
 from chute.backends.base import Store
 from chute.closing import AsyncClosing
 from chute.config import API, WEBHOOK_EVENTS, Retries
@@ -44,7 +45,6 @@ from chute.errors import ChuteError
 from chute.errors import WebhookSecretError as WebhookSecretError
 from chute.errors import WebhookVerificationError as WebhookVerificationError
 from chute.protocol import EXTRA_WEBHOOK, EXTRA_WEBHOOK_URL, RequestRecord, result_response, rfc3339
-from chute.webhook_targets import TargetRefused, check_request_url, pinned, resolve_target
 
 log = logging.getLogger("chute.webhooks")
 
@@ -131,7 +131,7 @@ class _Job(msgspec.Struct, kw_only=True):
     body: bytes
     secret_error: bool = False  # the secret is missing or malformed: retrying cannot help
     #: The URL is the request's own (X-Chute-Webhook): checked against the API's allowlist
-    #: and its addresses at every attempt (chute.webhook_targets).
+    #: and its addresses at every attempt (chute._webhook_targets).
     guarded: bool = False
     allowlist: tuple[str, ...] = ()
     private_targets: bool = False

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from chute._version import __version__
-from chute.cli.gateway import parse_size
+from chute.cli import parse_size
 from chute.errors import ChuteError
 from chute.logs import configure_logging
 from chute_dequeuer import settings as defaults

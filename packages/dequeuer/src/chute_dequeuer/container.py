@@ -108,13 +108,19 @@ class ContainerClient(AsyncClosing):
             await self._session.close()
             self._session = None
 
-    async def call(self, record: RequestRecord, payload: AsyncIterator[bytes]) -> CallResult:
-        """POST the request to the container and judge its answer.
+    async def call(
+        self, record: RequestRecord, payload: bytes | AsyncIterator[bytes]
+    ) -> CallResult:
+        """POST the request to the container and judge its answer. ``payload`` is the body in
+        memory (as a joint receive read it along) or streamed from the store.
 
         Raises NotFound when the store has no payload (before anything is sent) and
         PayloadUnavailable when the store fails while the body streams.
         """
         assert self._session is not None, "use ContainerClient as an async context manager"
+        if isinstance(payload, bytes):
+            # In memory already: aiohttp sends it with the headers, with no stream to drive.
+            return await self._post(record, payload, len(payload), None)
         try:
             return await self._call(record, payload)
         finally:
@@ -138,6 +144,16 @@ class ContainerClient(AsyncClosing):
             body = _Body(first, payload)
             data = body.stream()
             length = record.payload_size or None
+        return await self._post(record, data, length, body)
+
+    async def _post(
+        self,
+        record: RequestRecord,
+        data: bytes | AsyncIterator[bytes],
+        length: int | None,
+        body: _Body | None,
+    ) -> CallResult:
+        assert self._session is not None
         started = time.perf_counter()
         try:
             async with self._session.post(

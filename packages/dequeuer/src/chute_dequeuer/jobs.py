@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import anyio
@@ -48,8 +48,3 @@ class Job:
         #: container call runs, next reads the record for a cancellation.
         self.next_extension = math.inf
         self.next_check = math.inf
-
-
-async def once(data: bytes) -> AsyncIterator[bytes]:
-    """``data`` as a body stream of one piece."""
-    yield data

@@ -32,7 +32,7 @@ class Outage:
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Await ``op()`` until it does not raise BackendUnavailable; other errors propagate."""
-        backoff = Backoff(first=self.first_delay, cap=self.max_delay, jitter="half")
+        backoff: Backoff | None = None  # made on the first failure: the hot path never needs it
         attempt = 0
         while True:
             try:
@@ -47,6 +47,8 @@ class Outage:
                     )
                 # Jitter keeps many workers (and replicas) from retrying in lockstep.
                 attempt += 1
+                if backoff is None:
+                    backoff = Backoff(first=self.first_delay, cap=self.max_delay, jitter="half")
                 await anyio.sleep(backoff.delay(attempt))
                 continue
             if self.down:

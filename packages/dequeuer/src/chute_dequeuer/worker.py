@@ -47,7 +47,7 @@ from chute.lifecycle import queue_deadline_passed
 from chute.protocol import EXTRA_RESULT_TYPE, ErrorInfo, RequestRecord, Status, now
 from chute.webhooks import WebhookSender
 from chute_dequeuer.container import CallResult, ContainerClient
-from chute_dequeuer.jobs import Job, RequestLog, once
+from chute_dequeuer.jobs import Job, RequestLog
 from chute_dequeuer.metrics import Metrics
 from chute_dequeuer.probes import Readiness
 from chute_dequeuer.retry import Outage
@@ -354,11 +354,11 @@ class Dispatcher:
             )
         return result
 
-    def _payload(self, job: Job) -> AsyncIterator[bytes]:
+    def _payload(self, job: Job) -> bytes | AsyncIterator[bytes]:
         """The payload: as it came with a joint receive, else streamed from the store."""
         d = job.delivery
         if job.received is not None and job.received.payload is not None:
-            return once(job.received.payload)
+            return job.received.payload
         return self.store.payload(d.api, d.request_id)
 
     @property

@@ -7,8 +7,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from chute.cli import positive_seconds
 from chute.cli._confirm import add_yes, confirm
-from chute.cli.submit import positive_seconds
 
 if TYPE_CHECKING:
     from chute.cli import CommandRegistrar

@@ -1,10 +1,12 @@
 """Group commit: calls that arrive while a batch is on its way go together in the next one.
 
 :class:`GroupCommit` turns a batch method (``Store.write_many``, ``Joint.settle_many``, …) into
-a per-item call. The first caller runs its item at once, alone: a lone request never waits
-for company. Callers that arrive while that call is in flight queue up, and the next call
-takes all of them (up to ``max_batch``). The window of a batch is thus exactly the time the
-previous one took, and it closes as soon as nothing else is ready.
+a per-item call. The first caller lets the tasks that are ready to run now go first (one pass
+of the event loop: the workers woken by the same burst of answers add their items), then
+sends what is pending; a lone request never waits for company beyond that pass. Callers that
+arrive while that call is in flight queue up, and the next call takes all of them (up to
+``max_batch``). The window of a batch is thus the time the previous one took, and it closes
+as soon as nothing else is ready.
 
 The call that carries a batch runs shielded from cancellation (every backend call is bounded
 by its own timeouts): the other callers of the batch depend on its outcome. A caller
@@ -19,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,7 +35,12 @@ class _Slot(Generic[T, R]):
         self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
-        self.wake = anyio.Event()
+        #: Made only when the caller has to wait (a lone caller leads at once and never does).
+        self.wake: anyio.Event | None = None
+
+    def set(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
 
 class GroupCommit(Generic[T, R]):
@@ -56,8 +64,8 @@ class GroupCommit(Generic[T, R]):
         try:
             while not slot.done:
                 if self._running:
-                    slot.wake = anyio.Event()
-                    await slot.wake.wait()
+                    wake = slot.wake = anyio.Event()
+                    await wake.wait()
                 else:
                     await self._lead()
         finally:
@@ -65,7 +73,7 @@ class GroupCommit(Generic[T, R]):
                 with contextlib.suppress(ValueError):
                     self._pending.remove(slot)
                 if not self._running and self._pending:
-                    self._pending[0].wake.set()  # it may have been woken to lead: pass it on
+                    self._pending[0].set()  # it may have been woken to lead: pass it on
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
@@ -73,8 +81,15 @@ class GroupCommit(Generic[T, R]):
     async def _lead(self) -> None:
         """Run one batch of what is pending now, then hand the lead to the next waiter."""
         self._running = True
-        batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+        batch: list[_Slot[T, R]] = []
         try:
+            # The window: the tasks that are ready to run now (workers whose container just
+            # answered in the same wake-up) add their items before the batch leaves. A lone
+            # caller waits one pass of the event loop, nothing more.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            batch = [
+                self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))
+            ]
             with anyio.CancelScope(shield=True):
                 try:
                     results = await self._run([slot.item for slot in batch])
@@ -95,7 +110,7 @@ class GroupCommit(Generic[T, R]):
                 if slot.error is None and not slot.done and slot.result is None:
                     slot.error = RuntimeError("the batch was interrupted")
                 slot.done = True
-                slot.wake.set()
+                slot.set()
             self._running = False
             if self._pending:
-                self._pending[0].wake.set()  # the next batch: led by its first waiter
+                self._pending[0].set()  # the next batch: led by its first waiter

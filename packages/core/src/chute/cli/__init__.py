@@ -12,10 +12,18 @@ from types import ModuleType
 
 from chute._version import __version__
 from chute.cli import _exit as exit_codes
+from chute.cli._argtypes import parse_size, positive_seconds
 from chute.cli._registrar import CommandRegistrar, Handler
 from chute.errors import ChuteError
 
-__all__ = ["CommandRegistrar", "Handler", "build_parser", "main"]
+__all__ = [
+    "CommandRegistrar",
+    "Handler",
+    "build_parser",
+    "main",
+    "parse_size",
+    "positive_seconds",
+]
 
 #: Subcommands that first-party distributions add, and the extra that installs each.
 PLUGIN_COMMANDS = {

@@ -30,7 +30,7 @@ def existing_url(role: str, explicit: str | None) -> str:
         found = None if dev is None else (dev.queue_url if role == "queue" else dev.store_url)
         url = found or DEFAULT_URL
     if url.startswith("sqlite:"):
-        from chute.backends.sqlite_db import parse_url
+        from chute.backends._sqlite.db import parse_url
 
         path, _ = parse_url(url)
         if not path.exists():

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from chute.errors import ChuteError
 
 if TYPE_CHECKING:
+    from chute._dev import Supervisor
     from chute.cli import CommandRegistrar
-    from chute.dev import Supervisor
 
 ORDER = 5
 EXAMPLE = Path("examples") / "hello-world" / "api.yaml"
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from chute import dev
+    from chute import _dev as dev
 
     api_file = args.api_file or find_example()
     with tempfile.TemporaryDirectory(prefix="chute-demo-") as state_dir:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 async def _demo(setup: Any, verbose: bool, limit: float) -> int:
     import anyio
 
-    from chute import dev
+    from chute import _dev as dev
 
     recent: dict[str, deque[str]] = {}
     printer = dev.PrefixPrinter([p.name for p in setup.processes], stream=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from chute.container_runtime import RUNTIMES
+from chute._container_runtime import RUNTIMES
 
 if TYPE_CHECKING:
     from chute.cli import CommandRegistrar
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from chute import dev
-    from chute.dev import _preflight as preflight
-    from chute.gateway import access_log
+    from chute import _dev as dev
+    from chute._dev import _preflight as preflight
+    from chute.gateway import _access_log as access_log
     from chute.registry import URL_ENV
 
     setup = dev.plan(

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import TYPE_CHECKING
+
+from chute.cli._argtypes import parse_size
 
 if TYPE_CHECKING:
     from chute.cli import CommandRegistrar
 
 ORDER = 20
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|[kK]B|B)?\s*$")
-_UNITS = {"": 1, "B": 1}
-for _power, _letter in enumerate("KMGT", start=1):
-    _UNITS[f"{_letter}iB"] = _UNITS[f"{_letter}i"] = 1024**_power
-    _UNITS[f"{_letter}B"] = _UNITS[_letter] = 1000**_power
-_UNITS["kB"] = 1000
-
-
-def parse_size(text: str) -> int:
-    """``100MiB`` → 104857600. IEC units (KiB, MiB, GiB, TiB) are powers of 1024, SI units
-    (kB, MB, GB, TB) powers of 1000; a bare number is bytes."""
-    match = _SIZE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid size {text!r}: expected a number of bytes with an optional unit, "
-            "e.g. 100MiB, 512KiB, 10MB, 1048576"
-        )
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[unit or ""])
 
 
 def register(commands: CommandRegistrar) -> None:
@@ -114,7 +95,7 @@ def register(commands: CommandRegistrar) -> None:
     )
     parser.add_argument(
         "--server",
-        choices=("uvicorn", "hypercorn", "granian"),  # chute.gateway.server.SERVERS
+        choices=("uvicorn", "hypercorn", "granian"),  # chute.gateway._server.SERVERS
         default="uvicorn",
         help="the ASGI server: %(default)s (the default, measured fastest), hypercorn (HTTP/2)"
         " or granian (must be installed); docs/performance.md compares them",
@@ -159,9 +140,10 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from chute.config import load_apis
-    from chute.gateway import Gateway, access_log, serve
-    from chute.gateway.auth import global_keys
-    from chute.gateway.cors import CORSPolicy
+    from chute.gateway import Gateway, serve
+    from chute.gateway import _access_log as access_log
+    from chute.gateway._auth import global_keys
+    from chute.gateway._cors import CORSPolicy
     from chute.logs import configure_logging
     from chute.registry import resolve_url
 

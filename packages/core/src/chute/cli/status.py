@@ -18,7 +18,8 @@ ORDER = 45
 
 
 def register(commands: CommandRegistrar) -> None:
-    from chute.cli.submit import add_gateway_option, positive_seconds
+    from chute.cli import positive_seconds
+    from chute.cli.submit import add_gateway_option
 
     parser = commands.add(
         "status",

@@ -10,21 +10,12 @@ import textwrap
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from chute.cli._argtypes import positive_seconds
+
 if TYPE_CHECKING:
     from chute.cli import CommandRegistrar
 
 ORDER = 40
-
-
-def positive_seconds(text: str) -> float:
-    """argparse type for a duration in seconds that must be above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds above 0")
-    return value
 
 
 def add_gateway_option(parser: argparse.ArgumentParser, *, timeout: bool = True) -> None:

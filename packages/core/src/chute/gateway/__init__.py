@@ -4,7 +4,7 @@ An ASGI application (:class:`Gateway`) served by hypercorn (:func:`serve`); ``ch
 runs it. See docs/gateway.md.
 """
 
-from chute.gateway.app import DEFAULT_MAX_BODY_SIZE, Gateway
-from chute.gateway.server import serve
+from chute.gateway._app import DEFAULT_MAX_BODY_SIZE, Gateway
+from chute.gateway._server import serve
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "Gateway", "serve"]

@@ -10,10 +10,10 @@ from chute.backends.base import Queue
 from chute.backends.urls import redact
 from chute.errors import BackendUnavailable, ChuteError
 from chute.gateway._body import Scope, _Receive
+from chute.gateway._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from chute.gateway._responses import HealthResponse, QueueResponse, Response, encoder, error
+from chute.gateway._routing import Route
 from chute.gateway._state import HEALTH_TIMEOUT, GatewayState
-from chute.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from chute.gateway.responses import HealthResponse, QueueResponse, Response, encoder, error
-from chute.gateway.routing import Route
 
 
 class AdminRoutes(GatewayState):

@@ -14,7 +14,7 @@ import anyio
 import anyio.abc
 
 from chute.errors import PayloadTooLarge
-from chute.gateway.responses import error
+from chute.gateway._responses import error
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

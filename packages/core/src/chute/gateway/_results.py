@@ -15,11 +15,11 @@ import msgspec
 from chute.backends.base import Store
 from chute.errors import InvalidRequestId, NotFound, TransitionRejected
 from chute.gateway._body import Scope, _Disconnected, _Receive
+from chute.gateway._numbers import NumberError, parse_seconds
+from chute.gateway._responses import JSON, Response, encoder, error
+from chute.gateway._routing import Route
 from chute.gateway._state import GatewayState
-from chute.gateway.numbers import NumberError, parse_seconds
-from chute.gateway.responses import JSON, Response, encoder, error
-from chute.gateway.routing import Route
-from chute.gateway.watch import MAX_WAIT, Observation
+from chute.gateway._watch import MAX_WAIT, Observation
 from chute.lifecycle import queue_deadline_passed
 from chute.protocol import (
     EXTRA_RESULT_TYPE,

@@ -1,7 +1,7 @@
 """What every route of the gateway reads: the APIs, the backends (opened on first need and
 again after an outage), metrics, the shared watch and webhook sender. The routes
 (``_submit``, ``_results``, ``_admin``) are mixins over :class:`GatewayState`;
-``chute.gateway.app`` assembles them."""
+``chute.gateway._app`` assembles them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import anyio.abc
 
 from chute.backends.base import Joint, Queue, Store
 from chute.config import API
-from chute.gateway.auth import KeyRing
-from chute.gateway.metrics import GatewayMetrics
-from chute.gateway.watch import Watcher
+from chute.gateway._auth import KeyRing
+from chute.gateway._metrics import GatewayMetrics
+from chute.gateway._watch import Watcher
 from chute.protocol import RequestRecord
 from chute.registry import open_queue, open_store
 from chute.webhooks import WebhookSender
@@ -24,7 +24,7 @@ HEALTH_TIMEOUT = 2.0
 
 
 class GatewayState:
-    """The state the routes share; :class:`chute.gateway.app.Gateway` sets it up."""
+    """The state the routes share; :class:`chute.gateway._app.Gateway` sets it up."""
 
     apis: list[API]
     queue_url: str

@@ -13,9 +13,10 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from chute._webhook_targets import TargetRefused, check_request_url
 from chute.backends.base import Store
 from chute.errors import BackendUnavailable, Conflict, PayloadTooLarge
-from chute.gateway import coalesce
+from chute.gateway import _coalesce as coalesce
 from chute.gateway._body import (
     EXTRA_BODY_SHA256,
     Scope,
@@ -24,8 +25,7 @@ from chute.gateway._body import (
     _header_size,
     _Receive,
 )
-from chute.gateway._state import HEALTH_TIMEOUT, GatewayState
-from chute.gateway.controls import (
+from chute.gateway._controls import (
     IDEMPOTENCY_HEADER,
     ControlError,
     Controls,
@@ -33,9 +33,10 @@ from chute.gateway.controls import (
     is_control,
     parse_controls,
 )
-from chute.gateway.outcome import UNCONFIRMED_ERROR, Settled, is_refused, settle
-from chute.gateway.responses import Response, encoder, error
-from chute.gateway.routing import Route
+from chute.gateway._outcome import UNCONFIRMED_ERROR, Settled, is_refused, settle
+from chute.gateway._responses import Response, encoder, error
+from chute.gateway._routing import Route
+from chute.gateway._state import HEALTH_TIMEOUT, GatewayState
 from chute.protocol import (
     EXTRA_WEBHOOK_URL,
     HOP_BY_HOP_HEADERS,
@@ -46,12 +47,11 @@ from chute.protocol import (
     new_request_id,
     now,
 )
-from chute.webhook_targets import TargetRefused, check_request_url
 
 #: Seconds an enqueue may take before the submit gives up (and settles the stored record).
 ENQUEUE_TIMEOUT = 30.0
 #: Seconds a submit whose create or enqueue had an unknown outcome keeps asking the store
-#: what happened before it answers (see ``chute.gateway.outcome`` and docs/gateway.md).
+#: what happened before it answers (see ``chute.gateway._outcome`` and docs/gateway.md).
 SETTLE_TIMEOUT = 10.0
 #: Seconds a submit cancelled mid-create (the server stops) may take to settle its record.
 CANCELLED_SETTLE_TIMEOUT = 5.0
@@ -260,7 +260,7 @@ class SubmitRoutes(GatewayState):
         answer: bool = True,
     ) -> Response | None:
         """Settle a submit whose create or enqueue had an unknown outcome (see
-        ``chute.gateway.outcome``): the answer when it runs (its id), None when it will not
+        ``chute.gateway._outcome``): the answer when it runs (its id), None when it will not
         (the caller raises its error)."""
         api = record.api
         self._suspect = True

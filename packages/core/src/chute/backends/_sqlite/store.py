@@ -17,9 +17,9 @@ from functools import partial
 import anyio
 import msgspec
 
+from chute.backends._sqlite.db import Database, write_transaction
 from chute.backends.base import Joint, Queue, RequestPage, Store, Write
 from chute.backends.listing import check_limit, decode_cursor, page_of
-from chute.backends.sqlite_db import Database, write_transaction
 from chute.backends.streams import limited_pieces
 from chute.errors import Conflict, NotFound
 from chute.protocol import (
@@ -178,8 +178,8 @@ class SqliteStore(Store):
     def joint(self, queue: Queue) -> Joint | None:
         """Submit, receive and settle in one transaction each, when ``queue`` is an SQLite
         queue of the same file."""
-        from chute.backends.sqlite_joint import SqliteJoint  # it imports this module
-        from chute.backends.sqlite_queue import SqliteQueue
+        from chute.backends._sqlite.joint import SqliteJoint  # it imports this module
+        from chute.backends._sqlite.queue import SqliteQueue
 
         if isinstance(queue, SqliteQueue) and queue.path == self._db.path:
             return SqliteJoint(queue, self)

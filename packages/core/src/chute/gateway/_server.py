@@ -26,7 +26,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 
 from chute.errors import ConfigError
-from chute.gateway.app import Gateway, Message, Receive, Scope, Send
+from chute.gateway._app import Gateway, Message, Receive, Scope, Send
 
 logger = logging.getLogger("chute.gateway")
 

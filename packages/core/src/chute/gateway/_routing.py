@@ -7,7 +7,7 @@ Routes, as Cortex's Istio VirtualService and gateway laid them out:
 * ``<endpoint>/<id>/result``: its result's bytes, with their type (``GET``);
 * ``/healthz``, ``/metrics``, ``/openapi.json`` and ``/queues/<api-name>`` (queue depth, for
   KEDA's metrics-api scaler): the gateway's own, which no API may shadow; so is ``/ui/…``,
-  the dashboard, answered before routing (``chute.gateway.dashboard``).
+  the dashboard, answered before routing (``chute.gateway._dashboard``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ OWN_ROUTES: dict[str, Kind] = {
 }
 #: Paths under this prefix are the gateway's too: ``/queues/<api-name>``.
 QUEUES_PREFIX = "/queues"
-#: The operators' dashboard (``chute.gateway.dashboard``) answers everything under it.
+#: The operators' dashboard (``chute.gateway._dashboard``) answers everything under it.
 UI_PREFIX = "/ui"
 
 #: Methods each kind of route accepts (anything else is 405 with an ``Allow`` header).

@@ -20,7 +20,7 @@ PING_TIMEOUT = 15.0
 
 def check(apis: Iterable[API], *, queue_url: str, store_url: str) -> None:
     """Raise :class:`PreflightError` (or ConfigError) for the first problem found."""
-    from chute.gateway.auth import global_keys, read_api_keys
+    from chute.gateway._auth import global_keys, read_api_keys
 
     global_keys(None)  # $CHUTE_API_KEYS well-formed
     for api in apis:

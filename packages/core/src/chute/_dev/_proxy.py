@@ -9,7 +9,7 @@ address go to the local gateway; every other plain-HTTP request is passed on to 
 going, unchanged, so nothing else a container calls is affected. (HTTPS is not proxied: Cortex's
 address is plain HTTP.)
 
-Run as ``python -m chute.dev._proxy --port N --gateway URL``; served by hypercorn.
+Run as ``python -m chute._dev._proxy --port N --gateway URL``; served by hypercorn.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m chute.dev._proxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m chute._dev._proxy", description=__doc__)
     parser.add_argument("--port", type=int, required=True, help="port on 127.0.0.1")
     parser.add_argument("--gateway", required=True, help="the gateway's URL")
     args = parser.parse_args(argv)

@@ -13,10 +13,11 @@ from typing import Any
 import msgspec
 
 from chute._version import __version__
+from chute._webhook_targets import url_pattern
 from chute.config import API
-from chute.gateway.controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY, MAX_TIMEOUT
-from chute.gateway.responses import ERROR_TYPES, HealthResponse, QueueResponse
-from chute.gateway.watch import MAX_WAIT
+from chute.gateway._controls import IDEMPOTENCY_HEADER, MAX_IDEMPOTENCY_KEY, MAX_TIMEOUT
+from chute.gateway._responses import ERROR_TYPES, HealthResponse, QueueResponse
+from chute.gateway._watch import MAX_WAIT
 from chute.protocol import (
     EXECUTION_TIMEOUT_HEADER,
     MAX_ID_LENGTH,
@@ -28,7 +29,6 @@ from chute.protocol import (
     Status,
     SubmitResponse,
 )
-from chute.webhook_targets import url_pattern
 
 _REF = "#/components/schemas/{name}"
 _TIMESTAMPS = ("timestamp", "created_at", "started_at", "finished_at")
@@ -56,7 +56,7 @@ def _header(name: str, description: str, schema: dict[str, Any]) -> dict[str, An
 
 _SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT}
 
-#: The control headers of a submit (chute.gateway.controls); none reaches the container.
+#: The control headers of a submit (chute.gateway._controls); none reaches the container.
 SUBMIT_HEADERS = [
     _header(
         IDEMPOTENCY_HEADER,
@@ -85,7 +85,7 @@ SUBMIT_HEADERS = [
 
 def _webhook_header(allowlist: Sequence[str], private_targets: bool) -> dict[str, Any]:
     """``X-Chute-Webhook``, for an API that takes per-request webhook URLs: its pattern
-    accepts the URLs the allowlist does (chute.webhook_targets.matches)."""
+    accepts the URLs the allowlist does (chute._webhook_targets.matches)."""
     return _header(
         WEBHOOK_HEADER,
         "An http(s) URL that gets this request's webhook instead of the API's; it must be on "

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from chute.gateway.dashboard.routes import PREFIX, Dashboard
-from chute.gateway.routing import origin_path
+from chute.gateway._dashboard.routes import PREFIX, Dashboard
+from chute.gateway._routing import origin_path
 
 if TYPE_CHECKING:
-    from chute.gateway.app import Gateway
+    from chute.gateway._app import Gateway
 
 __all__ = ["PREFIX", "Dashboard", "with_dashboard"]
 

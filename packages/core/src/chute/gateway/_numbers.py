@@ -1,6 +1,6 @@
 """One number grammar for every numeric header and query parameter of the gateway.
 
-The OpenAPI document (``chute.gateway.openapi``) declares them ``type: number``, whose
+The OpenAPI document (``chute.gateway._openapi``) declares them ``type: number``, whose
 grammar is JSON's (RFC 8259, section 6): an optional minus, an integer part without leading
 zeros, an optional fraction and an optional exponent — ``30``, ``2.5``, ``1e3``, ``5e-324``.
 Python's ``float()`` accepts more (``1_0``, ``inf``, ``nan``, ``+1``, ``.5``, surrounding

@@ -16,7 +16,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from chute.gateway.numbers import NumberError, parse_seconds
+from chute.gateway._numbers import NumberError, parse_seconds
 from chute.protocol import EXECUTION_TIMEOUT_HEADER, QUEUE_TIMEOUT_HEADER, WEBHOOK_HEADER
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -1,7 +1,7 @@
 """The embedded default backend: queue and store in one SQLite file, ``sqlite:///path.db``.
 
 It is a plugin like any other: core's ``pyproject.toml`` has the entry point
-``sqlite = "chute.backends.sqlite"`` in group ``chute``, and this module implements the
+``sqlite = "chute.backends._sqlite"`` in group ``chute``, and this module implements the
 ``chute_register_backends`` hook. ``sqlite:///relative/path.db`` is relative to the working
 directory; ``sqlite:////absolute/path.db`` is absolute. The parent directory is created.
 """
@@ -20,15 +20,15 @@ SCHEME = "sqlite"
 
 
 def open_queue(url: str) -> Queue:
-    """A :class:`~chute.backends.sqlite_queue.SqliteQueue` for ``url``."""
-    from chute.backends.sqlite_queue import SqliteQueue
+    """A :class:`~chute.backends._sqlite.queue.SqliteQueue` for ``url``."""
+    from chute.backends._sqlite.queue import SqliteQueue
 
     return SqliteQueue(url)
 
 
 def open_store(url: str) -> Store:
-    """A :class:`~chute.backends.sqlite_store.SqliteStore` for ``url``."""
-    from chute.backends.sqlite_store import SqliteStore
+    """A :class:`~chute.backends._sqlite.store.SqliteStore` for ``url``."""
+    from chute.backends._sqlite.store import SqliteStore
 
     return SqliteStore(url)
 

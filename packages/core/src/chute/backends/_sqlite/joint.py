@@ -4,7 +4,7 @@ between the event loop and a worker thread, the main cost of a request on SQLite
 transaction, and a batch of them is one transaction too.
 
 * submit: the record, a one-piece payload and the queued message in one transaction;
-* receive: the lease (``sqlite_queue.lease_messages``) and each delivery's live record and
+* receive: the lease (``_sqlite.queue.lease_messages``) and each delivery's live record and
   small payload, in one hop;
 * the acking write: the conditional write and the ack in one transaction.
 
@@ -20,10 +20,9 @@ from functools import partial
 
 import msgspec
 
-from chute.backends.base import AckingWrite, Delivery, Joint, Received, Settle, Settled, Submit
-from chute.backends.sqlite_db import write_transaction
-from chute.backends.sqlite_queue import SqliteQueue, delete_held, insert_message, lease_messages
-from chute.backends.sqlite_store import (
+from chute.backends._sqlite.db import write_transaction
+from chute.backends._sqlite.queue import SqliteQueue, delete_held, insert_message, lease_messages
+from chute.backends._sqlite.store import (
     CHUNK_SIZE,
     SqliteStore,
     insert_record,
@@ -31,6 +30,7 @@ from chute.backends.sqlite_store import (
     update_record,
     write_chunk,
 )
+from chute.backends.base import AckingWrite, Delivery, Joint, Received, Settle, Settled, Submit
 from chute.errors import ChuteError, Conflict, InvalidRequestId, PayloadTooLarge
 from chute.protocol import RequestRecord, record_decoder, record_encoder, validate_request_id
 

@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import anyio
 
+from chute.backends._sqlite.db import Database, data_version, write_transaction
 from chute.backends.base import DeadLetter, Delivery, Queue, QueueDepth
-from chute.backends.sqlite_db import Database, data_version, write_transaction
 from chute.errors import LeaseLost
 from chute.protocol import now, validate_request_id
 
@@ -90,7 +90,7 @@ class SqliteQueue(Queue):
         lease: float,
     ) -> list[_T]:
         """The receive loop with ``take``: :func:`lease_messages` for ``max_messages`` of the
-        API, or a function that calls it and adds to each delivery (``sqlite_joint``); it runs
+        API, or a function that calls it and adds to each delivery (``_sqlite.joint``); it runs
         on this queue's connection and answers as :func:`lease_messages` does."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
@@ -151,7 +151,7 @@ class SqliteQueue(Queue):
             await self._wakeup.wait()
 
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn`` on this queue's connection (``sqlite_joint`` works on both tables)."""
+        """Run ``fn`` on this queue's connection (``_sqlite.joint`` works on both tables)."""
         return await self._db.run(fn)
 
     @property

@@ -24,7 +24,9 @@ import anyio.abc
 from chute.backends.base import DEFAULT_RETENTION, Joint, Queue, Store
 from chute.config import API
 from chute.errors import BackendUnavailable, ConfigError
+from chute.gateway._access_log import with_access_log
 from chute.gateway._admin import AdminRoutes
+from chute.gateway._auth import KeyRing, bearer_token, read_api_keys
 from chute.gateway._body import (
     DEFAULT_BODY_IDLE_TIMEOUT,
     DEFAULT_BODY_TIMEOUT,
@@ -42,7 +44,13 @@ from chute.gateway._body import (
     _has_body,
     _Receive,
 )
+from chute.gateway._cors import ANY_ORIGIN, CORSPolicy, with_cors
+from chute.gateway._dashboard import with_dashboard
+from chute.gateway._metrics import GatewayMetrics
+from chute.gateway._openapi import openapi_document
+from chute.gateway._responses import HTTPError, Response, encoder, error
 from chute.gateway._results import ResultRoutes
+from chute.gateway._routing import METHODS, Kind, Route, Router, origin_path
 from chute.gateway._state import HEALTH_TIMEOUT
 from chute.gateway._submit import (
     CANCELLED_SETTLE_TIMEOUT,
@@ -52,15 +60,7 @@ from chute.gateway._submit import (
     SETTLE_TIMEOUT,
     SubmitRoutes,
 )
-from chute.gateway.access_log import with_access_log
-from chute.gateway.auth import KeyRing, bearer_token, read_api_keys
-from chute.gateway.cors import ANY_ORIGIN, CORSPolicy, with_cors
-from chute.gateway.dashboard import with_dashboard
-from chute.gateway.metrics import GatewayMetrics
-from chute.gateway.openapi import openapi_document
-from chute.gateway.responses import HTTPError, Response, encoder, error
-from chute.gateway.routing import METHODS, Kind, Route, Router, origin_path
-from chute.gateway.watch import Watcher
+from chute.gateway._watch import Watcher
 from chute.protocol import RequestRecord
 from chute.webhooks import WebhookSender
 

@@ -15,10 +15,7 @@ from pathlib import Path
 
 import msgspec
 
-from chute._net import free_port
-from chute._version import __version__
-from chute.config import API, Container, Probe, load_apis
-from chute.container_runtime import (
+from chute._container_runtime import (
     HOST_ALIAS,
     Runtime,
     build_argv,
@@ -26,8 +23,8 @@ from chute.container_runtime import (
     image_tag,
     run_argv,
 )
-from chute.dev._dockerfile import ImageStart, choose_dockerfile, read_start
-from chute.dev._spec import (
+from chute._dev._dockerfile import ImageStart, choose_dockerfile, read_start
+from chute._dev._spec import (
     APIPlan,
     DevPlan,
     ProcessSpec,
@@ -35,6 +32,9 @@ from chute.dev._spec import (
     local_api_file,
     mnt_dir,
 )
+from chute._net import free_port
+from chute._version import __version__
+from chute.config import API, Container, Probe, load_apis
 from chute.errors import ConfigError, DevError
 
 #: Extra time a dequeuer gets beyond its own grace period before it is killed.
@@ -78,12 +78,12 @@ def plan(
 
     A container without a ``command`` starts as its image would, read from the Dockerfile
     beside the API file (``dockerfiles`` names one per container where the choice is not
-    clear; see :mod:`chute.dev._dockerfile`). ``attach`` maps an API to the port of a server the
+    clear; see :mod:`chute._dev._dockerfile`). ``attach`` maps an API to the port of a server the
     user already runs: its dequeuer feeds that server and none of its containers is started.
     ``runtime`` ``docker`` or ``podman`` runs the images instead (built from those Dockerfiles,
-    :attr:`DevPlan.builds`; see :mod:`chute.container_runtime`). ``cortex_address``: local
+    :attr:`DevPlan.builds`; see :mod:`chute._container_runtime`). ``cortex_address``: local
     containers reach the gateway by Cortex's in-cluster URL too, through a small proxy
-    (:mod:`chute.dev._proxy`).
+    (:mod:`chute._dev._proxy`).
 
     Raises :class:`ConfigError` for an invalid file, an unknown name in ``dockerfiles`` or
     ``attach``, or a container that cannot be started, before anything starts.
@@ -138,16 +138,16 @@ def plan(
     proxy: dict[str, str] = {}
     if cortex_address and runtime == "local" and any(a.name not in attach for a in apis):
         proxy_port = free_port()
-        # Imported here, not at the top: `python -m chute.dev._proxy` imports chute.dev first,
+        # Imported here, not at the top: `python -m chute._dev._proxy` imports chute._dev first,
         # which must not have imported the module it is about to run.
-        from chute.dev._proxy import proxy_env
+        from chute._dev._proxy import proxy_env
 
         proxy = proxy_env(f"http://127.0.0.1:{proxy_port}")
         processes.append(
             ProcessSpec(
                 name="cortex-address",
                 role="proxy",
-                argv=[py, "-m", "chute.dev._proxy", "--port", str(proxy_port)]
+                argv=[py, "-m", "chute._dev._proxy", "--port", str(proxy_port)]
                 + ["--gateway", gateway_url],
                 env=_process_env({}),
                 cwd=path.parent,

@@ -38,16 +38,16 @@ import msgspec
 
 from chute.backends.base import DeadLetter, QueueDepth
 from chute.errors import BackendUnavailable, ChuteError, ProtocolError, Unsupported
-from chute.gateway.auth import bearer_token
-from chute.gateway.dashboard.session import (
+from chute.gateway._auth import bearer_token
+from chute.gateway._dashboard.session import (
     Session,
     Sessions,
     cookie_header,
     cookie_value,
 )
-from chute.gateway.dashboard.stats import Rates, recent_rates
-from chute.gateway.responses import HTTPError, Response, error
-from chute.gateway.routing import Kind, Route
+from chute.gateway._dashboard.stats import Rates, recent_rates
+from chute.gateway._responses import HTTPError, Response, error
+from chute.gateway._routing import Kind, Route
 from chute.protocol import (
     EXTRA_RESULT_TYPE,
     EXTRA_WEBHOOK,
@@ -59,7 +59,7 @@ from chute.protocol import (
 from chute.requeue import Requeue
 
 if TYPE_CHECKING:
-    from chute.gateway.app import Gateway
+    from chute.gateway._app import Gateway
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -98,17 +98,17 @@ ASSETS: dict[str, bytes] = {
 HTML = b"text/html; charset=utf-8"
 JSON = b"application/json"
 
-logger = logging.getLogger("chute.gateway.dashboard")
+logger = logging.getLogger("chute.gateway._dashboard")
 
 _encoder = msgspec.json.Encoder()
 
 
 def _asset(name: str) -> bytes:
-    return resources.files("chute.gateway.dashboard").joinpath("assets", name).read_bytes()
+    return resources.files("chute.gateway._dashboard").joinpath("assets", name).read_bytes()
 
 
 class Dashboard:
-    """The ``/ui`` routes of one :class:`~chute.gateway.app.Gateway`."""
+    """The ``/ui`` routes of one :class:`~chute.gateway._app.Gateway`."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway

@@ -9,14 +9,13 @@ soon as any process exits on its own. See docs/dev.md.
 
 The rooms: ``_spec`` (the plan as data), ``_plan`` (deciding it, reading images with
 ``_dockerfile``), ``_supervisor`` (running it), ``_preflight`` (checks before it starts)
-and ``_proxy`` (Cortex's in-cluster address for local containers). Import from ``chute.dev``.
+and ``_proxy`` (Cortex's in-cluster address for local containers). Import from ``chute._dev``.
 """
 
 from __future__ import annotations
 
-from chute._net import free_port
-from chute.dev._plan import DEQUEUER_MARGIN, attach_port, container_env, expand_vars, plan
-from chute.dev._spec import (
+from chute._dev._plan import DEQUEUER_MARGIN, attach_port, container_env, expand_vars, plan
+from chute._dev._spec import (
     APIPlan,
     DevPlan,
     ProcessSpec,
@@ -25,7 +24,7 @@ from chute.dev._spec import (
     local_api_file,
     mnt_dir,
 )
-from chute.dev._supervisor import (
+from chute._dev._supervisor import (
     MAX_LINE,
     SUPERVISOR,
     LineSink,
@@ -35,6 +34,7 @@ from chute.dev._supervisor import (
     serve,
     supervise,
 )
+from chute._net import free_port
 from chute.errors import DevError
 
 __all__ = [

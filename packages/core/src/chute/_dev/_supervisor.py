@@ -1,4 +1,4 @@
-"""Running a :class:`~chute.dev.DevPlan`: the :class:`Supervisor` starts every process, prints
+"""Running a :class:`~chute._dev.DevPlan`: the :class:`Supervisor` starts every process, prints
 their output with names in front, says when all is ready and stops everything in order; plus
 the image builds that come first and the signal handling of :func:`supervise`."""
 
@@ -21,8 +21,8 @@ import httpx
 import msgspec
 from anyio.streams.text import TextReceiveStream
 
-from chute.container_runtime import Runtime, check_engine
-from chute.dev._spec import DevPlan, ProcessSpec
+from chute._container_runtime import Runtime, check_engine
+from chute._dev._spec import DevPlan, ProcessSpec
 from chute.errors import DevError
 
 #: Receives each output line: (process name, line without its newline).

@@ -1,7 +1,7 @@
 """Running a container's image with Docker or Podman, for ``chute dev --runtime docker|podman``.
 
 By default ``chute dev`` runs each container's start as a local process
-(:mod:`chute.dev._dockerfile`); with an engine it builds the image from the Dockerfile beside
+(:mod:`chute._dev._dockerfile`); with an engine it builds the image from the Dockerfile beside
 the API file (or uses the container's ``image`` when there is none) and runs it as a pod would:
 the container listens on ``pod.port`` inside, published on a free port of 127.0.0.1 for the
 dequeuer; the ``/mnt`` stand-in mounted at ``/mnt``; Cortex's ``CORTEX_*`` variables and the
