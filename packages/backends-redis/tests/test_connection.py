@@ -101,3 +101,34 @@ def test_the_plugin_serves_both_schemes_for_both_roles() -> None:
 def test_the_store_limit_comes_from_the_url() -> None:
     assert RedisStore("redis://h/0").max_payload_size == DEFAULT_MAX_PAYLOAD
     assert RedisStore("redis://h/0?max_payload_size=10").max_payload_size == 10
+
+
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them() -> None:
+    """The hiredis packer sends exactly what redis-py's own would (and refuses what it does)."""
+    import redis.asyncio.connection as plain
+    import redis.exceptions
+
+    from chute_redis.connection import _Connection
+
+    args = (
+        "EVALSHA",
+        "f" * 40,
+        2,
+        "chute:s:api:{id}",
+        b"raw\x00bytes",
+        0.1,
+        1e20,
+        1733150000123.5,
+        -3,
+        memoryview(b"view"),
+        bytearray(b"array"),
+        "ünïcode",
+        12345678901234567890,
+    )
+    ours, theirs = _Connection(), plain.Connection()
+    assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args))
+    assert ours.pack_command("CONFIG GET", "maxmemory") == theirs.pack_command(
+        "CONFIG GET", "maxmemory"
+    )
+    with pytest.raises(redis.exceptions.DataError):
+        ours.pack_command("SET", "key", object())  # type: ignore[arg-type]

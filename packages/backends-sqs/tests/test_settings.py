@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 def test_sqs_url() -> None:
     settings = parse_sqs_url(
         "sqs://prod_1?region=eu-west-1&endpoint_url=http://127.0.0.1:4566&create=false"
-        "&retention=3d&max_receive_count=5"
+        "&retention=3d&max_receive_count=5&max_attempts=7"
     )
     assert settings.prefix == "prod_1"
     assert settings.endpoint.region == "eu-west-1"
@@ -24,10 +24,12 @@ def test_sqs_url() -> None:
     assert settings.retention == 3 * 86400
     assert settings.message_retention == 3 * 86400
     assert settings.max_receive_count == 5
+    assert settings.endpoint.max_attempts == 7
     assert settings.queue_name("hello") == "prod_1-hello"
     assert settings.dlq_name("hello") == "prod_1-hello-dlq"
     defaults = parse_sqs_url("sqs://q")
     assert (defaults.create, defaults.retention, defaults.endpoint.region) == (True, 604800, None)
+    assert defaults.endpoint.max_attempts == 3
 
 
 @pytest.mark.parametrize(
@@ -41,6 +43,8 @@ def test_sqs_url() -> None:
         ("sqs://q?create=maybe", "true or false"),
         ("sqs://q?retention=soon", "retention"),
         ("sqs://q?max_receive_count=0", "max_receive_count"),
+        ("sqs://q?max_attempts=0", "max_attempts"),
+        ("sqs://q?max_attempts=many", "max_attempts"),
         ("sqs://q?endpoint_url=localhost:4566", "endpoint_url"),
         ("sqs://q?region=EU%20West", "region"),
         ("redis://q", "not an SQS URL"),
@@ -61,11 +65,15 @@ def test_queue_names_follow_sqs_rules() -> None:
 
 
 def test_s3_url() -> None:
-    settings = parse_s3_url("s3://my-bucket/a/b/?region=us-west-2&max_payload_size=1024")
+    settings = parse_s3_url(
+        "s3://my-bucket/a/b/?region=us-west-2&max_payload_size=1024&max_attempts=1"
+    )
     assert (settings.bucket, settings.prefix) == ("my-bucket", "a/b")
     assert settings.endpoint.region == "us-west-2"
     assert settings.max_payload_size == 1024
-    assert parse_s3_url("s3://my-bucket").prefix == "chute"
+    assert settings.endpoint.max_attempts == 1
+    defaults = parse_s3_url("s3://my-bucket")
+    assert (defaults.prefix, defaults.endpoint.max_attempts) == ("chute", 3)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +82,7 @@ def test_s3_url() -> None:
         ("s3://B/x", "bucket name"),
         ("s3://ab/x", "bucket name"),
         ("s3://bucket/x?max_payload_size=lots", "max_payload_size"),
+        ("s3://bucket/x?max_attempts=21", "max_attempts"),
         ("s3://bucket/x?timeout=1", "unknown parameter"),
         ("s3://bucket/a//b", "key prefix"),
         ("gs://bucket/x", "not an S3 URL"),
@@ -93,6 +102,7 @@ def test_schemes_are_registered_by_role() -> None:
 
 
 async def test_unreachable_endpoints_are_backend_unavailable() -> None:
+    """With the default retries (the contract suite's unreachable URLs try once)."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     async with open_queue(f"sqs://q?endpoint_url={endpoint}") as queue:
         with pytest.raises(BackendUnavailable, match="unreachable"):

@@ -25,7 +25,7 @@ class TestSqsQueue(QueueContract):
 
     @pytest.fixture
     def unreachable_url(self) -> str:
-        return f"sqs://nowhere?endpoint_url={closed_endpoint()}&region=us-east-1"
+        return f"sqs://nowhere?endpoint_url={closed_endpoint()}&region=us-east-1&max_attempts=1"
 
 
 class TestS3Store(StoreContract):
@@ -35,4 +35,4 @@ class TestS3Store(StoreContract):
 
     @pytest.fixture
     def unreachable_url(self) -> str:
-        return f"s3://nowhere/x?endpoint_url={closed_endpoint()}&region=us-east-1"
+        return f"s3://nowhere/x?endpoint_url={closed_endpoint()}&region=us-east-1&max_attempts=1"

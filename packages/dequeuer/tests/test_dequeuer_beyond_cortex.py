@@ -128,14 +128,14 @@ async def test_non_retryable_failure_fails_at_once(
 async def test_backoff_delays_are_respected(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:
-    """No jitter, 0.5 s doubling: the second call comes ≥ 0.5 s after the first answer, the
-    third ≥ 1 s after the second (upper bounds generous: the machine is shared)."""
-    start_dequeuer(container.port, api_extra=retries(3, "500ms"))
+    """No jitter, 0.3 s doubling: the second call comes ≥ 0.3 s after the first answer, the
+    third ≥ 0.6 s after the second (upper bounds generous: the machine is shared)."""
+    start_dequeuer(container.port, api_extra=retries(3, "300ms"))
     rid = await backend.submit(headers=behaviour("flaky:503:2"))
     await backend.wait_status(rid, Status.COMPLETED)
     first, second, third = container.calls(rid)
-    assert 0.5 <= second["started"] - first["finished"] < 10
-    assert 1.0 <= third["started"] - second["finished"] < 15
+    assert 0.3 <= second["started"] - first["finished"] < 10
+    assert 0.6 <= third["started"] - second["finished"] < 15
 
 
 async def test_dead_letter_cli_list_requeue_purge(
@@ -230,11 +230,11 @@ async def test_queue_deadline_expires_without_calling_the_container(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:
     """The record's own deadline (set from X-Chute-Queue-Timeout), and the API's
-    ``deadlines.queue`` for a record without one."""
-    own = await backend.submit(queue_deadline=now() + 0.3)
-    by_api = await backend.submit()
-    fresh = await backend.submit(queue_deadline=now() + 3600)
-    await anyio.sleep(1.2)
+    ``deadlines.queue`` for a record without one. The records are made as if submitted 1.5 s
+    ago (no waiting out the 1 s deadline)."""
+    own = await backend.submit(queue_deadline=now() - 0.5, age=1.5)
+    by_api = await backend.submit(age=1.5)
+    fresh = await backend.submit(queue_deadline=now() + 3600, age=1.5)  # past the API's too
     dequeuer = start_dequeuer(container.port, api_extra="  deadlines:\n    queue: 1s\n")
     for rid in (own, by_api):
         record = await backend.wait_status(rid, Status.EXPIRED)
@@ -251,26 +251,26 @@ async def test_queue_deadline_expires_without_calling_the_container(
 async def test_execution_timeout_fails_with_type_timeout(
     container: Container, start_dequeuer: StartDequeuer, backend: Backend
 ) -> None:
-    """The API's 1 s execution timeout cuts a 60 s call: the attempt fails with type
+    """The API's 0.5 s execution timeout cuts a 60 s call: the attempt fails with type
     ``timeout`` (retryable by default: with two attempts it is tried again, then failed and
     dead-lettered). A record's own timeout overrides the API's."""
     start_dequeuer(
-        container.port, api_extra="  deadlines:\n    execution: 1s\n" + retries(2, "100ms")
+        container.port, api_extra="  deadlines:\n    execution: 500ms\n" + retries(2, "100ms")
     )
     rid = await backend.submit(headers=behaviour("sleep:60"))
     record = await backend.wait_status(rid, Status.FAILED, within=30)
     assert record.error is not None
     assert record.error.type == "timeout"
-    assert "1 s" in record.error.message
+    assert "within the execution timeout of 0.5 s" in record.error.message
     assert record.attempt == 2
     assert record.extra["dead_lettered"] is True
     calls = container.calls(rid)
     assert len(calls) == 2
     await eventually(lambda: all(c.get("disconnected") for c in container.calls(rid)))
     for call in container.calls(rid):
-        assert 0.9 <= call["disconnected"] - call["started"] < 10
-    # A record's own (longer) timeout wins over the API's 1 s.
-    patient = await backend.submit(headers=behaviour("sleep:2"), timeout=30.0)
+        assert 0.45 <= call["disconnected"] - call["started"] < 10
+    # A record's own (longer) timeout wins over the API's 0.5 s.
+    patient = await backend.submit(headers=behaviour("sleep:1"), timeout=30.0)
     assert (await backend.wait_status(patient, Status.COMPLETED)).attempt == 1
 
 
@@ -345,10 +345,10 @@ async def test_a_slow_receiver_never_delays_results(
     backend: Backend,
     receiver: WebhookReceiver,
 ) -> None:
-    """The receiver takes 3 s per delivery; with one worker, five requests still complete
+    """The receiver takes 1.5 s per delivery; with one worker, five requests still complete
     long before their webhooks are all answered, and only the subscribed event is sent to
     the API's URL while a request's own URL gets its own."""
-    receiver.delay = 3.0
+    receiver.delay = 1.5
     own_urls = "    request_urls: [127.0.0.1]\n    private_targets: true\n"  # the receiver's
     start_dequeuer(container.port, api_extra=webhook_yaml(receiver.url, "completed") + own_urls)
     started = time.monotonic()
@@ -356,7 +356,7 @@ async def test_a_slow_receiver_never_delays_results(
     own = await backend.submit(extra={"webhook_url": receiver.url + "/own"})
     for rid in [*rids, own]:
         await backend.wait_status(rid, Status.COMPLETED)
-    assert time.monotonic() - started < 3.0 + 2.0  # not 5 x 3 s of webhooks in between
+    assert time.monotonic() - started < 1.5 + 2.0  # not 5 x 1.5 s of webhooks in between
     await anyio.to_thread.run_sync(lambda: receiver.wait(5, timeout=60))
     paths = sorted(d.path for d in receiver.deliveries())
     assert paths == ["/hook"] * 4 + ["/hook/own"]

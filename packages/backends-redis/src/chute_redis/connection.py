@@ -16,10 +16,12 @@ from types import TracebackType
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.typing import EncodableT
 
 from chute.backends.pool import LoopHandle, LoopShared
 from chute.backends.urls import (
@@ -155,6 +157,38 @@ async def _close(client: aioredis.Redis) -> None:
     await client.aclose()
 
 
+class _HiredisPacking:
+    """Commands packed by hiredis in C, as redis-py's synchronous client does; its asyncio
+    connections pack in Python, joining the buffer again for every argument, which cost a
+    batch script of ~100 arguments ~200 µs of the dequeuer's CPU where hiredis takes ~25
+    (the bytes on the wire are the same)."""
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        head = args[0]
+        if isinstance(head, str):  # "CONFIG GET" and the like: the words go separately
+            args = (*head.encode().split(), *args[1:])
+        elif isinstance(head, bytes) and b" " in head:
+            args = (*head.split(), *args[1:])
+        # hiredis's stub types the argument as a tuple of one element; it takes any length.
+        try:
+            return [hiredis.pack_command(args)]  # type: ignore[arg-type]
+        except TypeError:
+            pass  # a memoryview or bytearray (hiredis takes bytes only), or something unsendable
+        parts = tuple(bytes(a) if isinstance(a, memoryview | bytearray) else a for a in args)
+        try:
+            return [hiredis.pack_command(parts)]  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise rexc.DataError(str(exc)) from exc
+
+
+class _Connection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
+class _SSLConnection(_HiredisPacking, aioredis.SSLConnection):
+    pass
+
+
 def _new_client(settings: RedisSettings) -> aioredis.Redis:
     tls: dict[str, Any] = {}
     if settings.tls:
@@ -185,7 +219,7 @@ def _new_client(settings: RedisSettings) -> aioredis.Redis:
     # against the operation's deadline). Same connections, same settings, a blocking pool.
     default = client.connection_pool
     client.connection_pool = aioredis.BlockingConnectionPool(
-        connection_class=default.connection_class,
+        connection_class=_SSLConnection if settings.tls else _Connection,
         max_connections=MAX_CONNECTIONS,
         timeout=None,
         **default.connection_kwargs,

@@ -174,7 +174,7 @@ def _config(service: str, endpoint: AwsEndpoint) -> AioConfig:
         # moto, LocalStack and MinIO-style endpoints serve buckets by path, not subdomain.
         extra["s3"] = {"addressing_style": "path"}
     return AioConfig(
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": endpoint.max_attempts},
         connect_timeout=5,
         # Above SQS's longest long poll (20 s), so a waiting receive is never cut short.
         read_timeout=60,
@@ -197,11 +197,13 @@ class Clients:
             raise BackendError(
                 f"no AWS region for {service}: add ?region=… to the URL or set AWS_REGION"
             )
-        self.endpoint = AwsEndpoint(region=region, endpoint_url=endpoint.endpoint_url)
+        self.endpoint = AwsEndpoint(
+            region=region, endpoint_url=endpoint.endpoint_url, max_attempts=endpoint.max_attempts
+        )
         self.where = self.endpoint.describe(service.upper())
         self._handle = LoopHandle(
             _clients,
-            (service, region, endpoint.endpoint_url),
+            (service, region, endpoint.endpoint_url, endpoint.max_attempts),
             _close,
             closed_message=f"this {self.where} queue or store is closed",
         )

@@ -1,7 +1,7 @@
 """What ``sqs://`` and ``s3://`` URLs say, checked before anything talks to AWS.
 
-``sqs://<queue-prefix>?region=…&endpoint_url=…&create=true|false&retention=7d&max_receive_count=…``
-``s3://<bucket>/<prefix>?region=…&endpoint_url=…&max_payload_size=…``
+``sqs://<queue-prefix>?region=…&endpoint_url=…&max_attempts=…&create=true|false&retention=7d&max_receive_count=…``
+``s3://<bucket>/<prefix>?region=…&endpoint_url=…&max_attempts=…&max_payload_size=…``
 
 Credentials never appear in a URL: they come from the standard AWS chain (environment,
 shared profile, container or instance metadata), exactly as the AWS CLI finds them.
@@ -47,9 +47,17 @@ _REGION = Option(
 _ENDPOINT_URL = Option(
     "a non-AWS endpoint such as moto or LocalStack (http://127.0.0.1:5000)", http_url()
 )
+#: The SDK's attempts per call (botocore's ``standard`` retry mode) before an error is final.
+DEFAULT_MAX_ATTEMPTS: Final = 3
+_MAX_ATTEMPTS = Option(
+    f"attempts per AWS call, the first included, before a connection error, throttling or 5xx "
+    f"is final (default {DEFAULT_MAX_ATTEMPTS}, with the SDK's jittered backoff in between)",
+    int_between(1, 20),
+)
 SQS_PARAMETERS: Final[dict[str, Option[Any]]] = {
     "region": _REGION,
     "endpoint_url": _ENDPOINT_URL,
+    "max_attempts": _MAX_ATTEMPTS,
     "create": Option(
         "create missing queues and their dead-letter queues (true, default) or require them "
         "(false)",
@@ -69,6 +77,7 @@ SQS_PARAMETERS: Final[dict[str, Option[Any]]] = {
 S3_PARAMETERS: Final[dict[str, Option[Any]]] = {
     "region": _REGION,
     "endpoint_url": _ENDPOINT_URL,
+    "max_attempts": _MAX_ATTEMPTS,
     "max_payload_size": Option(
         "largest payload the store accepts, in bytes or as 16Mi (default: no limit of its own "
         "beyond S3's)",
@@ -79,10 +88,12 @@ S3_PARAMETERS: Final[dict[str, Option[Any]]] = {
 
 @dataclass(frozen=True)
 class AwsEndpoint:
-    """Where a client connects: the region and, for moto/LocalStack, an explicit endpoint."""
+    """Where a client connects: the region and, for moto/LocalStack, an explicit endpoint;
+    and how often it tries a call."""
 
     region: str | None = None
     endpoint_url: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     def describe(self, service: str) -> str:
         """Where the service is, for messages."""
@@ -134,7 +145,11 @@ class S3Settings:
 
 
 def _endpoint(values: dict[str, Any]) -> AwsEndpoint:
-    return AwsEndpoint(region=values.get("region"), endpoint_url=values.get("endpoint_url"))
+    return AwsEndpoint(
+        region=values.get("region"),
+        endpoint_url=values.get("endpoint_url"),
+        max_attempts=values.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
+    )
 
 
 def parse_sqs_url(url: str) -> SqsSettings:

@@ -26,15 +26,15 @@ import binascii
 import collections
 import hashlib
 import hmac
+import importlib
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.abc
-import httpx
 import msgspec
 
 from chute._webhook_targets import TargetRefused, check_request_url, pinned, resolve_target
@@ -45,6 +45,9 @@ from chute.errors import ChuteError
 from chute.errors import WebhookSecretError as WebhookSecretError
 from chute.errors import WebhookVerificationError as WebhookVerificationError
 from chute.protocol import EXTRA_WEBHOOK, EXTRA_WEBHOOK_URL, RequestRecord, result_response, rfc3339
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("chute.webhooks")
 
@@ -180,12 +183,6 @@ class WebhookSender(AsyncClosing):
     # -- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
-            timeout=self.timeout,
-            follow_redirects=False,  # a redirect is not a delivery
-            limits=httpx.Limits(max_connections=self.max_in_flight),
-            headers={"User-Agent": "chute-webhooks"},
-        )
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._dispatch, self._tg)
@@ -214,6 +211,23 @@ class WebhookSender(AsyncClosing):
                 with anyio.CancelScope(shield=True):
                     await self._client.aclose()
                 self._client = None
+
+    async def _pool(self) -> httpx.AsyncClient:
+        """The pooled client, made at the first delivery: httpx is imported then (in a
+        thread, the loop keeps running), not at start-up, where it was a third of a
+        dequeuer's start (most dequeuers never send a webhook)."""
+        if self._client is None:
+            await anyio.to_thread.run_sync(importlib.import_module, "httpx")
+            import httpx
+
+            if self._client is None:  # another delivery may have made it meanwhile
+                self._client = httpx.AsyncClient(
+                    timeout=self.timeout,
+                    follow_redirects=False,  # a redirect is not a delivery
+                    limits=httpx.Limits(max_connections=self.max_in_flight),
+                    headers={"User-Agent": "chute-webhooks"},
+                )
+        return self._client
 
     # -- queueing --------------------------------------------------------------------------
 
@@ -301,6 +315,7 @@ class WebhookSender(AsyncClosing):
 
     async def _deliver(self, job: _Job) -> None:
         extra = {"api": job.api, "request_id": job.request_id, "event": job.event}
+        await self._pool()  # the first delivery imports httpx: not part of the retry window
         give_up_at = time.monotonic() + self.retry_for
         attempt = 0
         while True:
@@ -339,7 +354,9 @@ class WebhookSender(AsyncClosing):
 
     async def _attempt(self, job: _Job) -> tuple[int | None, str | None]:
         """POST once; return (status code, error) with error None on a 2xx."""
-        assert self._client is not None
+        pool = await self._pool()
+        import httpx  # loaded by _pool
+
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
@@ -382,7 +399,7 @@ class WebhookSender(AsyncClosing):
                         url, content=job.body, headers=headers, extensions=extensions
                     )
             else:
-                response = await self._client.post(url, content=job.body, headers=headers)
+                response = await pool.post(url, content=job.body, headers=headers)
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if 200 <= response.status_code < 300:

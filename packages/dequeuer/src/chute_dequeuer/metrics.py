@@ -9,6 +9,7 @@ dashboards and alerts written for Cortex keep working. Everything else lives in 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -137,15 +138,37 @@ class Metrics:
             registry=r,
         )
 
+        # Labelled children looked up once each: ``labels()`` takes a lock and builds a key,
+        # and these are counted for every request.
+        self._latency: dict[int, Any] = {}
+        self._outcomes: dict[str, Any] = {}
+        self._batches: dict[str, tuple[Any, Any]] = {}
+
     def observe_call(self, status_code: int, seconds: float) -> None:
         """Record one answer of the user container (Cortex records only answered calls)."""
         self.request_count.inc(status_code)
-        self.latency.labels(status_code=str(status_code)).observe(seconds)
+        child = self._latency.get(status_code)
+        if child is None:
+            child = self._latency[status_code] = self.latency.labels(status_code=str(status_code))
+        child.observe(seconds)
+
+    def handled(self, outcome: str) -> None:
+        """Count one delivery handled, by its outcome (``chute_dequeuer_requests``)."""
+        child = self._outcomes.get(outcome)
+        if child is None:
+            child = self._outcomes[outcome] = self.requests.labels(outcome=outcome)
+        child.inc()
 
     def batch(self, kind: str, items: int) -> None:
         """Record one batched backend call of ``items`` items."""
-        self.backend_calls.labels(kind=kind).inc()
-        self.batched_items.labels(kind=kind).inc(items)
+        pair = self._batches.get(kind)
+        if pair is None:
+            pair = self._batches[kind] = (
+                self.backend_calls.labels(kind=kind),
+                self.batched_items.labels(kind=kind),
+            )
+        pair[0].inc()
+        pair[1].inc(items)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -169,18 +169,12 @@ class Dispatcher:
 
     async def _worker(self) -> None:
         while not self.stopping:
-            deliveries: list[tuple[Delivery, Received | None]] = []
-            with anyio.CancelScope() as idle:
-                self._idle.add(idle)
-                try:
-                    await self.readiness.wait_ready()
-                    deliveries = await self._take()
-                except ChuteError:
-                    # Not an outage (those are retried inside): still no reason to die.
-                    log.exception("receive failed; retrying in %.0f s", ERROR_RETRY_DELAY)
-                    await anyio.sleep(ERROR_RETRY_DELAY)
-                finally:
-                    self._idle.discard(idle)
+            deliveries: list[tuple[Delivery, Received | None]]
+            if self._handoff and self.readiness.ready:
+                # Handed over by the worker that received it: nothing to wait for.
+                deliveries = [self._handoff.popleft()]
+            else:
+                deliveries = await self._wait_for_work()
             if self.stopping or not self.readiness.ready:
                 # Received for workers that stopped waiting: given back below, untouched.
                 while self._handoff:
@@ -191,9 +185,26 @@ class Dispatcher:
                     job = Job(delivery)
                     job.log.info("not ready or stopping; message released")
                     await self.settler.give_back(job)
-                    self.metrics.requests.labels(outcome="released").inc()
+                    self.metrics.handled("released")
                 else:
                     await self._process(delivery, received)
+
+    async def _wait_for_work(self) -> list[tuple[Delivery, Received | None]]:
+        """Wait until ready, then take a message; interruptible while idle (readiness lost,
+        stop): then nothing is returned."""
+        deliveries: list[tuple[Delivery, Received | None]] = []
+        with anyio.CancelScope() as idle:
+            self._idle.add(idle)
+            try:
+                await self.readiness.wait_ready()
+                deliveries = await self._take()
+            except ChuteError:
+                # Not an outage (those are retried inside): still no reason to die.
+                log.exception("receive failed; retrying in %.0f s", ERROR_RETRY_DELAY)
+                await anyio.sleep(ERROR_RETRY_DELAY)
+            finally:
+                self._idle.discard(idle)
+        return deliveries
 
     async def _take(self) -> list[tuple[Delivery, Received | None]]:
         """This worker's next message: one handed over by the worker that received it, else
@@ -246,7 +257,7 @@ class Dispatcher:
         finally:
             self._jobs.discard(job)
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(outcome=outcome or "released").inc()
+            self.metrics.handled(outcome or "released")
 
     async def _handle_safely(self, job: Job) -> str:
         try:

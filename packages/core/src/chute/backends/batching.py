@@ -86,7 +86,8 @@ class GroupCommit(Generic[T, R]):
             # The window: the tasks that are ready to run now (workers whose container just
             # answered in the same wake-up) add their items before the batch leaves. A lone
             # caller waits one pass of the event loop, nothing more.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            # (A leader cancelled here leaves before taking anything; the next waiter leads.)
+            await anyio.lowlevel.checkpoint()
             batch = [
                 self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))
             ]
