@@ -39,6 +39,11 @@ SUITES = {
 #: test file at a time per worker (module-scoped servers stay shared within a file). The others
 #: start heavy services per worker (the JVM Pub/Sub emulator, moto) or are quick already.
 PARALLEL = {"core", "dequeuer", "e2e"}
+#: How a parallel suite's tests are spread over the workers, unless a file at a time. The e2e
+#: suite's modules that share a process (a chute dev, a browser) keep their tests on one worker
+#: with an ``xdist_group`` mark; its other tests, each with processes of its own, spread one
+#: by one, so that one long file does not hold a worker alone to the end.
+DIST = {"e2e": "loadgroup"}
 
 
 def sync(session: nox.Session, *groups: str) -> None:
@@ -65,7 +70,8 @@ def tests(session: nox.Session) -> None:
     pytest_args = [arg for arg in session.posargs if arg not in SUITES]
     failed = []
     for name in chosen or list(SUITES):
-        workers = ["--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile"]
+        dist = DIST.get(name, "loadfile")
+        workers = ["--numprocesses=auto", "--maxprocesses=4", f"--dist={dist}"]
         args = [SUITES[name], *(workers if name in PARALLEL else []), *pytest_args]
         session.log(f"suite {name}: pytest {' '.join(args)}")
         try:

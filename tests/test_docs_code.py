@@ -36,6 +36,9 @@ from chute.testing import free_port
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
+#: On one xdist worker (--dist=loadgroup): one chute dev for the blocks that need a gateway.
+pytestmark = pytest.mark.xdist_group("test_docs_code")
+
 
 @dataclass(frozen=True)
 class Block:

@@ -40,6 +40,9 @@ CLEAN_ENV = {
     if k not in ("CHUTE_GATEWAY_URL", "CHUTE_QUEUE_URL", "CHUTE_STORE_URL", "CORTEX_CLI_CONFIG_DIR")
 }
 
+#: On one xdist worker (--dist=loadgroup): one chute dev (the module's folder) for every test.
+pytestmark = pytest.mark.xdist_group("test_e2e_cli")
+
 
 def chute(*args: str, cwd: Path, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
     """``chute ARGS`` as a real process, from ``cwd``, with a clean environment."""
@@ -211,10 +214,11 @@ def test_data_from_a_file_or_stdin_is_streamed(folder: Folder, tmp_path: Path) -
 # -- item 9: get --wait shows status changes on a terminal, nothing otherwise ------------------
 
 
-def test_get_wait_shows_status_changes_on_a_terminal_only(folder: Folder) -> None:
+def test_get_wait_shows_status_changes_on_a_terminal_only(folder: Folder, tmp_path: Path) -> None:
+    go = tmp_path / "go"
     with Client(folder.dev.url) as client:
-        # Long enough that the CLI, started next, sees it before it ends on a loaded machine.
-        slow = client.submit(API, json={"text": "slow", "sleep": 5})
+        # Runs until the test has seen the CLI show it running, however slow the CLI starts.
+        slow = client.submit(API, json={"text": "slow", "wait_for": str(go)})
         quiet_id = client.submit(API, json={"text": "quiet", "sleep": 0.5})
     controller, terminal = pty.openpty()
     output = bytearray()
@@ -232,20 +236,29 @@ def test_get_wait_shows_status_changes_on_a_terminal_only(folder: Folder) -> Non
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        on_tty = subprocess.run(
+        cli = subprocess.Popen(
             [PY, "-m", "chute", "get", API, slow, "--wait"],
             cwd=folder.path,
             env=CLEAN_ENV,
             stdout=subprocess.PIPE,
             stderr=terminal,
-            timeout=PATIENCE,
-            check=False,
         )
+
+        def shown_running() -> bool:
+            assert cli.poll() is None, "chute get --wait ended before the request did"
+            text = bytes(output).decode(errors="replace")
+            return re.search(rf"{slow}: in_(queue|progress) \(", text) is not None
+
+        try:
+            eventually(shown_running, "the CLI to show the request running")
+        finally:
+            go.touch()  # the request completes; the CLI sees it and exits
+            cli.communicate(timeout=PATIENCE)
     finally:
         os.close(terminal)
         reader.join(10)
         os.close(controller)
-    assert on_tty.returncode == 0
+    assert cli.returncode == 0
     shown = output.decode(errors="replace")
     assert re.search(rf"{slow}: in_(queue|progress) \(", shown), shown
     assert re.search(rf"{slow}: completed \(", shown), shown

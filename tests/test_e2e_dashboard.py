@@ -47,6 +47,9 @@ RETRIES = """  retries:
 #: What the container echoes back: shown as text by the page, never run.
 HOSTILE = "<script>window.pwned = 1</script><img src=x onerror='window.pwned = 2'>"
 
+#: On one xdist worker (--dist=loadgroup): one browser for every test.
+pytestmark = pytest.mark.xdist_group("test_e2e_dashboard")
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
@@ -141,11 +144,18 @@ def test_the_dashboard_follows_requests_and_acts_on_them(
     expect(page.locator(".api-name").first).to_have_text(API)
     assert count(page, "queued") == "0"
 
-    # The counts move as requests flow: one worker, a slow request and two behind it.
-    slow = submit(stack, {"sleep": 6})
+    # The counts move as requests flow: one worker, a slow request (running until the page has
+    # shown it, however slow the page is) and two behind it.
+    go = tmp_path / "go"
+    slow = submit(stack, {"wait_for": str(go)})
     behind = [submit(stack, {"text": f"n{i}"}) for i in range(2)]
-    expect(page.locator(f'#apis tr[data-api="{API}"] td[data-count="in_flight"]')).to_have_text("1")
-    expect(page.locator(f'#apis tr[data-api="{API}"] td[data-count="queued"]')).to_have_text("2")
+    try:
+        in_flight = page.locator(f'#apis tr[data-api="{API}"] td[data-count="in_flight"]')
+        expect(in_flight).to_have_text("1")
+        queued = page.locator(f'#apis tr[data-api="{API}"] td[data-count="queued"]')
+        expect(queued).to_have_text("2")
+    finally:
+        go.touch()
     for request_id in [slow, *behind]:
         assert finished(stack, request_id)["status"] == "completed"
     expect(page.locator(f'#apis tr[data-api="{API}"] td[data-count="queued"]')).to_have_text("0")

@@ -20,7 +20,8 @@ from e2e_support import (
     start_chute_dev,
 )
 
-pytestmark = pytest.mark.anyio
+#: On one xdist worker (--dist=loadgroup): one chute dev per backend for every test.
+pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("test_e2e_dev")]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "redis"])

@@ -82,12 +82,20 @@ def test_idempotent_submit_runs_once_and_long_poll_answers_when_the_result_lands
     assert waited < 50  # answered when the result landed, not when the 60 s ran out
     # A repeat after it finished still returns the same id, and nothing ran twice.
     assert submit(stack.gateway_url, payload, {"Idempotency-Key": key}) == first
-    time.sleep(1.0)
+    # Had a repeat been enqueued, it would be queued or in flight until its delivery ended (a
+    # container call is logged before its ack): an empty queue means every delivery is done.
+    eventually(lambda: queue_depth(stack.gateway_url) == (0, 0), "the queue to be empty")
     assert calls_by_request(container.output())[first] == [1]
     other = httpx.post(
         f"{stack.gateway_url}/{API}", json={"text": "else"}, headers={"Idempotency-Key": key}
     )
     assert other.status_code == 409
+
+
+def queue_depth(gateway_url: str) -> tuple[int, int]:
+    """What ``/queues/<api>`` counts as queued and in flight."""
+    depth = httpx.get(f"{gateway_url}/queues/{API}", timeout=30).json()
+    return depth["queued"], depth["in_flight"]
 
 
 def test_api_keys_guard_the_api_not_health(

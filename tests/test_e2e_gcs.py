@@ -34,6 +34,9 @@ from chute.testing.services import FoundService
 
 MiB = 1024 * 1024
 
+#: On one xdist worker (--dist=loadgroup): one bucket on the emulator.
+pytestmark = pytest.mark.xdist_group("test_e2e_gcs")
+
 
 @pytest.fixture(scope="module")
 def gcs_store_url(gcs_service: FoundService) -> str:

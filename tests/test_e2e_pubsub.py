@@ -27,6 +27,9 @@ from chute.testing.services import FoundService
 
 MiB = 1024 * 1024
 
+#: On one xdist worker (--dist=loadgroup): one bucket, and one worker's Pub/Sub emulator.
+pytestmark = pytest.mark.xdist_group("test_e2e_pubsub")
+
 
 @pytest.fixture(scope="module")
 def store_url(gcs_service: FoundService) -> str:

@@ -40,6 +40,9 @@ AWS_TEST_ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 
+#: On one xdist worker (--dist=loadgroup): one bucket, made by `chute storage init`.
+pytestmark = pytest.mark.xdist_group("test_e2e_sqs")
+
 
 @pytest.fixture(scope="module")
 def aws(moto_service: FoundService) -> Iterator[str]:

@@ -29,7 +29,8 @@ PUBLISHED = re.compile(r"pip install \"?(chute(?:-dequeuer)?)(?:\[(\w+)\])?\"?")
 #: A whole install-and-try line can take this long (pip builds each package).
 LINE_TIMEOUT = 300
 
-pytestmark = pytest.mark.install
+#: On one xdist worker (--dist=loadgroup): one clean copy of the checkout.
+pytestmark = [pytest.mark.install, pytest.mark.xdist_group("test_install")]
 
 
 def documented_clone_lines() -> dict[str, list[Path]]:

@@ -11,8 +11,9 @@ Serve it with any ASGI server; its port comes from ``CORTEX_PORT`` (api.yaml's `
     python -m hypercorn app:app --bind 127.0.0.1:$CORTEX_PORT
 
 A JSON body may carry a few knobs, so that the example can also show slow and failing
-requests: ``{"sleep": 2}`` waits two seconds before answering, and ``{"fail": true}`` answers
-500, which fails the request with the reason stored. If ``HELLO_READY_FILE`` is set,
+requests: ``{"sleep": 2}`` waits two seconds before answering, ``{"wait_for": "/tmp/go"}``
+waits until that file exists (a request that runs until you say so), and ``{"fail": true}``
+answers 500, which fails the request with the reason stored. If ``HELLO_READY_FILE`` is set,
 ``/healthz`` answers 503 until that file exists (a stand-in for loading a model), and the
 dequeuer holds every request back until then.
 """
@@ -79,6 +80,8 @@ async def _predict(scope: Scope, receive: Receive, send: Send) -> None:
     knobs = payload if isinstance(payload, dict) else {}
     if knobs.get("sleep"):
         await asyncio.sleep(float(knobs["sleep"]))
+    if knobs.get("wait_for"):
+        await _wait_for_file(str(knobs["wait_for"]))
     if knobs.get("fail"):
         await _answer(send, 500, {"error": "failing on purpose: the request asked for it"})
         return
@@ -96,6 +99,16 @@ async def _predict(scope: Scope, receive: Receive, send: Send) -> None:
             "call": call,
         },
     )
+
+
+async def _wait_for_file(path: str) -> None:
+    # A file gives no event to wait on: look every 20 ms (a stat costs microseconds).
+    while not _exists(path):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 async def _read_body(receive: Receive) -> bytes:

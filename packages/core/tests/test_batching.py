@@ -58,6 +58,24 @@ async def test_calls_arriving_during_a_batch_go_together_bounded() -> None:
     assert rec.batches == [[0], [1, 2, 3], [4, 5]]
 
 
+async def test_calls_ready_in_the_same_pass_of_the_loop_share_the_first_batch() -> None:
+    """Workers woken by one burst of answers call together: the first does not leave alone
+    (it lets the tasks that are ready now add their items), so one call carries them all."""
+    rec = Recorder()
+    commit = GroupCommit(rec.run, max_batch=8)
+    answers: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        answers[i] = await commit(i)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(call, i)
+    assert answers == {i: i * 10 for i in range(5)}
+    assert rec.batches == [[0, 1, 2, 3, 4]]
+
+
 async def test_a_failed_batch_fails_its_callers_only() -> None:
     rec = Recorder()
     rec.hold = True
