@@ -408,11 +408,17 @@ def test_chute_status_exit_statuses(protected: GatewayProcess) -> None:
     assert "cannot reach the gateway" in down.stderr
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("parent_ignores_sigint", [False, True])
 def test_chute_status_watch_reprints_on_change_and_ends_with_ctrl_c(
-    tmp_path: Path, api_file: Path
+    tmp_path: Path, api_file: Path, parent_ignores_sigint: bool
 ) -> None:
     """``--watch`` prints the table, prints it again when a count moves, and exits 0 on
-    Ctrl-C (SIGINT)."""
+    Ctrl-C (SIGINT) — also when started by a process that ignores SIGINT (an ignored signal
+    is inherited, and Python then installs no KeyboardInterrupt handler of its own)."""
     url = f"sqlite:///{tmp_path / 'chute.db'}"
     with gateway_process(api_file, queue_url=url, store_url=url) as running:
         watch = subprocess.Popen(
@@ -421,6 +427,7 @@ def test_chute_status_watch_reprints_on_change_and_ends_with_ctrl_c(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_ignore_sigint if parent_ignores_sigint else None,
         )
         try:
             assert watch.stdout is not None
