@@ -162,10 +162,10 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from chute.cli import watch
     from chute_k8s.cluster import load_cluster
     from chute_k8s.deploy import format_status, status
     from chute_k8s.kube import Kube
-    from chute_k8s.rollout import watch
 
     cluster = load_cluster(args.cluster)
     kube = Kube.connect(kubeconfig=args.kubeconfig, context=args.context)
@@ -181,14 +181,7 @@ def run_status(args: argparse.Namespace) -> int:
             sys.stdout.write(table())
             return 0
 
-        def write(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-        try:
-            watch(table, write=write, interval=args.interval)
-        except KeyboardInterrupt:
-            return 0  # Ctrl-C is how a watch ends
+        watch(table, interval=args.interval)  # until Ctrl-C, which ends it normally
     finally:
         kube.close()
     return 0

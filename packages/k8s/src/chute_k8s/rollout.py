@@ -71,21 +71,3 @@ def wait_for_rollout(
                 + ", ".join(f"{name} ({last[name]})" for name in sorted(pending))
             )
         sleep(min(interval, max(deadline - clock(), 0.0)))
-
-
-def watch(
-    render: Callable[[], str],
-    *,
-    write: Callable[[str], None],
-    interval: float = 2.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
-) -> None:
-    """Print ``render()`` now and again each time it changes, until interrupted (Ctrl-C)."""
-    shown = None
-    while True:
-        table = render()
-        if table != shown:
-            shown = table
-            write(f"-- {clock()}\n{table}")
-        sleep(interval)

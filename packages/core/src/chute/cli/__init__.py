@@ -14,6 +14,7 @@ from chute._version import __version__
 from chute.cli import _exit as exit_codes
 from chute.cli._argtypes import parse_size, positive_seconds
 from chute.cli._registrar import CommandRegistrar, Handler
+from chute.cli._watching import watch
 from chute.errors import ChuteError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "main",
     "parse_size",
     "positive_seconds",
+    "watch",
 ]
 
 #: Subcommands that first-party distributions add, and the extra that installs each.

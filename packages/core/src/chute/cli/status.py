@@ -7,11 +7,7 @@ instead (the plugin adds its flags to this command)."""
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
-from collections.abc import Callable
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -62,6 +58,7 @@ def register(commands: CommandRegistrar) -> None:
 def run(args: argparse.Namespace) -> int:
     from chute.cli import _exit as exit_codes
     from chute.cli import _running as running
+    from chute.cli import watch
     from chute.client import Client
     from chute.errors import APIError, GatewayUnreachable
 
@@ -94,60 +91,18 @@ def run(args: argparse.Namespace) -> int:
         if not args.watch:
             sys.stdout.write(table())
             return exit_codes.OK
-        return _watch(table, args.interval, GatewayUnreachable)
+
+        def shown() -> str:
+            try:
+                return table()
+            except GatewayUnreachable as exc:
+                return f"chute status: {exc}\n"
+
+        watch(shown, interval=args.interval)
+        return exit_codes.OK  # Ctrl-C is how a watch ends
 
 
 COLUMNS = ("API", "QUEUED", "IN FLIGHT", "DELAYED", "DEAD", "DONE/MIN", "FAILED", "P50", "P95")
-
-
-def _watch(table: Callable[[], str], interval: float, unreachable: type[Exception]) -> int:
-    """Print ``table()`` whenever it changes until Ctrl-C, which ends the watch with 0.
-
-    Ctrl-C is handled here rather than left to Python's default handler: it is honoured at
-    once while the watch sleeps, and only after the request in flight otherwise (a
-    KeyboardInterrupt raised inside the HTTP client could leave its pool's lock held, and
-    closing the client would then wait forever); and a SIGINT that the parent process
-    ignored (an ignored signal is inherited) still ends the watch."""
-    ctrl_c = _CtrlC()
-    previous = signal.signal(signal.SIGINT, ctrl_c.handle)
-    last = None
-    try:
-        while not ctrl_c.pressed():
-            ctrl_c.asking = True
-            try:
-                text = table()
-            except unreachable as exc:
-                text = f"chute status: {exc}\n"
-            finally:
-                ctrl_c.asking = False
-            if ctrl_c.pressed():  # during the request: end now, quietly
-                break
-            if text != last:
-                sys.stdout.write(f"-- {time.strftime('%H:%M:%S')}\n{text}")
-                sys.stdout.flush()
-                last = text
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass  # Ctrl-C is how a watch ends
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    return 0
-
-
-class _CtrlC:
-    """SIGINT for :func:`_watch`: noted while a request is in flight, raised otherwise."""
-
-    def __init__(self) -> None:
-        self._pressed = False
-        self.asking = False
-
-    def pressed(self) -> bool:
-        return self._pressed
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        self._pressed = True
-        if not self.asking:
-            raise KeyboardInterrupt
 
 
 def _seconds(value: float | None) -> str:
