@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -128,6 +129,10 @@ def test_a_signal_stops_every_process_and_exits_0(
         "cortex-address",  # Cortex's in-cluster URL for the containers (chute._dev._proxy)
     }
     assert all(alive(pid) for pid in children.values())
+    # Ready means the proxy listens too: a container's first call through it finds it there.
+    argv = Path(f"/proc/{children['cortex-address']}/cmdline").read_bytes().split(b"\0")
+    proxy_port = int(argv[argv.index(b"--port") + 1])
+    socket.create_connection(("127.0.0.1", proxy_port), timeout=5).close()
 
     dev.proc.signal(sig)
     assert dev.proc.wait() == 0, dev.proc.output()

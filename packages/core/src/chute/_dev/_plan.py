@@ -152,6 +152,7 @@ def plan(
                 env=_process_env({}),
                 cwd=path.parent,
                 grace=grace_period,
+                listens_on=proxy_port,
             )
         )
     dequeuer = _dequeuer_command()

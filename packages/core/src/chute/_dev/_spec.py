@@ -25,6 +25,8 @@ class ProcessSpec:
     grace: float
     #: Said when the process exits before everything is ready (what it may be missing).
     hint: str | None = None
+    #: A local port the process listens on once it serves: ``chute dev`` is not ready before.
+    listens_on: int | None = None
 
 
 @dataclass(frozen=True)

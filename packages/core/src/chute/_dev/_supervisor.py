@@ -225,20 +225,31 @@ class Supervisor:
         pending = {"gateway": f"{self.plan.gateway_url}/healthz"}
         for api in self.plan.apis:
             pending[api.name] = f"http://127.0.0.1:{api.admin_port}/healthz"
+        # Processes with no health route (the Cortex-address proxy): ready once they listen,
+        # or a container's first call through them could find nobody there.
+        listening = {s.name: s.listens_on for s in self.plan.processes if s.listens_on}
         started = last_note = time.monotonic()
         async with httpx.AsyncClient(timeout=2.0) as client:
-            while pending:
+            while pending or listening:
                 for name, url in list(pending.items()):
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(url)).status_code == 200:
                             del pending[name]
-                if not pending:
+                for name, port in list(listening.items()):
+                    with contextlib.suppress(OSError):
+                        stream = await anyio.connect_tcp("127.0.0.1", port)
+                        await stream.aclose()
+                        del listening[name]
+                if not pending and not listening:
                     break
                 if time.monotonic() - last_note > 15:
                     last_note = time.monotonic()
                     self.say(
                         f"still waiting after {time.monotonic() - started:.0f} s for: "
-                        + ", ".join(self._waiting_for(name) for name in pending)
+                        + ", ".join(
+                            [self._waiting_for(name) for name in pending]
+                            + [f"{name} (port {port})" for name, port in listening.items()]
+                        )
                     )
                 await anyio.sleep(0.1)
         self.say(f"ready: gateway on {self.plan.gateway_url}")
