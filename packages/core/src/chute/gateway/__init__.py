@@ -1,7 +1,7 @@
 """The gateway: ``POST <endpoint>`` queues a request, ``GET <endpoint>/<id>`` reads it.
 
-An ASGI application (:class:`Gateway`) served by hypercorn (:func:`serve`); ``chute gateway``
-runs it. See docs/gateway.md.
+An ASGI application (:class:`Gateway`) served by uvicorn, hypercorn or granian
+(:func:`serve`); ``chute gateway`` runs it. See docs/gateway.md.
 """
 
 from chute.gateway._app import DEFAULT_MAX_BODY_SIZE, Gateway

@@ -22,8 +22,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config
 
 from chute.errors import ConfigError
 from chute.gateway._app import Gateway, Message, Receive, Scope, Send
@@ -110,12 +108,23 @@ async def serve(
     url = url_of(sock)
     trigger = shutdown_trigger
     assert trigger is not None  # the signals' trigger, set above, when none was given
-    if server == "uvicorn":
-        await _serve_uvicorn(app, sock, url, graceful_timeout, on_listening, trigger)
-        return
-    if server == "granian":
-        await _serve_granian(app, sock, url, graceful_timeout, on_listening, trigger)
-        return
+    run = {"uvicorn": _serve_uvicorn, "hypercorn": _serve_hypercorn, "granian": _serve_granian}
+    await run[server](app, sock, url, graceful_timeout, on_listening, trigger)
+
+
+async def _serve_hypercorn(
+    app: Gateway,
+    sock: socket.socket,
+    url: str,
+    graceful_timeout: float,
+    on_listening: Callable[[str], None] | None,
+    trigger: Callable[[], Awaitable[object]],
+) -> None:
+    # Imported here: hypercorn (h2, wsproto) is a fifth of the gateway's start-up CPU when
+    # another server runs it.
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns the socket from here on
     config.graceful_timeout = graceful_timeout
