@@ -35,11 +35,12 @@ SUITES = {
     "k8s": "packages/k8s/tests",
     "e2e": "tests",
 }
-#: Suites that mostly wait (on subprocesses, sockets, timers) run on pytest-xdist workers, a
-#: test file at a time per worker (module-scoped servers stay shared within a file). The others
-#: start heavy services per worker (the JVM Pub/Sub emulator, moto) or are quick already.
-PARALLEL = {"core", "dequeuer", "e2e"}
-#: How a parallel suite's tests are spread over the workers, unless a file at a time. The e2e
+#: Every suite mostly waits (on subprocesses, services, sockets, timers), so each runs on
+#: pytest-xdist workers, a test file at a time per worker (module-scoped servers stay shared
+#: within a file). The backends' suites then start their services (moto, the GCS and Pub/Sub
+#: emulators) once per worker, and still finish in half to two thirds of the time.
+WORKERS = ["--numprocesses=auto", "--maxprocesses=4"]
+#: How a suite's tests are spread over the workers, unless a file at a time. The e2e
 #: suite's modules that share a process (a chute dev, a browser) keep their tests on one worker
 #: with an ``xdist_group`` mark; its other tests, each with processes of its own, spread one
 #: by one, so that one long file does not hold a worker alone to the end.
@@ -79,9 +80,7 @@ def tests(session: nox.Session) -> None:
     }
     failed = []
     for name in chosen or list(SUITES):
-        dist = DIST.get(name, "loadfile")
-        workers = ["--numprocesses=auto", "--maxprocesses=4", f"--dist={dist}"]
-        args = [SUITES[name], *(workers if name in PARALLEL else []), *pytest_args]
+        args = [SUITES[name], *WORKERS, f"--dist={DIST.get(name, 'loadfile')}", *pytest_args]
         session.log(f"suite {name}: pytest {' '.join(args)}")
         try:
             session.run("pytest", *args, env=env)
