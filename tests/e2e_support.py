@@ -28,7 +28,7 @@ import msgspec
 import pytest
 
 import chute.testing
-from chute.testing import free_port
+from chute.testing import free_port, http
 from chute.testing.services import FoundService, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ eventually = functools.partial(chute.testing.eventually, timeout=PATIENCE)
 
 def http_ok(url: str) -> bool:
     with contextlib.suppress(httpx.HTTPError):
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return http().get(url, timeout=2.0).status_code == 200
     return False
 
 
@@ -303,7 +303,7 @@ class Stack:
 
 def submit(gateway_url: str, payload: Any, headers: dict[str, str] | None = None) -> str:
     """POST ``payload`` to the example API; return the new request's id."""
-    response = httpx.post(f"{gateway_url}/{API}", json=payload, headers=headers, timeout=30)
+    response = http().post(f"{gateway_url}/{API}", json=payload, headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     request_id: str = response.json()["id"]
     return request_id
@@ -311,7 +311,7 @@ def submit(gateway_url: str, payload: Any, headers: dict[str, str] | None = None
 
 def request_status(gateway_url: str, request_id: str) -> dict[str, Any]:
     """``GET /<api>/<id>`` through the gateway."""
-    response = httpx.get(f"{gateway_url}/{API}/{request_id}", timeout=30)
+    response = http().get(f"{gateway_url}/{API}/{request_id}", timeout=30)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -320,13 +320,21 @@ def request_status(gateway_url: str, request_id: str) -> dict[str, Any]:
 def wait_finished(gateway_url: str, ids: list[str], what: str) -> dict[str, dict[str, Any]]:
     """Every request's ``GET`` answer, once none is queued or running any more."""
 
-    def finished() -> dict[str, dict[str, Any]] | None:
-        bodies = {i: request_status(gateway_url, i) for i in ids}
-        waiting = {"in_queue", "in_progress"}
-        return None if any(b["status"] in waiting for b in bodies.values()) else bodies
+    bodies: dict[str, dict[str, Any]] = {}
+    waiting = {"in_queue", "in_progress"}
 
-    bodies: dict[str, dict[str, Any]] = eventually(finished, what)
-    return bodies
+    def finished() -> dict[str, dict[str, Any]] | None:
+        # A finished request stays as it is (terminal states are final): read the rest only.
+        for i in ids:
+            if i not in bodies:
+                body = request_status(gateway_url, i)
+                if body["status"] in waiting:
+                    return None
+                bodies[i] = body
+        return {i: bodies[i] for i in ids}
+
+    done: dict[str, dict[str, Any]] = eventually(finished, what)
+    return done
 
 
 def calls_by_request(container_log: str) -> dict[str, list[int]]:
@@ -339,7 +347,7 @@ def calls_by_request(container_log: str) -> dict[str, list[int]]:
 
 def submit_to(gateway_url: str, api: str, payload: Any) -> str:
     """POST ``payload`` to ``api``; return the new request's id."""
-    response = httpx.post(f"{gateway_url}/{api}", json=payload, timeout=30)
+    response = http().post(f"{gateway_url}/{api}", json=payload, timeout=30)
     assert response.status_code == 200, response.text
     request_id: str = response.json()["id"]
     return request_id
@@ -349,7 +357,7 @@ def wait_for(gateway_url: str, api: str, request_id: str) -> dict[str, Any]:
     """``GET /<api>/<id>`` once the request is no longer queued or running."""
 
     def finished() -> dict[str, Any] | None:
-        response = httpx.get(f"{gateway_url}/{api}/{request_id}", timeout=30)
+        response = http().get(f"{gateway_url}/{api}/{request_id}", timeout=30)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return None if body["status"] in ("in_queue", "in_progress") else body
@@ -371,7 +379,7 @@ def gcs_bucket_url(gcs_service: FoundService) -> str:
         unavailable("the Google Cloud backends (chute-gcs) are not installed")
     endpoint = gcs_service.url.rstrip("/")
     bucket = f"chute-e2e-{secrets.token_hex(5)}"
-    response = httpx.post(
+    response = http().post(
         f"{endpoint}/storage/v1/b", params={"project": "e2e"}, json={"name": bucket}, timeout=10
     )
     assert response.status_code == 200, response.text
@@ -442,7 +450,7 @@ def sigkilled_dequeuer(
     payloads = {}
     for i in range(8):
         payload = {"text": f"slow {i}", "sleep": 1.5, "token": secrets.token_hex(4)}
-        response = httpx.post(f"{gateway}/{API}", json=payload, timeout=30)
+        response = http().post(f"{gateway}/{API}", json=payload, timeout=30)
         assert response.status_code == 200, response.text
         payloads[response.json()["id"]] = payload
 

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from e2e_support import (
     API,
@@ -30,7 +29,7 @@ from e2e_support import (
 )
 
 from chute import Client
-from chute.testing import free_port
+from chute.testing import free_port, http
 from chute.testing.receiver import WebhookReceiver
 
 #: The environment of a command run "from another terminal": nothing points at the gateway.
@@ -118,7 +117,7 @@ def test_get_prints_the_gateway_json_byte_for_byte(folder: Folder) -> None:
     submitted = chute("submit", API, "--json", '{"text": "bytes"}', "--wait", cwd=folder.path)
     assert submitted.returncode == 0, submitted.stderr
     request_id = json.loads(submitted.stdout)["id"]
-    direct = httpx.get(f"{folder.dev.url}/{API}/{request_id}", timeout=30).content
+    direct = http().get(f"{folder.dev.url}/{API}/{request_id}", timeout=30).content
     got = chute("get", API, request_id, cwd=folder.path)
     assert got.returncode == 0, got.stderr
     assert got.stdout == direct + b"\n"

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from e2e_support import (
     API,
@@ -34,6 +33,7 @@ from e2e_support import (
     write_api_file,
 )
 
+from chute.testing.http import http
 from chute.testing.services import unavailable
 
 CHROMIUM = os.environ.get("CHUTE_CHROMIUM", "/usr/bin/chromium")
@@ -113,7 +113,7 @@ def protected_gateway(processes: Processes, tmp_path: Path, key: str) -> str:
 
 
 def submit(stack: Stack, payload: Any) -> str:
-    answer = httpx.post(f"{stack.gateway_url}/{API}", json=payload, timeout=30)
+    answer = http().post(f"{stack.gateway_url}/{API}", json=payload, timeout=30)
     answer.raise_for_status()
     request_id: str = answer.json()["id"]
     return request_id
@@ -234,7 +234,7 @@ def test_a_protected_dashboard_asks_for_the_key(
 
     key = "k_dashboard_" + os.urandom(8).hex()
     gateway_url = protected_gateway(processes, tmp_path, key)
-    assert httpx.get(f"{gateway_url}/ui/api/overview").status_code == 401
+    assert http().get(f"{gateway_url}/ui/api/overview").status_code == 401
     page.goto(f"{gateway_url}/ui/")
     expect(page.get_by_label("API key")).to_be_visible()
     expect(page.locator("#apis")).to_have_count(0)

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from e2e_support import (
     API,
     Processes,
@@ -25,6 +24,7 @@ from e2e_support import (
 )
 
 import chute
+from chute.testing.http import http
 
 
 def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
@@ -116,9 +116,9 @@ def test_nothing_is_pulled_before_the_container_is_ready(
 def test_a_body_over_the_limit_is_413(tmp_path: Path, processes: Processes) -> None:
     stack = Stack(processes, tmp_path, sqlite_url(tmp_path), max_body_size="1KiB")
     stack.start_gateway()
-    small = httpx.post(f"{stack.gateway_url}/{API}", content=b"x" * 1024, timeout=30)
+    small = http().post(f"{stack.gateway_url}/{API}", content=b"x" * 1024, timeout=30)
     assert small.status_code == 200, small.text
-    big = httpx.post(f"{stack.gateway_url}/{API}", content=b"x" * 1025, timeout=30)
+    big = http().post(f"{stack.gateway_url}/{API}", content=b"x" * 1025, timeout=30)
     assert big.status_code == 413, big.text
     assert big.json()["error"]["type"]
     assert "1024" in big.json()["error"]["message"]

@@ -8,7 +8,6 @@ import secrets
 import time
 from pathlib import Path
 
-import httpx
 from e2e_support import (
     API,
     PY,
@@ -21,6 +20,8 @@ from e2e_support import (
     submit,
 )
 
+from chute.testing.http import http
+
 
 def test_cancel_a_queued_and_a_running_request(
     tmp_path: Path, processes: Processes, backend: str
@@ -31,7 +32,7 @@ def test_cancel_a_queued_and_a_running_request(
 
     # Queued: cancelled before any dequeuer runs, it never reaches the container.
     queued = submit(stack.gateway_url, {"text": "never"})
-    response = httpx.delete(f"{stack.gateway_url}/{API}/{queued}", timeout=30)
+    response = http().delete(f"{stack.gateway_url}/{API}/{queued}", timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
 
@@ -40,14 +41,14 @@ def test_cancel_a_queued_and_a_running_request(
     eventually(lambda: running in calls_by_request(container.output()), "the slow call to start")
     assert request_status(stack.gateway_url, running)["status"] == "in_progress"
     cancelled_at = time.monotonic()
-    response = httpx.delete(f"{stack.gateway_url}/{API}/{running}", timeout=30)
+    response = http().delete(f"{stack.gateway_url}/{API}/{running}", timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
 
     # The dequeuer closes the call and frees its only worker: the next request runs long
     # before the cancelled one's 30 s would have ended.
     after = submit(stack.gateway_url, {"text": "next"})
-    final = httpx.get(f"{stack.gateway_url}/{API}/{after}", params={"wait": 60}, timeout=90)
+    final = http().get(f"{stack.gateway_url}/{API}/{after}", params={"wait": 60}, timeout=90)
     assert final.json()["status"] == "completed", final.text
     assert time.monotonic() - cancelled_at < 25
     # Nothing overwrote the cancellation, and the queued request never ran.
@@ -55,7 +56,7 @@ def test_cancel_a_queued_and_a_running_request(
     assert request_status(stack.gateway_url, queued)["status"] == "cancelled"
     assert queued not in calls_by_request(container.output())
     # A finished request cannot be cancelled.
-    conflict = httpx.delete(f"{stack.gateway_url}/{API}/{after}", timeout=30)
+    conflict = http().delete(f"{stack.gateway_url}/{API}/{after}", timeout=30)
     assert conflict.status_code == 409
     assert conflict.json()["error"]["type"] == "conflict"
 
@@ -74,7 +75,7 @@ def test_idempotent_submit_runs_once_and_long_poll_answers_when_the_result_lands
     started = time.monotonic()
     # The repeat (a client retrying after a lost answer) gets the same id.
     assert submit(stack.gateway_url, payload, {"Idempotency-Key": key}) == first
-    response = httpx.get(f"{stack.gateway_url}/{API}/{first}", params={"wait": 60}, timeout=90)
+    response = http().get(f"{stack.gateway_url}/{API}/{first}", params={"wait": 60}, timeout=90)
     waited = time.monotonic() - started
     body = response.json()
     assert body["status"] == "completed", body
@@ -86,7 +87,7 @@ def test_idempotent_submit_runs_once_and_long_poll_answers_when_the_result_lands
     # container call is logged before its ack): an empty queue means every delivery is done.
     eventually(lambda: queue_depth(stack.gateway_url) == (0, 0), "the queue to be empty")
     assert calls_by_request(container.output())[first] == [1]
-    other = httpx.post(
+    other = http().post(
         f"{stack.gateway_url}/{API}", json={"text": "else"}, headers={"Idempotency-Key": key}
     )
     assert other.status_code == 409
@@ -94,7 +95,7 @@ def test_idempotent_submit_runs_once_and_long_poll_answers_when_the_result_lands
 
 def queue_depth(gateway_url: str) -> tuple[int, int]:
     """What ``/queues/<api>`` counts as queued and in flight."""
-    depth = httpx.get(f"{gateway_url}/queues/{API}", timeout=30).json()
+    depth = http().get(f"{gateway_url}/queues/{API}", timeout=30).json()
     return depth["queued"], depth["in_flight"]
 
 
@@ -111,10 +112,10 @@ def test_api_keys_guard_the_api_not_health(
     eventually(lambda: http_ok(f"{stack.gateway_url}/healthz"), "the gateway's /healthz")
     stack.start_dequeuer()
 
-    refused = httpx.post(f"{stack.gateway_url}/{API}", json={"text": "x"}, timeout=30)
+    refused = http().post(f"{stack.gateway_url}/{API}", json={"text": "x"}, timeout=30)
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Bearer")
-    assert httpx.get(f"{stack.gateway_url}/queues/{API}", timeout=30).status_code == 401
+    assert http().get(f"{stack.gateway_url}/queues/{API}", timeout=30).status_code == 401
 
     import chute
 
@@ -123,10 +124,14 @@ def test_api_keys_guard_the_api_not_health(
         result = client.wait(API, request_id, timeout=60)
     assert result.status == "completed"
     assert result.result["message"] == "hello, keyed!"
-    depth = httpx.get(
-        f"{stack.gateway_url}/queues/{API}",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-    ).json()
+    depth = (
+        http()
+        .get(
+            f"{stack.gateway_url}/queues/{API}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        .json()
+    )
     assert depth == {"api": API, "queued": 0, "in_flight": 0, "dead": 0}
     assert key not in gateway.output()

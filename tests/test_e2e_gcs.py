@@ -30,6 +30,7 @@ from e2e_support import (
 )
 
 from chute.registry import open_queue
+from chute.testing.http import http
 from chute.testing.services import FoundService
 
 MiB = 1024 * 1024
@@ -100,7 +101,7 @@ def test_a_duplicate_delivery_cannot_overwrite_the_stored_outcome(
     gateway = stack.gateway_url
     dequeuer_1 = stack.start_dequeuer("--lease", "1")[0]
     first = dequeuer_1.pid
-    response = httpx.post(f"{gateway}/{API}", json={"text": "dup", "sleep": 2}, timeout=30)
+    response = http().post(f"{gateway}/{API}", json={"text": "dup", "sleep": 2}, timeout=30)
     request_id = response.json()["id"]
     eventually(
         lambda: request_status(gateway, request_id)["status"] == "in_progress",

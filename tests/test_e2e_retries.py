@@ -7,9 +7,10 @@ import json
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 from e2e_support import API, PY, Processes, Stack, backend_url, eventually, request_status
+
+from chute.testing.http import http
 
 RETRIES = """  retries:
     max_attempts: 3
@@ -39,8 +40,8 @@ def test_failed_after_retries_shows_why_and_lands_in_the_dead_letter(
     stack.start_gateway()
     stack.start_dequeuer()
 
-    failing = httpx.post(f"{stack.gateway_url}/{API}", json={"fail": True}, timeout=30)
-    fine = httpx.post(f"{stack.gateway_url}/{API}", json={"hello": 1}, timeout=30)
+    failing = http().post(f"{stack.gateway_url}/{API}", json={"fail": True}, timeout=30)
+    fine = http().post(f"{stack.gateway_url}/{API}", json={"hello": 1}, timeout=30)
     failing_id, fine_id = failing.json()["id"], fine.json()["id"]
 
     body = eventually(

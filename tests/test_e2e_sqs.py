@@ -28,7 +28,7 @@ from e2e_support import (
 
 import chute
 from chute.backends.base import QueueDepth
-from chute.testing import free_port
+from chute.testing import free_port, http
 from chute.testing.services import FoundService, unavailable
 
 MiB = 1024 * 1024
@@ -110,7 +110,7 @@ def test_a_sigkilled_dequeuers_requests_complete_exactly_once(
 
 def _status(url: str) -> int:
     try:
-        return httpx.get(url, timeout=PATIENCE).status_code
+        return http().get(url, timeout=PATIENCE).status_code
     except httpx.TransportError:
         return 0
 
@@ -128,9 +128,9 @@ def test_an_unreachable_store_is_503_not_a_crash(processes: Processes, tmp_path:
     ]
     gateway = processes.start("gateway", argv, env=AWS_TEST_ENV)
     eventually(lambda: _status(f"http://127.0.0.1:{port}/healthz") == 503, "/healthz to be 503")
-    response = httpx.post(f"http://127.0.0.1:{port}/{API}", json={"text": "hi"}, timeout=PATIENCE)
+    response = http().post(f"http://127.0.0.1:{port}/{API}", json={"text": "hi"}, timeout=PATIENCE)
     assert response.status_code == 503, response.text
     assert response.json()["error"]["type"]
-    missing = httpx.get(f"http://127.0.0.1:{port}/{API}/{secrets.token_hex(12)}", timeout=PATIENCE)
+    missing = http().get(f"http://127.0.0.1:{port}/{API}/{secrets.token_hex(12)}", timeout=PATIENCE)
     assert missing.status_code == 503, missing.text
     assert gateway.running()

@@ -30,6 +30,7 @@ import httpx
 import pytest
 from e2e_support import API, PATIENCE, Processes, Stack, calls_by_request, eventually, sqlite_url
 
+from chute.testing.http import http
 from chute.testing.services import REDIS, REDIS_DURABLE_ARGS, local_server
 
 #: Requests per run and how many are in flight at once.
@@ -167,7 +168,7 @@ def check(stack: Stack, container_log: Callable[[], str], seen: Flood) -> dict[s
 
 
 def settled(stack: Stack) -> dict[str, float]:
-    text = httpx.get(f"{stack.gateway_url}/metrics", timeout=30).text
+    text = http().get(f"{stack.gateway_url}/metrics", timeout=30).text
     found = re.findall(r'chute_gateway_submits_settled_total\{[^}]*outcome="(\w+)"\} (\S+)', text)
     return {outcome: float(value) for outcome, value in found}
 

@@ -9,11 +9,11 @@ import os
 import secrets
 from pathlib import Path
 
-import httpx
 import msgspec
 import pytest
 from e2e_support import API, Processes, Stack, backend_url, eventually, request_status
 
+from chute.testing.http import http
 from chute.testing.receiver import WebhookReceiver
 from chute.webhooks import verify
 
@@ -41,7 +41,7 @@ def test_signed_webhook_with_the_get_body_and_its_outcome_in_get(
         stack.start_dequeuer()
         assert os.environ["E2E_WEBHOOK_SECRET"] == SECRET
 
-        submitted = httpx.post(f"{stack.gateway_url}/{API}", json={"hello": "hook"}, timeout=30)
+        submitted = http().post(f"{stack.gateway_url}/{API}", json={"hello": "hook"}, timeout=30)
         request_id = submitted.json()["id"]
         body = eventually(
             lambda: (

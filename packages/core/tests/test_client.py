@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import msgspec
 import pytest
 
@@ -32,7 +31,7 @@ from chute.errors import (
     WaitTimeout,
 )
 from chute.protocol import ErrorInfo, Status
-from chute.testing import free_port
+from chute.testing import free_port, http
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 
@@ -430,7 +429,7 @@ def long_polls(gateway: GatewayProcess) -> tuple[float, float]:
     """How many long-polls and how many GETs of ``hello`` the gateway has answered."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    text = http().get(f"{gateway.url}/metrics", timeout=30).text
     polls = gets = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

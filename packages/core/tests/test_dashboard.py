@@ -27,7 +27,7 @@ from chute.config import load_apis
 from chute.errors import ConfigError
 from chute.gateway._routing import Router
 from chute.protocol import EXTRA_DEAD_LETTERED, ErrorInfo, Status
-from chute.testing import body_of, new_record
+from chute.testing import body_of, http, new_record
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 API = "hello"
@@ -274,9 +274,9 @@ def test_state_changes_need_post_and_the_sessions_csrf_token(
         assert client.post(cancel, headers={"x-csrf-token": "forged"}).status_code == 403
         assert client.post(cancel, headers={"x-csrf-token": other_token}).status_code == 403
         assert (
-            httpx.post(
-                f"{gateway.url}{cancel}", headers={"x-csrf-token": token}, timeout=30
-            ).status_code
+            http()
+            .post(f"{gateway.url}{cancel}", headers={"x-csrf-token": token}, timeout=30)
+            .status_code
             == 403
         )  # no session cookie
         cross = client.post(
@@ -348,7 +348,7 @@ def test_a_protected_dashboard_needs_a_signed_in_session(protected: GatewayProce
         assert new_token is not None
         client.post("/ui/logout", data={"csrf": new_token.group(1)})
         assert client.get("/ui/api/overview").status_code == 401
-    forged = httpx.get(
+    forged = http().get(
         f"{protected.url}/ui/api/overview",
         cookies={"chute_ui": "eyJ4IjoxfQ.AAAA"},
         timeout=30,
@@ -380,7 +380,7 @@ def test_chute_status_prints_the_dashboards_counts(
     gateway: GatewayProcess, seeded: dict[str, str]
 ) -> None:
     """The table holds the overview's counts and rates (the dashboard's, from one place)."""
-    overview = httpx.get(f"{gateway.url}/ui/api/overview", timeout=30).json()
+    overview = http().get(f"{gateway.url}/ui/api/overview", timeout=30).json()
     [api] = overview["apis"]
     depth, rates = api["depth"], api["rates"]
     done = chute("status", "--gateway", gateway.url)
@@ -434,7 +434,7 @@ def test_chute_status_watch_reprints_on_change_and_ends_with_ctrl_c(
             first = [watch.stdout.readline() for _ in range(3)]
             assert first[0].startswith("-- ")
             assert first[2].split()[:2] == [API, "0"]
-            httpx.post(f"{running.url}/{API}", json={}, timeout=30).raise_for_status()
+            http().post(f"{running.url}/{API}", json={}, timeout=30).raise_for_status()
             second = [watch.stdout.readline() for _ in range(3)]
             assert second[0].startswith("-- ")
             assert second[2].split()[:2] == [API, "1"]

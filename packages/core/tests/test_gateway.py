@@ -31,6 +31,7 @@ from chute.backends.base import DEFAULT_RETENTION
 from chute.gateway._server import SERVERS
 from chute.protocol import ErrorInfo, RequestRecord, Status
 from chute.testing.gateway import GatewayProcess, gateway_process
+from chute.testing.http import http
 
 MAX_BODY = 25 * 1024 * 1024
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -213,7 +214,7 @@ def test_413_for_a_chunked_body_that_grows_past_the_limit(
             yield b"x" * (1024 * 1024)
 
     with served_by(server, api_file, db_url) as gateway:
-        response = httpx.post(f"{gateway.url}/hello", content=body(), timeout=30)
+        response = http().post(f"{gateway.url}/hello", content=body(), timeout=30)
     assert_error(response, 413, "payload_too_large")
     assert queued(db_url, "hello") == before
 
@@ -413,7 +414,7 @@ def test_a_failed_enqueue_leaves_no_record_behind(tmp_path: Path, api_file: Path
     _, queue_url = _blocked(tmp_path)
     store_db = tmp_path / "store.db"
     with gateway_process(api_file, queue_url=queue_url, store_url=f"sqlite:///{store_db}") as gw:
-        response = httpx.post(f"{gw.url}/hello", json={"x": 1}, timeout=30)
+        response = http().post(f"{gw.url}/hello", json={"x": 1}, timeout=30)
         assert_error(response, 503, "backend_unavailable")
     with sqlite3.connect(store_db) as db:  # the store did hold it for a moment; not any more
         assert db.execute("SELECT count(*) FROM store_records").fetchone() == (0,)
@@ -442,7 +443,7 @@ def test_sigterm_finishes_the_in_flight_request_and_exits_0(
         assert gw.process.wait(20) == 0
         assert time.monotonic() - started < 20
         with pytest.raises(httpx.ConnectError):
-            httpx.get(f"{gw.url}/healthz")
+            http().get(f"{gw.url}/healthz")
     record, payload = stored(url, "hello", response.json()["id"])
     assert record is not None
     assert payload == b'{"part": 1, "more": 2}'

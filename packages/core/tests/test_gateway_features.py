@@ -23,7 +23,7 @@ from gateway_support import backend_url, queued, run
 from chute import open_store
 from chute.gateway._controls import idempotent_id
 from chute.protocol import RequestRecord, Status, now
-from chute.testing import eventually
+from chute.testing import eventually, http
 from chute.testing.gateway import GatewayProcess, gateway_process
 
 API_FILE = """\
@@ -369,7 +369,7 @@ def test_concurrent_repeats_enqueue_exactly_once(gateway: GatewayProcess, backen
     body = secrets.token_bytes(200_000)  # big enough for the submits to overlap
 
     def one() -> httpx.Response:
-        return httpx.post(
+        return http().post(
             f"{gateway.url}/hello",
             content=body,
             headers={"Idempotency-Key": key, "Content-Type": "application/octet-stream"},

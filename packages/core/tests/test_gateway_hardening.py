@@ -23,6 +23,7 @@ from chute.errors import ConfigError
 from chute.gateway import Gateway
 from chute.gateway._auth import global_keys
 from chute.testing.gateway import GatewayProcess, gateway_process
+from chute.testing.http import http
 
 SERVERS = ["hypercorn", "uvicorn", "granian"]
 #: Slow clients in the attack, and how long the gateway lets a body pause / take in all.
@@ -47,7 +48,7 @@ def gateway(api_file: Path, sqlite_url: str, server: str) -> Iterator[GatewayPro
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(f"{gw.url}/healthz", timeout=5)
+                http().get(f"{gw.url}/healthz", timeout=5)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the gateway never answered"

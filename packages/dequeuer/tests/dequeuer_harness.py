@@ -22,7 +22,7 @@ import httpx
 import chute
 from chute.backends.base import DEFAULT_RETENTION, Queue, Store
 from chute.protocol import RequestRecord, Status, new_request_id, now
-from chute.testing import free_port
+from chute.testing import free_port, http
 
 HERE = Path(__file__).parent
 API = "echo"
@@ -72,7 +72,7 @@ class Container:
 
     def calls(self, request_id: str | None = None) -> list[dict[str, Any]]:
         """The calls the container saw (for one request id, or all)."""
-        response = httpx.get(f"http://127.0.0.1:{self.port}/calls", timeout=5)
+        response = http().get(f"http://127.0.0.1:{self.port}/calls", timeout=5)
         calls: list[dict[str, Any]] = response.json()
         return [c for c in calls if request_id is None or c["id"] == request_id]
 
@@ -163,7 +163,7 @@ class Dequeuer:
         return self
 
     def admin(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
+        return http().get(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5)
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)

@@ -13,7 +13,8 @@
 
   A contract test may be overridden only to mark it ``xfail`` with a reason. See
   docs/plugins.md.
-* Helpers: :func:`free_port`, :func:`eventually` and :func:`eventually_async`.
+* Helpers: :func:`free_port`, :func:`eventually`, :func:`eventually_async` and :func:`http`
+  (one-off HTTP requests without building a client each time).
 * A pytest plugin (:mod:`chute.testing.plugin`, loaded wherever chute and pytest are
   installed) with the fixtures chute's suites and a plugin author's share: ``anyio_backend``,
   ``redis_service``, ``moto_service``, ``gcs_service``, ``pubsub_service``. See
@@ -39,6 +40,7 @@ if "pytest" in sys.modules:
 if TYPE_CHECKING:
     from chute._net import free_port
     from chute.testing.contract import BackendContract
+    from chute.testing.http import http
     from chute.testing.joint import JointContract
     from chute.testing.queue import QueueContract
     from chute.testing.store import StoreContract, body_of, new_record
@@ -52,6 +54,7 @@ _WHERE = {
     "body_of": "chute.testing.store",
     "new_record": "chute.testing.store",
     "free_port": "chute._net",
+    "http": "chute.testing.http",
     "eventually": "chute.testing.waiting",
     "eventually_async": "chute.testing.waiting",
 }
@@ -65,6 +68,7 @@ __all__ = [
     "eventually",
     "eventually_async",
     "free_port",
+    "http",
     "new_record",
 ]
 
