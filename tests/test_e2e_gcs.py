@@ -103,10 +103,14 @@ def test_a_duplicate_delivery_cannot_overwrite_the_stored_outcome(
     first = dequeuer_1.pid
     response = http().post(f"{gateway}/{API}", json={"text": "dup", "sleep": 2}, timeout=30)
     request_id = response.json()["id"]
+    # Frozen mid-call: once the container logs the call (in_progress alone is not enough: the
+    # receive starts the record before the dequeuer sends the call, and a freeze between the
+    # two left attempt 1 uncalled until the end of the test).
     eventually(
-        lambda: request_status(gateway, request_id)["status"] == "in_progress",
-        "attempt 1 to start",
+        lambda: request_id in calls_by_request(container.output()),
+        "attempt 1 to reach the container",
     )
+    assert request_status(gateway, request_id)["status"] == "in_progress"
     os.kill(first, signal.SIGSTOP)
     frozen.append(first)
     dequeuer_2 = stack.start_dequeuer("--lease", "1")[0]
