@@ -1,7 +1,7 @@
 """Sessions: ``nox`` runs tests, lint and types (what CI runs); ``nox -s bench`` benchmarks.
 
 Each session installs the workspace from ``uv.lock`` with ``uv sync`` into its own venv; the
-``tests`` session runs every suite in that one venv, two suites at a time.
+``tests`` session runs every suite in that one venv, three suites at a time.
 """
 
 from __future__ import annotations
