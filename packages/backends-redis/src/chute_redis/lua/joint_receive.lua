@@ -12,6 +12,7 @@
 -- record and version are nil when the record is gone, payload is nil when it is not in the
 -- hash, started is 1 when this step started the record (record and version are the new ones).
 local out = receive(KEYS, ARGV)
+local call, find, sub, decode = redis.call, string.find, string.sub, cjson.decode
 local start, at_text = ARGV[6] == '1', ARGV[7]
 local at, limit = tonumber(at_text), tonumber(ARGV[8])
 
@@ -20,6 +21,12 @@ local at, limit = tonumber(at_text), tonumber(ARGV[8])
 -- changed), then `attempt` and `started_at`, then what comes after `error`.
 local BETWEEN = {'attempt', 'started_at'}
 local AFTER = {'queue_deadline', 'timeout', 'cancel_requested', 'extra'}
+local HEAD_END = {BETWEEN[1], BETWEEN[2], unpack(AFTER)}
+-- Small numbers as text without a printf (attempts, versions).
+local SMALL = {'1', '2', '3', '4', '5', '6', '7', '8'}
+local function text(n)
+  return SMALL[n] or string.format('%d', n)
+end
 local KNOWN = {
   id = true, api = true, status = true, created_at = true, expires_at = true,
   content_type = true, headers = true, payload_size = true, attempt = true, started_at = true,
@@ -30,7 +37,7 @@ local KNOWN = {
 -- of some object (a quote after a comma is never inside a string, where quotes are escaped);
 -- no object comes before `extra`, so the first one is the record's own.
 local function field_at(raw, key)
-  return string.find(raw, ',"' .. key .. '":', 1, true)
+  return find(raw, ',"' .. key .. '":', 1, true)
 end
 
 local function first_of(raw, record, keys)
@@ -45,7 +52,7 @@ end
 -- record is not in the form this script writes exactly (an error to clear, a field written
 -- at its default, a field unknown here): the caller decides then, as without the start.
 local function started(raw, attempt)
-  local ok, record = pcall(cjson.decode, raw)
+  local ok, record = pcall(decode, raw)
   if not ok or type(record) ~= 'table' then return nil end
   for key, value in pairs(record) do
     if not KNOWN[key] or value == cjson.null then return nil end
@@ -66,25 +73,25 @@ local function started(raw, attempt)
   end
   local s = field_at(raw, 'status')
   local was = ',"status":"' .. status .. '"'
-  if s == nil or string.sub(raw, s, s + #was - 1) ~= was then return nil end
-  local head_end = first_of(raw, record, {BETWEEN[1], BETWEEN[2], unpack(AFTER)})
+  if s == nil or sub(raw, s, s + #was - 1) ~= was then return nil end
+  local head_end = first_of(raw, record, HEAD_END)
   local tail = first_of(raw, record, AFTER)
-  return string.sub(raw, 1, s - 1) .. ',"status":"in_progress"'
-    .. string.sub(raw, s + #was, head_end - 1)
-    .. ',"attempt":' .. string.format('%d', attempt) .. ',"started_at":' .. at_text
-    .. string.sub(raw, tail)
+  return sub(raw, 1, s - 1) .. ',"status":"in_progress"'
+    .. sub(raw, s + #was, head_end - 1)
+    .. ',"attempt":' .. text(attempt) .. ',"started_at":' .. at_text
+    .. sub(raw, tail)
 end
 
 local joined = {out[1]}
 for i = 2, #out, 3 do
   local key = ARGV[5] .. '{' .. out[i] .. '}'
-  local found = redis.call('HMGET', key, 'record', 'version', 'payload')
+  local found = call('HMGET', key, 'record', 'version', 'payload')
   local moved = 0
   if start and found[1] and found[2] then
-    local record = started(found[1], tonumber(out[i + 1]))
+    local record = started(found[1], out[i + 1])
     if record then
       local version = tonumber(found[2]) + 1
-      redis.call('HSET', key, 'record', record, 'version', version)
+      call('HSET', key, 'record', record, 'version', text(version))
       found[1], found[2], moved = record, version, 1
     end
   end

@@ -12,7 +12,10 @@
 local visible, delayed, leased, receipts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local attempts, wake, old_ready = KEYS[5], KEYS[6], KEYS[7]
 local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local t = redis.call('TIME')
+-- Redis turns each number it is given into text with a printf: the small ones (attempts) come
+-- from this table instead, the lease's deadline is written once per receive.
+local call, SMALL = redis.call, {'1', '2', '3', '4', '5', '6', '7', '8'}
+local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 -- Messages queued by a version that kept them in a sorted set: into the new layout, ahead
@@ -22,23 +25,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- or extend until then.
 local function promote()
   local pushed = 0
-  if redis.call('EXISTS', old_ready) == 1 then
-    local old = redis.call('ZRANGE', old_ready, 0, 999, 'WITHSCORES')
+  if call('EXISTS', old_ready) == 1 then
+    local old = call('ZRANGE', old_ready, 0, 999, 'WITHSCORES')
     for i = #old - 1, 1, -2 do
       if tonumber(old[i + 1]) <= now then
-        redis.call('LPUSH', visible, old[i])
+        call('LPUSH', visible, old[i])
         pushed = pushed + 1
       else
-        redis.call('ZADD', delayed, old[i + 1], old[i])
+        call('ZADD', delayed, old[i + 1], old[i])
       end
     end
-    redis.call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
+    call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
   end
   for _, timed in ipairs({leased, delayed}) do
-    local due = redis.call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
+    local due = call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
     if #due > 0 then
-      redis.call('ZREMRANGEBYRANK', timed, 0, #due - 1)
-      redis.call('RPUSH', visible, unpack(due))
+      call('ZREMRANGEBYRANK', timed, 0, #due - 1)
+      call('RPUSH', visible, unpack(due))
       pushed = pushed + #due
     end
   end
@@ -48,7 +51,7 @@ end
 local function next_due()
   local due = nil
   for _, timed in ipairs({delayed, leased}) do
-    local first = redis.call('ZRANGE', timed, 0, 0, 'WITHSCORES')
+    local first = call('ZRANGE', timed, 0, 0, 'WITHSCORES')
     if #first > 0 and (due == nil or tonumber(first[2]) < due) then
       due = tonumber(first[2])
     end
@@ -60,45 +63,49 @@ end
 local out = {-1}
 local promoted = ARGV[4] == '1'
 if promoted then promote() end
-local ids = redis.call('LPOP', visible, max) or {}
+local ids = call('LPOP', visible, max) or {}
 if #ids < max and not promoted and promote() > 0 then
   -- Short of what was asked: what was due fills the rest.
-  for _, id in ipairs(redis.call('LPOP', visible, max - #ids)) do ids[#ids + 1] = id end
+  for _, id in ipairs(call('LPOP', visible, max - #ids)) do ids[#ids + 1] = id end
 end
 if #ids > 0 then
   local held, leases, counted = {}, {}, {}
+  local deadline = string.format('%d', now + lease)
   -- Each one's attempt + 1: HINCRBY for one, else one HMGET and one HSET for all.
   local before = {false}
-  if #ids > 1 then before = redis.call('HMGET', attempts, unpack(ids)) end
+  if #ids > 1 then before = call('HMGET', attempts, unpack(ids)) end
   local latest = {}
   for j, id in ipairs(ids) do
     local attempt
     if #ids == 1 then
-      attempt = redis.call('HINCRBY', attempts, id, 1)
+      attempt = call('HINCRBY', attempts, id, 1)
     else
       attempt = (latest[id] or tonumber(before[j]) or 0) + 1
       latest[id] = attempt
-      counted[#counted + 1] = id
-      counted[#counted + 1] = attempt
     end
-    local receipt = nonce .. '.' .. attempt
+    local text = SMALL[attempt] or string.format('%d', attempt)
+    if #ids > 1 then
+      counted[#counted + 1] = id
+      counted[#counted + 1] = text
+    end
+    local receipt = nonce .. '.' .. text
     held[#held + 1] = id
     held[#held + 1] = receipt
-    leases[#leases + 1] = now + lease
+    leases[#leases + 1] = deadline
     leases[#leases + 1] = id
     out[#out + 1] = id
     out[#out + 1] = attempt
     out[#out + 1] = receipt
   end
-  if #counted > 0 then redis.call('HSET', attempts, unpack(counted)) end
-  redis.call('HSET', receipts, unpack(held))
-  redis.call('ZADD', leased, unpack(leases))
+  if #counted > 0 then call('HSET', attempts, unpack(counted)) end
+  call('HSET', receipts, unpack(held))
+  call('ZADD', leased, unpack(leases))
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
-  if #ids == max and redis.call('LLEN', visible) > 0 then
-    if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+  if #ids == max and call('LLEN', visible) > 0 then
+    if call('LLEN', wake) == 0 then call('RPUSH', wake, 1) end
     out[1] = -2
   else
-    redis.call('DEL', wake)
+    call('DEL', wake)
     out[1] = next_due()
   end
   return out
