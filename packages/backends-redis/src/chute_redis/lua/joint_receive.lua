@@ -21,7 +21,6 @@ local at, limit = tonumber(at_text), tonumber(ARGV[8])
 -- changed), then `attempt` and `started_at`, then what comes after `error`.
 local BETWEEN = {'attempt', 'started_at'}
 local AFTER = {'queue_deadline', 'timeout', 'cancel_requested', 'extra'}
-local HEAD_END = {BETWEEN[1], BETWEEN[2], unpack(AFTER)}
 -- Small numbers as text without a printf (attempts, versions).
 local SMALL = {'1', '2', '3', '4', '5', '6', '7', '8'}
 local function text(n)
@@ -74,8 +73,13 @@ local function started(raw, attempt)
   local s = field_at(raw, 'status')
   local was = ',"status":"' .. status .. '"'
   if s == nil or sub(raw, s, s + #was - 1) ~= was then return nil end
-  local head_end = first_of(raw, record, HEAD_END)
   local tail = first_of(raw, record, AFTER)
+  local head_end = tail  -- where BETWEEN's first present field starts, else the tail
+  if record[BETWEEN[1]] ~= nil then
+    head_end = field_at(raw, BETWEEN[1])
+  elseif record[BETWEEN[2]] ~= nil then
+    head_end = field_at(raw, BETWEEN[2])
+  end
   return sub(raw, 1, s - 1) .. ',"status":"in_progress"'
     .. sub(raw, s + #was, head_end - 1)
     .. ',"attempt":' .. text(attempt) .. ',"started_at":' .. at_text
