@@ -39,6 +39,6 @@ for _, index in ipairs(indexes) do
   if index.trim then redis.call('ZREMRANGEBYSCORE', index.key, '-inf', '(' .. index.trim) end
 end
 for _, wake in ipairs(wakes) do
-  if redis.call('LLEN', wake.key) == 0 then redis.call('RPUSH', wake.key, 1) end
+  if redis.call('LLEN', wake.key) == 0 then redis.call('RPUSH', wake.key, '1') end
 end
 return out

@@ -12,11 +12,12 @@
 local visible, delayed, leased, receipts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local attempts, wake, old_ready = KEYS[5], KEYS[6], KEYS[7]
 local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
--- Redis turns each number it is given into text with a printf: the small ones (attempts) come
--- from this table instead, the lease's deadline is written once per receive.
+-- Redis turns each number given to a command into text with a float printf: arguments go as
+-- text, small numbers (attempts) from this table, the lease's deadline once per receive.
 local call, SMALL = redis.call, {'1', '2', '3', '4', '5', '6', '7', '8'}
 local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_text = string.format('%d', now)
 
 -- Messages queued by a version that kept them in a sorted set: into the new layout, ahead
 -- of the list (they were queued before it, oldest first). Then lapsed leases and due delayed
@@ -38,9 +39,9 @@ local function promote()
     call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
   end
   for _, timed in ipairs({leased, delayed}) do
-    local due = call('ZRANGEBYSCORE', timed, '-inf', now, 'LIMIT', 0, 1000)
+    local due = call('ZRANGEBYSCORE', timed, '-inf', now_text, 'LIMIT', '0', '1000')
     if #due > 0 then
-      call('ZREMRANGEBYRANK', timed, 0, #due - 1)
+      call('ZREMRANGEBYRANK', timed, '0', string.format('%d', #due - 1))
       call('RPUSH', visible, unpack(due))
       pushed = pushed + #due
     end
@@ -51,7 +52,7 @@ end
 local function next_due()
   local due = nil
   for _, timed in ipairs({delayed, leased}) do
-    local first = call('ZRANGE', timed, 0, 0, 'WITHSCORES')
+    local first = call('ZRANGE', timed, '0', '0', 'WITHSCORES')
     if #first > 0 and (due == nil or tonumber(first[2]) < due) then
       due = tonumber(first[2])
     end
@@ -63,10 +64,10 @@ end
 local out = {-1}
 local promoted = ARGV[4] == '1'
 if promoted then promote() end
-local ids = call('LPOP', visible, max) or {}
+local ids = call('LPOP', visible, ARGV[1]) or {}
 if #ids < max and not promoted and promote() > 0 then
   -- Short of what was asked: what was due fills the rest.
-  for _, id in ipairs(call('LPOP', visible, max - #ids)) do ids[#ids + 1] = id end
+  for _, id in ipairs(call('LPOP', visible, string.format('%d', max - #ids))) do ids[#ids + 1] = id end
 end
 if #ids > 0 then
   local held, leases, counted = {}, {}, {}
@@ -78,7 +79,7 @@ if #ids > 0 then
   for j, id in ipairs(ids) do
     local attempt
     if #ids == 1 then
-      attempt = call('HINCRBY', attempts, id, 1)
+      attempt = call('HINCRBY', attempts, id, '1')
     else
       attempt = (latest[id] or tonumber(before[j]) or 0) + 1
       latest[id] = attempt
@@ -102,7 +103,7 @@ if #ids > 0 then
   call('ZADD', leased, unpack(leases))
   -- Pass the wake-up on while visible messages remain; drop stale tokens otherwise.
   if #ids == max and call('LLEN', visible) > 0 then
-    if call('LLEN', wake) == 0 then call('RPUSH', wake, 1) end
+    if call('LLEN', wake) == 0 then call('RPUSH', wake, '1') end
     out[1] = -2
   else
     call('DEL', wake)

@@ -17,5 +17,5 @@ if delay > 0 then
 else
   redis.call('RPUSH', KEYS[3], ARGV[1])
 end
-if redis.call('LLEN', KEYS[5]) == 0 then redis.call('RPUSH', KEYS[5], 1) end
+if redis.call('LLEN', KEYS[5]) == 0 then redis.call('RPUSH', KEYS[5], '1') end
 return 1

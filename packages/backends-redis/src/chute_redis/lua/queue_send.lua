@@ -4,7 +4,7 @@
 -- no wake-up, the caller sends one for a whole batch)
 -- Returns 1 if queued, 0 if the id was already waiting, leased or dead (sending is
 -- idempotent: an id is known to the queue by its attempts entry, from its send to its ack).
-if ARGV[3] ~= '1' and redis.call('HSETNX', KEYS[3], ARGV[1], 0) == 0 then
+if ARGV[3] ~= '1' and redis.call('HSETNX', KEYS[3], ARGV[1], '0') == 0 then
   return 0
 end
 local delay = tonumber(ARGV[2])
@@ -17,6 +17,6 @@ else
 end
 -- A delayed message also wakes a receiver, so that it shortens its wait to the new due time.
 if ARGV[4] ~= '1' and redis.call('LLEN', KEYS[4]) == 0 then
-  redis.call('RPUSH', KEYS[4], 1)
+  redis.call('RPUSH', KEYS[4], '1')
 end
 return 1

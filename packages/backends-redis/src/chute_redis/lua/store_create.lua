@@ -19,7 +19,7 @@ local function index()
   if ARGV[8] ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8]) end
 end
 if ARGV[3] == 'hash' then
-  redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5],
+  redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', '1', 'token', ARGV[5],
     'expires', ARGV[2], 'payload', ARGV[4])
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
   index()
@@ -33,7 +33,7 @@ if ARGV[3] == 'upload' then
 else
   redis.call('SET', KEYS[2], ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', 1, 'token', ARGV[5], 'expires', ARGV[2])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', '1', 'token', ARGV[5], 'expires', ARGV[2])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 index()

@@ -8,10 +8,11 @@ if held[1] ~= ARGV[1] then
   return 0
 end
 local version = tonumber(held[1]) + 1
+local version_text = string.format('%d', version)  -- a number would be printf'd as a float
 if ARGV[4] == '1' then
-  redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', version, 'result', ARGV[5])
+  redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', version_text, 'result', ARGV[5])
 else
-  redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', version)
+  redis.call('HSET', KEYS[1], 'record', ARGV[2], 'version', version_text)
 end
 if held[2] ~= ARGV[3] then
   -- A new expiry, or a record written before the expiry was kept in the hash.
