@@ -2,8 +2,10 @@
 record in place. On many random records (every status, attempts, deadlines, errors,
 headers and extras whose strings and keys look like the record's own fields), the script
 starts exactly the records ``chute.lifecycle.start_on_receive`` starts, byte for byte, and
-leaves every other one unchanged. If this fails, a request started by the receive reads
-differently from one the dequeuer started, or a request that must not run was started."""
+leaves every other one unchanged — whether it decodes the record or, for one still as its
+create wrote it, splices at the positions the create stored (``chute_redis.store.start_hint``).
+If this fails, a request started by the receive reads differently from one the dequeuer
+started, or a request that must not run was started."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 from chute.lifecycle import start_on_receive
 from chute.protocol import ErrorInfo, RequestRecord, Status, new_request_id, now, record_encoder
 from chute_redis.queue import RedisQueue
-from chute_redis.store import RedisStore
+from chute_redis.store import RedisStore, start_hint
 
 pytestmark = pytest.mark.anyio
 
@@ -33,12 +35,13 @@ TRICKY = [
 ]
 
 
-def _random_record(rng: random.Random) -> RequestRecord:
+def _random_record(rng: random.Random, *, fresh: bool = False) -> RequestRecord:
+    """A record of any shape; ``fresh``: one as a gateway creates it (queued, never run)."""
     at = now()
     fields: dict[str, object] = {
         "id": new_request_id(),
         "api": API,
-        "status": rng.choice(list(Status)),
+        "status": Status.IN_QUEUE if fresh else rng.choice(list(Status)),
         "created_at": at - rng.choice([0.0, 0.5, 30.0, 4000.0]),
         "expires_at": at + rng.choice([3600.0, 86400.0 * 3]),
     }
@@ -51,13 +54,13 @@ def _random_record(rng: random.Random) -> RequestRecord:
         ]
     if rng.random() < 0.9:
         fields["payload_size"] = rng.randint(1, 1000)
-    if rng.random() < 0.3:
+    if not fresh and rng.random() < 0.3:
         fields["attempt"] = rng.randint(1, 2)
-    if rng.random() < 0.3:
+    if not fresh and rng.random() < 0.3:
         fields["started_at"] = at - rng.random()
-    if rng.random() < 0.1:
+    if not fresh and rng.random() < 0.1:
         fields["finished_at"] = at
-    if rng.random() < 0.15:
+    if not fresh and rng.random() < 0.15:
         fields["error"] = ErrorInfo("container_error", rng.choice(TRICKY), 500)
     if rng.random() < 0.3:
         fields["queue_deadline"] = at + rng.choice([-5.0, 600.0])
@@ -77,13 +80,66 @@ def _random_record(rng: random.Random) -> RequestRecord:
 
 async def test_the_script_starts_what_the_reference_starts(redis_url: str) -> None:
     rng = random.Random(20261202)
+    started, left = await _start_and_compare(
+        redis_url, [_random_record(rng) for _ in range(400)], rng
+    )
+    # Both outcomes were tried, many times each.
+    assert started > 50, (started, left)
+    assert left > 50, (started, left)
+
+
+async def test_a_record_as_created_starts_from_its_hint_the_same(redis_url: str) -> None:
+    """Records as the gateway creates them: the script splices at the create's positions."""
+    rng = random.Random(20261203)
+    records = [_random_record(rng, fresh=True) for _ in range(250)]
+    for record in records:
+        raw = record_encoder.encode(record)
+        status = raw.index(b',"status":') + 1  # 1-based, as Lua counts
+        assert start_hint(record, raw).split(":")[0] == str(status)
+    started, left = await _start_and_compare(redis_url, records, rng)
+    assert started > 100, (started, left)  # past a deadline or a short limit: left
+    assert left > 10, (started, left)
+
+
+async def test_the_hint_is_what_decides_for_a_record_as_created(redis_url: str) -> None:
+    """The hint, not the decoded record, decides for a version-1 record: one whose hint says it
+    expired is left alone though its JSON says it is live; at version 2 the JSON decides."""
+    async with RedisQueue(redis_url) as queue, RedisStore(redis_url) as store:
+        joint = store.joint(queue)
+        assert joint is not None
+        record = _random_record(random.Random(1), fresh=True)
+        await store.create(record, _body())
+        key = store.record_keys(API, record.id).record
+        client = store.connection.client()
+        stored_hint = await client.hget(key, "start")
+        assert isinstance(stored_hint, bytes)
+        hint = stored_hint.decode()
+        read = await store.read(API, record.id)
+        assert read is not None
+        assert hint == start_hint(read[0], record_encoder.encode(read[0]))
+        status, tail, _, created, deadline = hint.split(":", 4)
+        await client.hset(key, "start", f"{status}:{tail}:1.0:{created}:{deadline}")
+        await queue.send(API, record.id)
+        [received] = await joint.receive(API, wait=1.0, lease=30.0, start=True)
+        assert not received.started
+        await queue.release(received.delivery)
+        await client.hset(key, "version", 2)  # not as created any more: decoded
+        [received] = await joint.receive(API, wait=1.0, lease=30.0, start=True)
+        assert received.started
+        await queue.ack(received.delivery)
+
+
+async def _start_and_compare(
+    redis_url: str, records: list[RequestRecord], rng: random.Random
+) -> tuple[int, int]:
+    """Create, queue and receive each record with start; check what the receive did against
+    ``start_on_receive``. Returns how many it started and how many it left."""
+    started = left = 0
     async with RedisQueue(redis_url) as queue, RedisStore(redis_url) as store:
         joint = store.joint(queue)
         assert joint is not None
         assert joint.starts_on_receive
-        started = left = 0
-        for _ in range(400):
-            record = _random_record(rng)
+        for record in records:
             await store.create(record, _body())
             before = await store.read(API, record.id)
             assert before is not None
@@ -115,9 +171,7 @@ async def test_the_script_starts_what_the_reference_starts(redis_url: str) -> No
                         assert start_on_receive(stored, d.attempt, api_limit=limit, at=at) is None
                 left += 1
             await queue.ack(d)
-        # Both outcomes were tried, many times each.
-        assert started > 50, (started, left)
-        assert left > 50, (started, left)
+    return started, left
 
 
 async def _body() -> AsyncIterator[bytes]:

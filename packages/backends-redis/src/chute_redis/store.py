@@ -4,8 +4,9 @@ Keys of one request (``<prefix>:s:<api>:{<id>}…``; the braces keep them in one
 
 * ``…{<id>}``          hash: ``record`` (msgspec JSON), ``version`` (integer), ``result``,
   ``expires`` (the expiry set on the keys, ms), ``payload`` when it is at most
-  :data:`INLINE_PAYLOAD` bytes, and ``token``, the creating call's nonce (a create retried
-  after a lost reply succeeds);
+  :data:`INLINE_PAYLOAD` bytes, ``token``, the creating call's nonce (a create retried
+  after a lost reply succeeds), and ``start``, where the receive script puts the started
+  record's changes into the record as created (:func:`start_hint`);
 * ``…{<id>}:payload``  string: a larger payload's bytes, read back in ranges (GETRANGE); also
   every payload of a request created before payloads moved into the hash;
 * ``…{<id>}:upload:…`` string: a payload above 1 MiB while it streams in, renamed into place
@@ -63,6 +64,46 @@ class _Keys(NamedTuple):
 
 def _expires_ms(record: RequestRecord) -> int:
     return int(record.expires_at * 1000)
+
+
+#: The fields after which the receive script puts ``attempt`` and ``started_at`` (the order
+#: msgspec writes RequestRecord's fields in); ``joint_receive.lua`` names the same ones.
+_AFTER_START = ("queue_deadline", "timeout", "cancel_requested", "extra")
+_QUEUED = b',"status":"in_queue"'
+
+
+def start_hint(record: RequestRecord, raw: bytes) -> str:
+    """What the receive script needs to start ``record`` as created (``raw``: its JSON)
+    without decoding it: ``status:tail:expires_at:created_at:queue_deadline``, the 1-based
+    positions of the status field and of where ``attempt`` and ``started_at`` go, and the
+    values it decides on, as msgspec wrote them. '' for a record the script must decode
+    (not a fresh ``in_queue`` one: an attempt, an error or times to carry)."""
+    if (
+        record.status is not Status.IN_QUEUE
+        or record.attempt
+        or record.started_at is not None
+        or record.finished_at is not None
+        or record.error is not None
+    ):
+        return ""
+    status = raw.find(_QUEUED)
+    if status < 0:
+        return ""
+    tail = len(raw) - 1  # the closing brace
+    present = {
+        "queue_deadline": record.queue_deadline is not None,
+        "timeout": record.timeout is not None,
+        "cancel_requested": record.cancel_requested,
+        "extra": bool(record.extra),
+    }
+    for name in _AFTER_START:
+        if present[name]:
+            # The record's own field: no object comes before `extra`, and a quote after a
+            # comma is never inside a JSON string.
+            tail = raw.find(b',"' + name.encode() + b'":')
+            break
+    deadline = "" if record.queue_deadline is None else repr(record.queue_deadline)
+    return f"{status + 1}:{tail + 1}:{record.expires_at!r}:{record.created_at!r}:{deadline}"
 
 
 class RedisStore(Store):
@@ -154,8 +195,9 @@ class RedisStore(Store):
         n = self._creates.get(index, 0)
         self._creates[index] = n + 1
         trim = repr(record.created_at - span) if n % listing.TRIM_EVERY == 0 else ""
+        raw = record_encoder.encode(record)
         args: list[bytes | str | int | float] = [
-            record_encoder.encode(record),
+            raw,
             _expires_ms(record),
             mode,
             inline,
@@ -163,6 +205,7 @@ class RedisStore(Store):
             record.id,
             repr(record.created_at),
             trim,
+            start_hint(record, raw),
         ]
         return [keys.record, keys.payload, f"{keys.record}:upload:none", index], args
 

@@ -2,7 +2,7 @@
 -- request, the queue's send (queue_send.lua, run as `send`) in one atomic step: a submit is
 -- one round trip, and a stored request is never left unqueued.
 -- KEYS: record, payload, upload, listing index, visible, delayed, attempts, wake
--- ARGV: as store_create (8; the 6th is the id)
+-- ARGV: as store_create (9; the 6th is the id)
 -- Returns what store_create returns (1 created, 2 created by this very call already: it was
 -- sent then, 0 the id is taken: nothing sent).
 local created = create({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, ARGV)

@@ -2,7 +2,7 @@
 -- (store_create.lua, run as `create`), then for all those created one RPUSH per queue (a
 -- fresh, undelayed send: queue_send.lua's path for a new id), one ZADD per listing index
 -- (and its trim when asked) and one wake-up per API, after all of the batch is queued.
--- KEYS: 8 per request, as joint_create   ARGV: 8 per request, as joint_create
+-- KEYS: 8 per request, as joint_create   ARGV: 9 per request, as joint_create
 -- Returns {created1, created2, ...} as store_create answers each.
 local out = {}
 local queues, indexes, wakes, seen = {}, {}, {}, {}
@@ -16,10 +16,11 @@ local function group(list, key)
   return g
 end
 for i = 1, #KEYS / 8 do
-  local k, a = (i - 1) * 8, (i - 1) * 8
+  local k, a = (i - 1) * 8, (i - 1) * 9
   local created = create(
     {KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]},
-    {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], '', ''}
+    {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], '', '',
+      ARGV[a + 9]}
   )
   if created == 1 then
     local id = ARGV[a + 6]

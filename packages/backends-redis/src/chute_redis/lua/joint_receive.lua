@@ -8,6 +8,9 @@
 -- KEYS: as queue_receive   ARGV: as queue_receive, then the store's key prefix
 -- ("<prefix>:s:<api>:"), start ('1' or ''), the caller's time (seconds, as msgspec encodes a
 -- float: it becomes started_at) and the API's queue limit (seconds, '' for none)
+-- A record still as its create wrote it (version 1) comes with a start hint (the `start` field,
+-- chute_redis.store.start_hint): where its status is and where `attempt` and `started_at` go,
+-- and the values the decision needs, so it is started without decoding it; the same bytes.
 -- Returns {wait_ms, id1, attempt1, receipt1, record1, version1, payload1, started1, id2, ...};
 -- record and version are nil when the record is gone, payload is nil when it is not in the
 -- hash, started is 1 when this step started the record (record and version are the new ones).
@@ -86,13 +89,31 @@ local function started(raw, attempt)
     .. sub(raw, tail)
 end
 
+-- The started record from the create's hint (see the header): a string; nil when the
+-- record must not start here; false when the hint does not fit (then it is decoded).
+local QUEUED, PROGRESS = ',"status":"in_queue"', ',"status":"in_progress"'
+local function started_fresh(raw, hint, attempt)
+  local s, t, expires, created, deadline = string.match(hint, '^(%d+):(%d+):([^:]+):([^:]+):(.*)$')
+  if s == nil then return false end
+  s, t = tonumber(s), tonumber(t)
+  if sub(raw, s, s + #QUEUED - 1) ~= QUEUED then return false end
+  if tonumber(expires) <= at then return nil end
+  deadline = tonumber(deadline)  -- nil when it has none
+  if deadline == nil and limit ~= nil then deadline = tonumber(created) + limit end
+  if deadline ~= nil and at >= deadline then return nil end
+  return sub(raw, 1, s - 1) .. PROGRESS .. sub(raw, s + #QUEUED, t - 1)
+    .. ',"attempt":' .. text(attempt) .. ',"started_at":' .. at_text .. sub(raw, t)
+end
+
 local joined = {out[1]}
 for i = 2, #out, 3 do
   local key = ARGV[5] .. '{' .. out[i] .. '}'
-  local found = call('HMGET', key, 'record', 'version', 'payload')
+  local found = call('HMGET', key, 'record', 'version', 'payload', 'start')
   local moved = 0
   if start and found[1] and found[2] then
-    local record = started(found[1], out[i + 1])
+    local record = false
+    if found[2] == '1' and found[4] then record = started_fresh(found[1], found[4], out[i + 1]) end
+    if record == false then record = started(found[1], out[i + 1]) end
     if record then
       local version = tonumber(found[2]) + 1
       call('HSET', key, 'record', record, 'version', text(version))

@@ -5,7 +5,8 @@
 -- KEYS: record, payload, upload (a temporary key holding a streamed payload), listing index
 -- ARGV: record JSON, expires_at_ms, 'hash' | 'inline' | 'upload', payload (hash and inline
 -- modes), call token, id, created_at (the index score; '': the caller indexes it), trim
--- bound ('': no trim; else the index members scored below it are expired)
+-- bound ('': no trim; else the index members scored below it are expired), start hint (where
+-- the receive script starts the record without decoding it: chute_redis.store.start_hint)
 -- Returns 1 when created, 2 when this very call created it already (redis-py retried it after
 -- a lost reply), 0 when the id is taken.
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -20,7 +21,7 @@ local function index()
 end
 if ARGV[3] == 'hash' then
   redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', '1', 'token', ARGV[5],
-    'expires', ARGV[2], 'payload', ARGV[4])
+    'expires', ARGV[2], 'start', ARGV[9], 'payload', ARGV[4])
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
   index()
   return 1
@@ -33,7 +34,8 @@ if ARGV[3] == 'upload' then
 else
   redis.call('SET', KEYS[2], ARGV[4])
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', '1', 'token', ARGV[5], 'expires', ARGV[2])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'version', '1', 'token', ARGV[5], 'expires', ARGV[2],
+  'start', ARGV[9])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 index()
