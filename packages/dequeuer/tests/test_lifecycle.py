@@ -137,12 +137,17 @@ async def test_sigkill_mid_request_is_redelivered_and_completes_once(
     assert record.attempt == 2  # the second delivery took over with a newer attempt
     calls = container.calls(rid)
     assert len(calls) == 2  # the killed attempt reached the container too
-    completions = [
-        line
-        for line in first.lines + second.lines
-        if line.get("message") == "request completed" and line.get("request_id") == rid
-    ]
-    assert [line["attempt"] for line in completions] == [2]
+
+    def completions() -> list[int]:
+        return [
+            line["attempt"]
+            for line in first.lines + second.lines
+            if line.get("message") == "request completed" and line.get("request_id") == rid
+        ]
+
+    # The line is logged once the outcome is stored: the record can be read a moment before.
+    await eventually(lambda: len(completions()) > 0)
+    assert completions() == [2]
     depth = await backend.queue.depth(API)
     assert (depth.queued, depth.in_flight) == (0, 0)
 
