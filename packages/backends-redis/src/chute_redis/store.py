@@ -66,9 +66,6 @@ def _expires_ms(record: RequestRecord) -> int:
     return int(record.expires_at * 1000)
 
 
-#: The fields after which the receive script puts ``attempt`` and ``started_at`` (the order
-#: msgspec writes RequestRecord's fields in); ``joint_receive.lua`` names the same ones.
-_AFTER_START = ("queue_deadline", "timeout", "cancel_requested", "extra")
 _QUEUED = b',"status":"in_queue"'
 
 
@@ -90,14 +87,16 @@ def start_hint(record: RequestRecord, raw: bytes) -> str:
     if status < 0:
         return ""
     tail = len(raw) - 1  # the closing brace
-    present = {
-        "queue_deadline": record.queue_deadline is not None,
-        "timeout": record.timeout is not None,
-        "cancel_requested": record.cancel_requested,
-        "extra": bool(record.extra),
-    }
-    for name in _AFTER_START:
-        if present[name]:
+    # The fields ``attempt`` and ``started_at`` go before, in the order msgspec writes them
+    # (joint_receive.lua's AFTER), each with whether the record has it.
+    after = (
+        ("queue_deadline", record.queue_deadline is not None),
+        ("timeout", record.timeout is not None),
+        ("cancel_requested", record.cancel_requested),
+        ("extra", bool(record.extra)),
+    )
+    for name, present in after:
+        if present:
             # The record's own field: no object comes before `extra`, and a quote after a
             # comma is never inside a JSON string.
             tail = raw.find(b',"' + name.encode() + b'":')
