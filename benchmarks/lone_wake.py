@@ -16,34 +16,17 @@ import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis
 
 from benchmarks.cli import private_redis
-from chute.protocol import RequestRecord, Status, new_request_id, now
+from chute.testing.store import body_of, new_record
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
 
 API = "lone"
 BODY = b'{"x": 1}'
-
-
-def _record() -> RequestRecord:
-    created = now()
-    return RequestRecord(
-        id=new_request_id(),
-        api=API,
-        status=Status.IN_QUEUE,
-        created_at=created,
-        expires_at=created + 3600,
-        content_type="application/json",
-    )
-
-
-async def _body() -> AsyncIterator[bytes]:
-    yield BODY
 
 
 def _cpu(client: redis.Redis) -> float:
@@ -71,7 +54,7 @@ async def measure(url: str, requests: int) -> tuple[float, float]:
             waiting = asyncio.ensure_future(receiver.receive(API, wait=5.0, lease=30.0, start=True))
             await asyncio.sleep(0.002)  # the receiver is blocked on the wake list
             t = time.perf_counter()
-            await sender.submit(_record(), _body())
+            await sender.submit(new_record(API), body_of(BODY))
             [received] = await waiting
             latencies.append(time.perf_counter() - t)
             assert received.started
