@@ -55,10 +55,14 @@ def _started_at(received: Received) -> float:
 async def test_the_offset_of_clocks_on_one_host_is_none(redis_url: str) -> None:
     async with RedisStore(redis_url) as store:
         client = store.connection.client()
-        assert await ServerClock().offset_us(client) == 0
+        same = ServerClock()
+        never_measured = same.stale
+        await same.measure(client)
+        assert (never_measured, same.stale) == (True, False)
+        assert same.offset_us == 0
         skewed = ServerClock(lambda: time.time() + SKEW)
-        offset = await skewed.offset_us(client)
-        assert abs(offset - SKEW * 1e6) < 0.05e6  # measured, to a round trip
+        await skewed.measure(client)
+        assert abs(skewed.offset_us - SKEW * 1e6) < 0.05e6  # measured, to a round trip
 
 
 async def test_a_receive_that_waited_starts_the_record_when_the_message_came(

@@ -28,20 +28,22 @@ SAMPLES = 3
 
 class ServerClock:
     """This process's clock (``clock``, :func:`chute.protocol.now` by default) against the
-    Redis server's: :meth:`offset_us` is local time minus Redis time, in microseconds."""
+    Redis server's: :attr:`offset_us` is local time minus Redis time, in microseconds, as
+    last measured; :meth:`measure` when :attr:`stale`."""
 
     def __init__(self, clock: Callable[[], float] = now) -> None:
         self.clock = clock
-        self._offset_us = 0
+        self.offset_us = 0
         self._measured_at = -math.inf
 
-    async def offset_us(self, client: aioredis.Redis) -> int:
-        """The offset to add to Redis's time to read it in this process's clock, measured when
-        the last measurement is older than :data:`MEASURE_EVERY` (monotonic time)."""
-        if anyio.current_time() - self._measured_at >= MEASURE_EVERY:
-            self._offset_us = await self._measure(client)
-            self._measured_at = anyio.current_time()
-        return self._offset_us
+    @property
+    def stale(self) -> bool:
+        """Never measured, or longer ago than :data:`MEASURE_EVERY` (monotonic time)."""
+        return anyio.current_time() - self._measured_at >= MEASURE_EVERY
+
+    async def measure(self, client: aioredis.Redis) -> None:
+        self.offset_us = await self._measure(client)
+        self._measured_at = anyio.current_time()
 
     async def _measure(self, client: aioredis.Redis) -> int:
         best: tuple[float, float] | None = None  # (round trip, offset) in seconds

@@ -97,14 +97,15 @@ class RedisJoint(Joint):
         start: bool = False,
         queue_limit: float | None = None,
     ) -> list[Received]:
-        client = self.store.connection.client()
-        with self.store.connection.op(f"reading the clock of the server of {api}"):
-            offset = await self.store.server_clock.offset_us(client)
+        clock = self.store.server_clock
+        if clock.stale:
+            with self.store.connection.op(f"reading the clock of the server of {api}"):
+                await clock.measure(self.store.connection.client())
         limit = "" if queue_limit is None else repr(float(queue_limit))
         extra: list[bytes | str | int | float] = [
             self.store.record_prefix(api),
             "1" if start else "",
-            str(offset),
+            str(clock.offset_us),
             limit,
         ]
         rows = await self.queue.receive_rows(
