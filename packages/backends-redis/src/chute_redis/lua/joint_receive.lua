@@ -20,8 +20,9 @@
 -- ones), at is the step's time (seconds, as msgspec writes a float: the started_at written).
 local call, find, sub, decode = redis.call, string.find, string.sub, cjson.decode
 local t = call('TIME')
-ARGV.time = t  -- the receive's own clock reading
-local out = receive(KEYS, ARGV)
+-- The receive's arguments, with this clock reading for it (a table of our own: ARGV is
+-- Redis's, left as it came).
+local out = receive(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], time = t})
 local start, limit = ARGV[6] == '1', tonumber(ARGV[8])
 
 -- Whole microseconds, so the text is exact: the local time as msgspec writes that float (the
