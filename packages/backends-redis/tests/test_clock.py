@@ -130,20 +130,36 @@ async def test_a_receive_after_a_wait_loads_its_script_when_the_server_lost_it(
         assert delivery.request_id == "plain-1"
 
 
-async def test_a_receive_cancelled_while_it_waits_takes_nothing(redis_url: str) -> None:
+async def test_a_receive_cancelled_while_it_waits_takes_nothing(own_redis: LocalServer) -> None:
     """Cancelled during the wait (a dequeuer stopping): the script sent with the wait never
     runs (redis-py drops the connection, and a blocked client's next command is not read),
     so a message sent afterwards goes to the next receiver, not to a lease nobody holds."""
-    async with RedisQueue(redis_url) as queue, RedisStore(redis_url) as store:
+    url = own_redis.url
+    async with RedisQueue(url) as queue, RedisStore(url) as store:
         joint = _joint(queue, store)
         await _drain(joint)
-        with anyio.move_on_after(0.3):
+        client = store.connection.client()
+
+        async def until_blocked(count: int) -> None:
+            """Until the server has ``count`` clients blocked (on the wake list)."""
+            with anyio.fail_after(10):
+                # The server's state, read until it holds: there is no event to wait on.
+                while int((await client.info("clients"))["blocked_clients"]) != count:  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+
+        async def wait_long() -> None:
             await joint.receive(API, wait=5.0, lease=30.0, start=True)
             pytest.fail("nothing was sent: the receive must still be waiting")
-        await anyio.sleep(0.1)  # the server sees the connection close
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_long)
+            await until_blocked(1)
+            tg.cancel_scope.cancel()
+        # The server sees the connection go: its blocked client is gone.
+        await until_blocked(0)
         record = new_record(API)
         await joint.submit(record, body(b'{"x": 1}'))
-        async with RedisQueue(redis_url) as other_queue:
+        async with RedisQueue(url) as other_queue:
             [received] = await _joint(other_queue, store).receive(
                 API, wait=1.0, lease=30.0, start=True
             )
