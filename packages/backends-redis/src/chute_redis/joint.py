@@ -25,6 +25,7 @@ from chute.backends.base import (
 from chute.errors import ChuteError, Conflict, InvalidRequestId, PayloadTooLarge
 from chute.protocol import (
     RequestRecord,
+    now,
     record_decoder,
     validate_request_id,
 )
@@ -97,22 +98,21 @@ class RedisJoint(Joint):
         start: bool = False,
         queue_limit: float | None = None,
     ) -> list[Received]:
-        clock = self.store.server_clock
-        if clock.stale:
-            with self.store.connection.op(f"reading the clock of the server of {api}"):
-                await clock.measure(self.store.connection.client())
-        limit = "" if queue_limit is None else repr(float(queue_limit))
-        extra: list[bytes | str | int | float] = [
-            self.store.record_prefix(api),
-            "1" if start else "",
-            str(clock.offset_us),
-            limit,
-        ]
+        prefix = self.store.record_prefix(api)
+        at = 0.0
+
+        def extra() -> list[bytes | str | int | float]:
+            # The time of each run of the script: the started_at of what it starts.
+            nonlocal at
+            at = now()
+            limit = "" if queue_limit is None else repr(float(queue_limit))
+            return [prefix, "1" if start else "", msgspec.json.encode(at), limit]
+
         rows = await self.queue.receive_rows(
             api,
             scripts.JOINT_RECEIVE,
             extra,
-            8,
+            7,
             max_messages=max_messages,
             wait=wait,
             lease=lease,
@@ -121,7 +121,6 @@ class RedisJoint(Joint):
         for row in rows:
             delivery = delivery_of(api, row)
             raw, version, payload, started = row[3], row[4], row[5], bool(row[6])
-            at = float(row[7])  # the time the script ran, in this process's clock
             found = None
             try:
                 validate_request_id(delivery.request_id)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import anyio
@@ -130,7 +130,7 @@ class RedisQueue(Queue):
         self, api: str, *, max_messages: int = 1, wait: float = 20.0, lease: float = 30.0
     ) -> list[Delivery]:
         rows = await self.receive_rows(
-            api, scripts.QUEUE_RECEIVE, [], 3, max_messages=max_messages, wait=wait, lease=lease
+            api, scripts.QUEUE_RECEIVE, list, 3, max_messages=max_messages, wait=wait, lease=lease
         )
         return [delivery_of(api, row) for row in rows]
 
@@ -138,7 +138,7 @@ class RedisQueue(Queue):
         self,
         api: str,
         script: scripts.Script,
-        extra: list[bytes | str | int | float],
+        extra: Callable[[], list[bytes | str | int | float]],
         width: int,
         *,
         max_messages: int,
@@ -147,11 +147,9 @@ class RedisQueue(Queue):
     ) -> list[list[Any]]:
         """The receive loop with ``script``: queue_receive.lua, or a script that runs it and
         adds to each delivery (``chute_redis.joint``), called with the receive's keys and
-        arguments followed by ``extra``. Returns the reply's rows of ``width`` values, the
-        first three of each being id, attempt and receipt.
-
-        A wait on the wake list goes with the script run after it (``Script.after_wake``):
-        the script runs as soon as the wait ends, without a round trip of its own."""
+        arguments followed by what ``extra()`` answers (asked before each run of the script).
+        Returns the reply's rows of ``width`` values, the first three of each being id, attempt
+        and receipt."""
         if max_messages < 1:
             raise ValueError("max_messages must be at least 1")
         keys = self._keys(api)
@@ -169,25 +167,21 @@ class RedisQueue(Queue):
         start = anyio.current_time()
         end = start + max(0.0, wait)
         doing = f"receiving from {api}"
-        # Seconds to wait on the wake list before the script; None: run it at once.
-        block: float | None = None
         due = self._drained.pop(api, None)
         if due is not None and wait >= DRAINED_MIN_WAIT:
             # Empty when last seen, and every send since pushed a wake-up token: wait for one.
             block = max(min(end, due) - start, 0.01)
+            with self._conn.op(doing, wait=block):
+                await client.blpop([keys.wake], timeout=block)
         while True:
             promote = (
                 anyio.current_time() - self._promoted.get(api, -math.inf) >= self.promote_every
             )
             if promote:
                 self._promoted[api] = anyio.current_time()
-            args = [*fixed, secrets.token_hex(8), "1" if promote else "", *extra]
-            if block is None:
-                with self._conn.op(doing):
-                    reply = await script(client, script_keys, args)
-            else:
-                with self._conn.op(doing, wait=block):
-                    reply = await script.after_wake(client, keys.wake, block, script_keys, args)
+            args = [*fixed, secrets.token_hex(8), "1" if promote else "", *extra()]
+            with self._conn.op(doing):
+                reply = await script(client, script_keys, args)
             if len(reply) > 1:
                 wait_ms = int(reply[0])
                 if wait_ms != -2:
@@ -201,6 +195,8 @@ class RedisQueue(Queue):
             # message is due or the next lease lapses (the script told us when).
             block = remaining if int(reply[0]) < 0 else min(remaining, int(reply[0]) / 1000)
             block = max(block, 0.01)  # BLPOP's 0 would mean "forever"
+            with self._conn.op(doing, wait=block):
+                await client.blpop([keys.wake], timeout=block)
 
     def ack_keys(self, api: str) -> list[str]:
         """The keys queue_ack.lua takes."""

@@ -31,27 +31,6 @@ class Script:
         except rexc.NoScriptError:
             return await client.eval(self.source, len(keys), *keys, *args)
 
-    async def after_wake(
-        self,
-        client: aioredis.Redis,
-        wake: str,
-        block: float,
-        keys: list[str],
-        args: list[bytes | str | int | float],
-    ) -> Any:
-        """``BLPOP wake block`` and then the script, sent together: the server runs the script
-        as soon as the BLPOP returns (a token, or its timeout), one round trip instead of two.
-        The script must not depend on when it was sent (the receive reads the time itself)."""
-        try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.blpop([wake], timeout=block)
-                pipe.evalsha(self.sha, len(keys), *keys, *args)
-                _, reply = await pipe.execute()
-            return reply
-        except rexc.NoScriptError:
-            # The wait is over (the BLPOP ran before the error): the script alone, loaded.
-            return await client.eval(self.source, len(keys), *keys, *args)
-
 
 def _source(name: str) -> str:
     return (files("chute_redis") / "lua" / f"{name}.lua").read_text(encoding="utf-8")

@@ -39,7 +39,6 @@ from chute.protocol import (
     validate_request_id,
 )
 from chute_redis import listing, scripts
-from chute_redis.clock import ServerClock
 from chute_redis.connection import Connection, parse_url
 from chute_redis.queue import RedisQueue
 
@@ -115,8 +114,6 @@ class RedisStore(Store):
         self._conn = Connection(self.settings)
         self._prefixes: dict[str, str] = {}
         self._creates: dict[str, int] = {}
-        #: The joint receive's time is Redis's clock read in this process's (clock.py).
-        self.server_clock = ServerClock()
 
     @property
     def connection(self) -> Connection:

@@ -5,34 +5,19 @@
 -- is moved to `in_progress` for the delivery's attempt in the same step (the start of
 -- chute.lifecycle.apply_transition, written as a compare-and-set would write it: the record
 -- and version + 1); any other record is returned as read, for the caller's own path to decide.
--- The time of the step (started_at, and what the deadlines are judged by) is Redis's clock
--- read in the caller's: TIME plus the caller's offset (chute_redis.clock). The caller may
--- have sent this script together with a BLPOP, so it runs later than it was sent.
 -- KEYS: as queue_receive   ARGV: as queue_receive, then the store's key prefix
--- ("<prefix>:s:<api>:"), start ('1' or ''), the caller's clock minus Redis's (microseconds,
--- an integer) and the API's queue limit (seconds, '' for none)
+-- ("<prefix>:s:<api>:"), start ('1' or ''), the caller's time (seconds, as msgspec encodes a
+-- float: it becomes started_at) and the API's queue limit (seconds, '' for none)
 -- A record still as its create wrote it (version 1) comes with a start hint (the `start` field,
 -- chute_redis.store.start_hint): where its status is and where `attempt` and `started_at` go,
 -- and the values the decision needs, so it is started without decoding it; the same bytes.
--- Returns {wait_ms, id1, attempt1, receipt1, record1, version1, payload1, started1, at1, id2,
--- ...}; record and version are nil when the record is gone, payload is nil when it is not in
--- the hash, started is 1 when this step started the record (record and version are the new
--- ones), at is the step's time (seconds, as msgspec writes a float: the started_at written).
+-- Returns {wait_ms, id1, attempt1, receipt1, record1, version1, payload1, started1, id2, ...};
+-- record and version are nil when the record is gone, payload is nil when it is not in the
+-- hash, started is 1 when this step started the record (record and version are the new ones).
+local out = receive(KEYS, ARGV)
 local call, find, sub, decode = redis.call, string.find, string.sub, cjson.decode
-local t = call('TIME')
--- The receive's arguments, with this clock reading for it (a table of our own: ARGV is
--- Redis's, left as it came).
-local out = receive(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], time = t})
-local start, limit = ARGV[6] == '1', tonumber(ARGV[8])
-
--- Whole microseconds, so the text is exact: the local time as msgspec writes that float (the
--- shortest text that reads back as it: at ~1e9 s, six decimals without trailing zeros).
-local at_us = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[7])
-local at_s = math.floor(at_us / 1000000)
-local at_frac = string.gsub(string.format('%06d', at_us - at_s * 1000000), '0+$', '')
-if at_frac == '' then at_frac = '0' end
-local at_text = string.format('%d', at_s) .. '.' .. at_frac
-local at = tonumber(at_text)
+local start, at_text = ARGV[6] == '1', ARGV[7]
+local at, limit = tonumber(at_text), tonumber(ARGV[8])
 
 -- The fields a started record has, in the order msgspec writes RequestRecord's fields (it
 -- leaves out those at their default): what comes before `attempt` is kept (the status
@@ -142,6 +127,5 @@ for i = 2, #out, 3 do
   joined[#joined + 1] = found[2]
   joined[#joined + 1] = found[3]
   joined[#joined + 1] = moved
-  joined[#joined + 1] = at_text
 end
 return joined

@@ -15,9 +15,7 @@ local max, lease, nonce = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 -- Redis turns each number given to a command into text with a float printf: arguments go as
 -- text, small numbers (attempts) from this table, the lease's deadline once per receive.
 local call, SMALL = redis.call, {'1', '2', '3', '4', '5', '6', '7', '8'}
--- ARGV.time: TIME's reply, when a script running this one as a function read it already
--- (and passes its arguments in a table of its own).
-local t = ARGV.time or call('TIME')
+local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = string.format('%d', now)
 
