@@ -403,11 +403,7 @@ def aws_probe(host: str, port: int) -> bool:
 
 
 def _moto_command(executable: str, port: int, workdir: Path) -> list[str]:
-    args = ["-H", "127.0.0.1", "-p", str(port)]
-    if importlib.util.find_spec("moto") is not None:
-        # moto with S3's conditional writes atomic, as S3's are (chute.testing._moto).
-        return [sys.executable, "-m", "chute.testing._moto", *args]
-    return [executable, *args]
+    return [executable, "-H", "127.0.0.1", "-p", str(port)]
 
 
 #: An SQS + S3 endpoint: moto's server (``moto_server`` from ``moto[server]``), else LocalStack.
