@@ -268,7 +268,10 @@ async def test_execution_timeout_fails_with_type_timeout(
     assert len(calls) == 2
     await eventually(lambda: all(c.get("disconnected") for c in container.calls(rid)))
     for call in container.calls(rid):
-        assert 0.45 <= call["disconnected"] - call["started"] < 10
+        # Cut at the timeout, not before: the dequeuer's clock starts as it sends the call and
+        # the container's when its handler runs, so the container sees the 0.5 s less the
+        # delivery (up to ~0.1 s seen under load); 0.25 s still tells a cut made early.
+        assert 0.25 <= call["disconnected"] - call["started"] < 10
     # A record's own (longer) timeout wins over the API's 0.5 s.
     patient = await backend.submit(headers=behaviour("sleep:1"), timeout=30.0)
     assert (await backend.wait_status(patient, Status.COMPLETED)).attempt == 1
