@@ -19,11 +19,22 @@ local t = call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_text = string.format('%d', now)
 
+-- The first score of each timed set as the promotion found it (nil: empty; false: not known,
+-- what was due was moved), so that a drained receive's wait needs no second look.
+local firsts = nil
+
+local function first_score(timed)
+  local first = call('ZRANGE', timed, '0', '0', 'WITHSCORES')
+  if #first == 0 then return nil end
+  return tonumber(first[2])
+end
+
 -- Messages queued by a version that kept them in a sorted set: into the new layout, ahead
 -- of the list (they were queued before it, oldest first). Then lapsed leases and due delayed
 -- messages join the visible ones, as a send would at the time they became due. A lapsed
 -- lease's receipt stays until the next delivery replaces it, so a slow holder may still ack
--- or extend until then.
+-- or extend until then. Each timed set's first score tells whether anything is due: the
+-- common case (nothing) costs one command per set.
 local function promote()
   local pushed = 0
   if call('EXISTS', old_ready) == 1 then
@@ -38,24 +49,34 @@ local function promote()
     end
     call('ZREMRANGEBYRANK', old_ready, 0, #old / 2 - 1)
   end
+  firsts = {}
   for _, timed in ipairs({leased, delayed}) do
-    local due = call('ZRANGEBYSCORE', timed, '-inf', now_text, 'LIMIT', '0', '1000')
-    if #due > 0 then
+    local score = first_score(timed)
+    firsts[timed] = score
+    if score ~= nil and score <= now then
+      local due = call('ZRANGEBYSCORE', timed, '-inf', now_text, 'LIMIT', '0', '1000')
       call('ZREMRANGEBYRANK', timed, '0', string.format('%d', #due - 1))
       call('RPUSH', visible, unpack(due))
       pushed = pushed + #due
+      firsts[timed] = false
     end
   end
   return pushed
 end
 
-local function next_due()
-  local due = nil
+-- The wait until the next timed message is due, or -1 when none is pending. `leased_until`:
+-- the deadline of the leases this receive wrote (nil when it wrote none), the only change to
+-- the timed sets since the promotion looked at them.
+local function next_due(leased_until)
+  local due = leased_until
   for _, timed in ipairs({delayed, leased}) do
-    local first = call('ZRANGE', timed, '0', '0', 'WITHSCORES')
-    if #first > 0 and (due == nil or tonumber(first[2]) < due) then
-      due = tonumber(first[2])
+    local score
+    if firsts ~= nil and firsts[timed] ~= false then
+      score = firsts[timed]
+    else
+      score = first_score(timed)
     end
+    if score ~= nil and (due == nil or score < due) then due = score end
   end
   if due == nil then return -1 end
   return math.max(due - now, 1)
@@ -107,7 +128,7 @@ if #ids > 0 then
     out[1] = -2
   else
     call('DEL', wake)
-    out[1] = next_due()
+    out[1] = next_due(now + lease)
   end
   return out
 end
