@@ -10,10 +10,11 @@ import anyio
 import pytest
 from redis_helpers import body, new_record
 
-from chute.backends.base import Joint, Submit
+from chute.backends.base import Joint, Settle, Submit
 from chute.errors import Conflict
 from chute.gateway import _coalesce as coalesce
-from chute.protocol import RequestRecord
+from chute.lifecycle import apply_transition
+from chute.protocol import RequestRecord, Status, now
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
 
@@ -105,3 +106,45 @@ async def test_a_batch_of_two_apis_wakes_the_receivers_of_both(
             await anyio.sleep(0.3)  # both are blocked on their wake lists now
             await j.submit_many([Submit(one, b"1"), Submit(two, b"2")])
     assert got == {"api-one": [one.id], "api-two": [two.id]}
+
+
+async def test_batches_mixing_two_apis_queue_and_settle_each_in_its_own(
+    joint: tuple[RedisQueue, RedisStore, Joint],
+) -> None:
+    """A submit batch and a settle batch that mix two APIs (the scripts take each API's queue
+    keys once and each request names its API's): every request is queued on its own API's
+    queue, and every settle writes its own record and acks in its own API's queue. If this
+    fails, a request lands in another API's queue or stays leased after its outcome."""
+    queue, store, j = joint
+    records = [new_record(api) for api in ("mix-one", "mix-two", "mix-one", "mix-two", "mix-one")]
+    answers = await j.submit_many([Submit(r, f"{i}".encode()) for i, r in enumerate(records)])
+    assert [a.id for a in answers if isinstance(a, RequestRecord)] == [r.id for r in records]
+    received = [
+        *await j.receive("mix-one", max_messages=10, wait=1.0, start=True),
+        *await j.receive("mix-two", max_messages=10, wait=1.0, start=True),
+    ]
+    by_api = {
+        api: {r.delivery.request_id for r in received if r.delivery.api == api}
+        for api in ("mix-one", "mix-two")
+    }
+    assert by_api == {
+        "mix-one": {records[0].id, records[2].id, records[4].id},
+        "mix-two": {records[1].id, records[3].id},
+    }
+    settles = []
+    for r in received:
+        assert r.found is not None
+        assert r.started
+        record, version = r.found
+        done = apply_transition(record, Status.COMPLETED, attempt=r.delivery.attempt, at=now())
+        settles.append(Settle(r.delivery, done, version, record.id.encode()))
+    settled = await j.settle_many(settles[::-1])  # the APIs interleaved the other way round
+    assert all(s.acked and s.version is not None for s in settled)
+    for api in ("mix-one", "mix-two"):
+        depth = await queue.depth(api)
+        assert (depth.queued, depth.in_flight) == (0, 0)
+    for record in records:
+        stored = await store.get(record.api, record.id)
+        assert stored is not None
+        assert stored.status is Status.COMPLETED
+        assert await store.result(record.api, record.id) == record.id.encode()

@@ -66,15 +66,24 @@ class RedisJoint(Joint):
                 batch.append((i, msgspec.structs.replace(record, payload_size=len(payload))))
         for start in range(0, len(batch), MAX_BATCH):
             chunk = batch[start : start + MAX_BATCH]
+            # joint_create_many.lua's keys: each API's queue once, then each request's own.
+            apis: dict[str, int] = {}
+            queue_keys: list[str] = []
             keys: list[str] = []
             args: list[bytes | str | int | float] = []
             for i, stored in chunk:
                 payload = submits[i].payload
                 mode = "hash" if len(payload) <= INLINE_PAYLOAD else "inline"
                 k, a = store.create_args(stored, mode, payload, secrets.token_hex(8))
-                keys += k
-                keys += self.queue.send_keys(stored.api)
+                api = apis.get(stored.api)
+                if api is None:
+                    api = apis[stored.api] = len(apis) + 1
+                    queue_keys += self.queue.send_keys(stored.api)
+                keys += (k[0], k[1], k[3])  # record, payload, listing index (no upload)
+                args.append(api)
                 args += a
+            keys[:0] = [store.no_upload_key, *queue_keys]
+            args.insert(0, len(apis))
             with store.connection.op(f"creating {len(chunk)} requests"):
                 created = await scripts.JOINT_CREATE_MANY(store.connection.client(), keys, args)
             for (i, stored), made in zip(chunk, created, strict=True):
@@ -142,12 +151,24 @@ class RedisJoint(Joint):
         out: list[Settled] = []
         for start in range(0, len(settles), MAX_BATCH):
             chunk = settles[start : start + MAX_BATCH]
+            # joint_settle_many.lua's keys: each API's queue once, then each record's own.
+            apis: dict[str, int] = {}
+            ack_keys: list[str] = []
             keys: list[str] = []
-            args: list[bytes | str | int | float] = []
+            args: list[bytes | str | int | float] = [0]
             for item in chunk:
-                k, a = self.finish_args(item.delivery, item.record, item.version, item.result)
+                d = item.delivery
+                k, a = self._write_args(d, item.record, item.version, item.result)
+                api = apis.get(d.api)
+                if api is None:
+                    api = apis[d.api] = len(apis) + 1
+                    ack_keys += self.queue.ack_keys(d.api)
                 keys += k
+                args.append(api)
                 args += a
+                args += (d.request_id, d.receipt)
+            keys[:0] = ack_keys
+            args[0] = len(apis)
             with self.store.connection.op(f"settling {len(chunk)} requests"):
                 reply = await scripts.JOINT_SETTLE_MANY(self.store.connection.client(), keys, args)
             out += [
@@ -158,13 +179,19 @@ class RedisJoint(Joint):
     def finish_args(
         self, d: Delivery, record: RequestRecord, version: object, result: bytes | None
     ) -> tuple[list[str], list[bytes | str | int | float]]:
-        """The keys and arguments of joint_finish.lua (one settle of joint_settle_many.lua)."""
-        if (record.api, record.id) != (d.api, d.request_id):
-            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
-        keys, args = self.store.write_args(record, version, result)
+        """The keys and arguments of joint_finish.lua."""
+        keys, args = self._write_args(d, record, version, result)
         keys += self.queue.ack_keys(d.api)
         args += [d.request_id, d.receipt]
         return keys, args
+
+    def _write_args(
+        self, d: Delivery, record: RequestRecord, version: object, result: bytes | None
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """store_write_if.lua's keys and arguments for the record of ``d``'s request."""
+        if (record.api, record.id) != (d.api, d.request_id):
+            raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
+        return self.store.write_args(record, version, result)
 
 
 class _AckingWrite(AckingWrite):

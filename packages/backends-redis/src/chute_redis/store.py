@@ -284,6 +284,12 @@ class RedisStore(Store):
         ]
         return [keys.record, keys.payload], args
 
+    @property
+    def no_upload_key(self) -> str:
+        """The upload key of creates whose payload came whole (batch creates): never written,
+        only deleted when the create finds its id taken."""
+        return f"{self.settings.prefix}:s:upload:none"
+
     def record_prefix(self, api: str) -> str:
         """What a record's key is before its ``{<id>}``."""
         prefix = self._prefixes.get(api)

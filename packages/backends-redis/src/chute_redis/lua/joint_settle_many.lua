@@ -1,25 +1,32 @@
 -- Several settles (joint_finish.lua's steps), each with its own outcome: every compare-and-set
 -- first (store_write_if.lua, run as `write_if`), then one ack (queue_ack.lua, run as `ack`)
 -- per API for all the settles that wrote, so a batch pays the ack's commands once.
--- KEYS: 7 per settle, as joint_finish   ARGV: 7 per settle, as joint_finish
+-- KEYS: per API its queue_ack keys (5 x ARGV[1]), then per settle its record and payload keys
+-- ARGV: the number of APIs, then per settle: its API's place among them (1-based),
+-- store_write_if's 5 arguments, the id and the receipt (8 each)
 -- Returns {version1, acked1, version2, acked2, ...}; {0, 0} where the version moved on.
+local apis = tonumber(ARGV[1])
+local first = 1 + 5 * apis  -- the first settle's keys
 local out = {}
 local groups, order = {}, {}
-for i = 1, #KEYS / 7 do
-  local k, a = (i - 1) * 7, (i - 1) * 7
-  local version = write_if(
-    {KEYS[k + 1], KEYS[k + 2]},
-    {ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]}
-  )
+-- One table of keys and one of arguments for every compare-and-set, filled anew each time.
+local keys, args = {}, {}
+for i = 1, (#KEYS - first + 1) / 2 do
+  local k, a = first + (i - 1) * 2, 2 + (i - 1) * 8
+  keys[1], keys[2] = KEYS[k], KEYS[k + 1]
+  args[1], args[2], args[3], args[4], args[5] =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local version = write_if(keys, args)
   out[2 * i - 1] = version
   out[2 * i] = 0
   if version ~= 0 then
-    local receipts = KEYS[k + 4]
-    local group = groups[receipts]
+    local api = tonumber(ARGV[a])
+    local group = groups[api]
     if group == nil then
-      group = {keys = {KEYS[k + 3], receipts, KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]},
+      local q = (api - 1) * 5
+      group = {keys = {KEYS[q + 1], KEYS[q + 2], KEYS[q + 3], KEYS[q + 4], KEYS[q + 5]},
         args = {}, at = {}}
-      groups[receipts] = group
+      groups[api] = group
       order[#order + 1] = group
     end
     group.args[#group.args + 1] = ARGV[a + 6]
