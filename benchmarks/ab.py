@@ -21,19 +21,21 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 #: A row of the "Redis's cost per request" table: scenario, system, req/s, µs, commands.
 ROW = re.compile(r"^\| (flood|fleet) \| chute-redis \| (\d+) \| (\d+) \| ([\d.]+) \|", re.M)
 
 
-def one_run(checkout: Path, scenarios: str) -> dict[str, int]:
-    """Redis µs per request by scenario, from one round of the bench in ``checkout``."""
+def one_run(checkout: Path, scenarios: str, extra: Sequence[str] = ()) -> dict[str, int]:
+    """Redis µs per request by scenario, from one round of the bench in ``checkout``
+    (``extra``: more arguments for it, as ``--concurrency 64``)."""
     python = checkout / ".venv" / "bin" / "python"
     if not python.exists():
         raise SystemExit(f"{checkout}: no .venv (run `uv sync --all-packages --all-groups` there)")
     args = [str(python), "-m", "benchmarks", "--scenarios", scenarios, "--backends", "redis"]
-    args += ["--servers", "uvicorn", "--no-celery", "--no-floor", "--rounds", "1"]
+    args += ["--servers", "uvicorn", "--no-celery", "--no-floor", "--rounds", "1", *extra]
     out = subprocess.run(args, cwd=checkout, capture_output=True, text=True, check=False)
     found = {m.group(1): int(m.group(3)) for m in ROW.finditer(out.stdout)}
     if not found:
@@ -49,6 +51,11 @@ def main() -> None:
     parser.add_argument("checkouts", nargs="+", type=Path, help="the first is the baseline")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--scenarios", default="flood,fleet")
+    parser.add_argument(
+        "--bench-args",
+        default="",
+        help="more arguments for every checkout's bench, as one string ('--concurrency 64')",
+    )
     args = parser.parse_args()
     trees: list[Path] = [c.resolve() for c in args.checkouts]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -57,7 +64,7 @@ def main() -> None:
     for n in range(args.rounds):
         runs.append([])
         for tree in trees:
-            got = one_run(tree, args.scenarios)
+            got = one_run(tree, args.scenarios, args.bench_args.split())
             runs[-1].append(got)
             figures = ", ".join(f"{s} {got.get(s, '-')} µs" for s in scenarios)
             print(f"round {n + 1} {tree}: {figures}", flush=True)

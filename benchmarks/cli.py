@@ -138,6 +138,16 @@ def private_redis(logs: Path) -> Iterator[tuple[str, Proc | None]]:
         proc.stop()
 
 
+def redis_for(stack: contextlib.ExitStack, url: str | None) -> str:
+    """``url``, else a private redis-server's, kept for the life of ``stack`` (the micro
+    benchmarks' ``--redis-url``)."""
+    if url is not None:
+        return url
+    logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    private, _ = stack.enter_context(private_redis(logs))
+    return private
+
+
 #: Container name → (ASGI app, working directory, whether it records arrivals for ``idle``).
 CONTAINERS = {
     "echo": ("chute.testing.echo:app", ROOT, True),

@@ -14,13 +14,11 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
-from benchmarks.cli import private_redis
+from benchmarks.cli import redis_for
 from chute.testing.store import body_of, new_record
 from chute_redis.queue import RedisQueue
 from chute_redis.store import RedisStore
@@ -70,10 +68,7 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a Redis to use (default: a private redis-server)")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        url = args.redis_url
-        if url is None:
-            logs = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            url, _ = stack.enter_context(private_redis(logs))
+        url = redis_for(stack, args.redis_url)
         cpu_us, p50_ms = asyncio.run(measure(url, args.requests))
     print(
         f"lone request, waiting receiver ({args.requests}): Redis CPU {cpu_us:.1f} us per "

@@ -66,24 +66,7 @@ class RedisJoint(Joint):
                 batch.append((i, msgspec.structs.replace(record, payload_size=len(payload))))
         for start in range(0, len(batch), MAX_BATCH):
             chunk = batch[start : start + MAX_BATCH]
-            # joint_create_many.lua's keys: each API's queue once, then each request's own.
-            apis: dict[str, int] = {}
-            queue_keys: list[str] = []
-            keys: list[str] = []
-            args: list[bytes | str | int | float] = []
-            for i, stored in chunk:
-                payload = submits[i].payload
-                mode = "hash" if len(payload) <= INLINE_PAYLOAD else "inline"
-                k, a = store.create_args(stored, mode, payload, secrets.token_hex(8))
-                api = apis.get(stored.api)
-                if api is None:
-                    api = apis[stored.api] = len(apis) + 1
-                    queue_keys += self.queue.send_keys(stored.api)
-                keys += (k[0], k[1], k[3])  # record, payload, listing index (no upload)
-                args.append(api)
-                args += a
-            keys[:0] = [store.no_upload_key, *queue_keys]
-            args.insert(0, len(apis))
+            keys, args = self.create_many_args([(r, submits[i].payload) for i, r in chunk])
             with store.connection.op(f"creating {len(chunk)} requests"):
                 created = await scripts.JOINT_CREATE_MANY(store.connection.client(), keys, args)
             for (i, stored), made in zip(chunk, created, strict=True):
@@ -93,6 +76,27 @@ class RedisJoint(Joint):
                     else Conflict(f"request {stored.id} of API {stored.api} already exists")
                 )
         return [a for a in answers if a is not None]
+
+    def create_many_args(
+        self, items: Sequence[tuple[RequestRecord, bytes]]
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """joint_create_many.lua's keys and arguments for records (``payload_size`` set) and
+        their whole payloads: each API's queue keys once, then each request's own."""
+        apis: dict[str, int] = {}
+        queue_keys: list[str] = []
+        keys: list[str] = []
+        args: list[bytes | str | int | float] = []
+        for record, payload in items:
+            mode = "hash" if len(payload) <= INLINE_PAYLOAD else "inline"
+            k, a = self.store.create_args(record, mode, payload, secrets.token_hex(8))
+            api = apis.get(record.api)
+            if api is None:
+                api = apis[record.api] = len(apis) + 1
+                queue_keys += self.queue.send_keys(record.api)
+            keys += (k[0], k[1], k[3])  # record, payload, listing index (no upload)
+            args.append(api)
+            args += a
+        return [self.store.no_upload_key, *queue_keys, *keys], [len(apis), *args]
 
     #: The receive script starts the records it may (joint_receive.lua, docs/redis.md).
     starts_on_receive = True
