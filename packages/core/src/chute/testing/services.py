@@ -403,7 +403,13 @@ def aws_probe(host: str, port: int) -> bool:
 
 
 def _moto_command(executable: str, port: int, workdir: Path) -> list[str]:
-    return [executable, "-H", "127.0.0.1", "-p", str(port)]
+    args = ["-H", "127.0.0.1", "-p", str(port)]
+    if importlib.util.find_spec("moto") is not None:
+        # moto with S3's conditional writes and SQS's receives atomic, as AWS's are: moto
+        # checks and then acts without a lock, so racing requests could both win
+        # (chute.testing._moto).
+        return [sys.executable, "-m", "chute.testing._moto", *args]
+    return [executable, *args]
 
 
 #: An SQS + S3 endpoint: moto's server (``moto_server`` from ``moto[server]``), else LocalStack.
