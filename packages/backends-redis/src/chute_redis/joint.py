@@ -9,7 +9,7 @@ instead of 2, a dequeued request 2 instead of 6, the start written by the receiv
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 
 import msgspec
 
@@ -82,21 +82,15 @@ class RedisJoint(Joint):
     ) -> tuple[list[str], list[bytes | str | int | float]]:
         """joint_create_many.lua's keys and arguments for records (``payload_size`` set) and
         their whole payloads: each API's queue keys once, then each request's own."""
-        apis: dict[str, int] = {}
-        queue_keys: list[str] = []
+        apis = _ApiKeys(self.queue.send_keys)
         keys: list[str] = []
         args: list[bytes | str | int | float] = []
         for record, payload in items:
             mode = "hash" if len(payload) <= INLINE_PAYLOAD else "inline"
             k, a = self.store.create_args(record, mode, payload, secrets.token_hex(8))
-            api = apis.get(record.api)
-            if api is None:
-                api = apis[record.api] = len(apis) + 1
-                queue_keys += self.queue.send_keys(record.api)
             keys += (k[0], k[1], k[3])  # record, payload, listing index (no upload)
-            args.append(api)
-            args += a
-        return [self.store.no_upload_key, *queue_keys, *keys], [len(apis), *args]
+            args += (apis.number(record.api), *a)
+        return [self.store.no_upload_key, *apis.keys, *keys], [len(apis.numbers), *args]
 
     #: The receive script starts the records it may (joint_receive.lua, docs/redis.md).
     starts_on_receive = True
@@ -155,30 +149,28 @@ class RedisJoint(Joint):
         out: list[Settled] = []
         for start in range(0, len(settles), MAX_BATCH):
             chunk = settles[start : start + MAX_BATCH]
-            # joint_settle_many.lua's keys: each API's queue once, then each record's own.
-            apis: dict[str, int] = {}
-            ack_keys: list[str] = []
-            keys: list[str] = []
-            args: list[bytes | str | int | float] = [0]
-            for item in chunk:
-                d = item.delivery
-                k, a = self._write_args(d, item.record, item.version, item.result)
-                api = apis.get(d.api)
-                if api is None:
-                    api = apis[d.api] = len(apis) + 1
-                    ack_keys += self.queue.ack_keys(d.api)
-                keys += k
-                args.append(api)
-                args += a
-                args += (d.request_id, d.receipt)
-            keys[:0] = ack_keys
-            args[0] = len(apis)
+            keys, args = self.settle_many_args(chunk)
             with self.store.connection.op(f"settling {len(chunk)} requests"):
                 reply = await scripts.JOINT_SETTLE_MANY(self.store.connection.client(), keys, args)
             out += [
                 Settled(int(reply[i]) or None, bool(reply[i + 1])) for i in range(0, len(reply), 2)
             ]
         return out
+
+    def settle_many_args(
+        self, settles: Sequence[Settle]
+    ) -> tuple[list[str], list[bytes | str | int | float]]:
+        """joint_settle_many.lua's keys and arguments: each API's queue keys once, then each
+        settle's record keys, compare-and-set, id and receipt."""
+        apis = _ApiKeys(self.queue.ack_keys)
+        keys: list[str] = []
+        args: list[bytes | str | int | float] = []
+        for item in settles:
+            d = item.delivery
+            k, a = self._write_args(d, item.record, item.version, item.result)
+            keys += k
+            args += (apis.number(d.api), *a, d.request_id, d.receipt)
+        return [*apis.keys, *keys], [len(apis.numbers), *args]
 
     def finish_args(
         self, d: Delivery, record: RequestRecord, version: object, result: bytes | None
@@ -196,6 +188,23 @@ class RedisJoint(Joint):
         if (record.api, record.id) != (d.api, d.request_id):
             raise ValueError(f"the record of {record.id} is not the one of {d.request_id}")
         return self.store.write_args(record, version, result)
+
+
+class _ApiKeys:
+    """The APIs of one batch script: each API's queue keys once (``keys``, in the order the
+    APIs first come), and the number of its place that each request names instead."""
+
+    def __init__(self, keys_of: Callable[[str], list[str]]) -> None:
+        self._keys_of = keys_of
+        self.numbers: dict[str, int] = {}
+        self.keys: list[str] = []
+
+    def number(self, api: str) -> int:
+        n = self.numbers.get(api)
+        if n is None:
+            n = self.numbers[api] = len(self.numbers) + 1
+            self.keys += self._keys_of(api)
+        return n
 
 
 class _AckingWrite(AckingWrite):
