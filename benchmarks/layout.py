@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import secrets
 import uuid
 from collections.abc import Callable
@@ -169,12 +170,15 @@ class Bench:
         self.at[layout] = (i + self.batch) % (POOL - self.batch)
         return pool[i : i + self.batch]
 
-    def hash_create(self) -> Any:
+    def create(self, layout: str) -> Any:
+        return self._hash_create() if layout == "hash" else self._string_create()
+
+    def _hash_create(self) -> Any:
         items = [(_record(), PAYLOAD) for _ in range(self.batch)]
         keys, args = self.joint.create_many_args(items)
         return self.r.evalsha(scripts.JOINT_CREATE_MANY.sha, len(keys), *keys, *args)
 
-    def string_create(self) -> Any:
+    def _string_create(self) -> Any:
         keys: list[str] = []
         args: list[Any] = []
         for _ in range(self.batch):
@@ -203,12 +207,8 @@ class Bench:
         return scripts_us, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def compare(self, step: str, blocks: int, calls: int) -> str:
-        variants: dict[str, Callable[[], Any]] = {
-            "hash": self.hash_create if step == "create" else lambda: getattr(self, step)("hash"),
-            "string": self.string_create
-            if step == "create"
-            else lambda: getattr(self, step)("string"),
-        }
+        run_step: Callable[[str], Any] = getattr(self, step)
+        variants = {layout: functools.partial(run_step, layout) for layout in ("hash", "string")}
         for run in variants.values():
             run()  # warm: the scripts compiled, the first keys made
         totals = {layout: [0.0, 0.0] for layout in variants}
